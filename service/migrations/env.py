@@ -1,0 +1,34 @@
+"""Alembic environment: runs on the connection `service.storage.migrate` hands it."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine, text
+
+from service.models import Base
+from service.settings import Settings
+
+# Any fixed number: the advisory lock key that makes concurrent service starts on one
+# PostgreSQL run migrations one after the other instead of racing to create the tables.
+MIGRATION_LOCK_KEY = 727_274_001
+
+
+def run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+        context.run_migrations()
+
+
+connection = context.config.attributes.get("connection")
+if connection is not None:
+    run_migrations(connection)
+else:  # the alembic command line: use the service's own DATABASE_URL
+    with create_engine(Settings().database_url).begin() as conn:
+        run_migrations(conn)

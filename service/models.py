@@ -1,0 +1,103 @@
+"""The schema: `videos` (one row per generation, the incident's columns and more) and
+`video_claims` (one row per user and prompt key: the lock a `/create` must win).
+
+Why two tables: a claim must be one conditional write against a unique key, yet a user may
+legitimately get a second video for the same prompt (after a failure, after the window). So
+the unique key lives on `video_claims`, which points at the video currently holding it, and
+`videos` keeps every attempt as history. Alembic migrations (`service/migrations`) create
+this schema; the models here are what the code reads and writes through.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Base", "Video", "VideoClaim", "UTCDateTime"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time type and SQLAlchemy hands back naive
+    values, so values are converted to UTC on the way in and tagged UTC on the way out.
+    Naive datetimes are refused: a naive time is a bug waiting for a server in another zone.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware time")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, mapped_column(UTCDateTime())]
+# BigInteger for ids shared with Telegram (user ids exceed 2**31); SQLite needs INTEGER for
+# its rowid alias, hence the variant.
+BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Video(Base):
+    __tablename__ = "videos"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    tg_user_id: Mapped[int] = mapped_column(BigInteger)
+    prompt: Mapped[str] = mapped_column(Text)
+    enhanced_prompt: Mapped[str | None] = mapped_column(Text)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    category: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    video_url: Mapped[str | None] = mapped_column(Text)
+    thumbnail_url: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
+    # What the claim needs: the normalised prompt (service.prompt_key), the attempt number of
+    # the claim this video was generated under (the fencing token), why it failed, and what
+    # the generation cost (also recorded for a superseded attempt: that money was spent).
+    prompt_key: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    error: Mapped[str | None] = mapped_column(Text)
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(10, 2))
+    # Set by `python -m audit cleanup --apply` on a historical duplicate: the id of the first
+    # video of its group. Null for everything else.
+    duplicate_of: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_videos_user_key_created", "tg_user_id", "prompt_key", "created_at"),
+        Index("ix_videos_created_at", "created_at"),
+    )
+
+
+class VideoClaim(Base):
+    __tablename__ = "video_claims"
+
+    tg_user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    prompt_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    # Null only inside the claiming transaction, between the claim and the video insert.
+    video_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("videos.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    claimed_at: Mapped[Timestamp]
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

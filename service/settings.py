@@ -1,0 +1,121 @@
+"""Settings, read from the environment (prefix ``CLAIMFIRST_``; the database URL as ``DATABASE_URL``).
+
+Every timing constant the service uses is here, each with the reason for its default.
+Settings are built by `Settings()` when the app is created, never at import, so tests can
+pass their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+__all__ = ["Settings", "Policy", "normalize_database_url", "DEFAULT_SQLITE_PATH"]
+
+DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
+
+Policy = Literal["claim", "pending", "check", "none"]
+
+
+def normalize_database_url(url: str) -> str:
+    """Return a SQLAlchemy URL that uses psycopg 3 for PostgreSQL.
+
+    Railway and Heroku hand out ``postgres://`` (which SQLAlchemy no longer accepts) and
+    ``postgresql://`` (which SQLAlchemy maps to psycopg2, not installed here).
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLAIMFIRST_", extra="ignore")
+
+    database_url: str = Field(
+        default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
+        validation_alias=AliasChoices("DATABASE_URL", "CLAIMFIRST_DATABASE_URL", "database_url"),
+    )
+
+    # The duplicate window comes from the bot's own rule (the write-up checks the last 24 h):
+    # a user who asks again a day later wants a new video, not yesterday's.
+    duplicate_window_hours: float = Field(default=24.0, gt=0)
+
+    # How long a `generating` claim stays valid without a heartbeat. Long enough that a
+    # worker survives two missed heartbeats (a GC pause, a slow database round trip);
+    # short enough that when a worker dies the user waits half a minute to retry, not the
+    # write-up's 24 hours. Hosts sharing a database must keep clocks within a few seconds
+    # (NTP does far better): leases are compared against the writer's clock.
+    lease_seconds: float = Field(default=30.0, gt=0)
+
+    # A generation that has not finished after this long is treated as hung and marked
+    # failed: twice the slowest generation seen in production (5 minutes).
+    generation_timeout_seconds: float = Field(default=600.0, gt=0)
+
+    # Generations run in the background, at most this many at once per process: the
+    # provider rate-limits, and each one holds a lease that must keep being renewed.
+    max_concurrent_generations: int = Field(default=4, ge=1)
+
+    # Simulated generator: duration (one number, or "min,max" drawn uniformly), failure rate
+    # and seed. The default is seconds, not the real 2-5 minutes, so a demo finishes.
+    sim_seconds: Annotated[tuple[float, float], NoDecode] = (3.0, 8.0)
+    sim_failure_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    sim_seed: int | None = None
+    # Incident replay only: honour the X-Sim-Seconds / X-Sim-Fail request headers, so a
+    # replay can give each request its historical duration and outcome. Off in production.
+    sim_hints: bool = False
+
+    cost_per_video_usd: float = Field(default=4.0, ge=0)
+
+    # Incident replay only: the historical behaviours. Production runs "claim".
+    policy: Policy = "claim"
+    # Incident replay only: extra delay per database statement, to imitate Supabase over HTTP.
+    db_latency_ms: float = Field(default=0.0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalize_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @field_validator("sim_seconds", mode="before")
+    @classmethod
+    def _parse_sim_seconds(cls, value: object) -> object:
+        if isinstance(value, (int, float)):
+            return (float(value), float(value))
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",")]
+            if len(parts) not in (1, 2) or not all(parts):
+                raise ValueError("expected one number or 'min,max', e.g. 3 or 2,5")
+            low, high = float(parts[0]), float(parts[-1])
+            return (low, high)
+        return value
+
+    @field_validator("sim_seconds")
+    @classmethod
+    def _check_sim_seconds(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if low < 0 or high < low:
+            raise ValueError("need 0 <= min <= max")
+        return value
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        # A third of the lease: two heartbeats in a row may fail before the claim expires.
+        return self.lease_seconds / 3
+
+    @property
+    def sweep_seconds(self) -> float:
+        # Sweeping once per lease bounds how long an abandoned claim shows `generating`
+        # to two leases; sweeping more often only adds load for nothing a user waits on
+        # (a new request takes an expired claim over without waiting for the sweep).
+        return self.lease_seconds
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
