@@ -1,0 +1,122 @@
+"""Why each duplicate happened: ``sequential`` or ``race``, and the in-flight windows behind it.
+
+- **sequential**: when V was requested, an equivalent non-failed video within the window was
+  already saved. Any check would have blocked V.
+- **race**: none was saved yet, so V's generation overlapped an equivalent one in flight. Only
+  a claim taken before generating blocks it.
+
+The request time of each video comes from the bot's request log (``requests.video_id``; the
+earliest request that produced the video). Without a log, or for a video the log does not
+mention, it is estimated as ``created_at`` minus the middle of an assumed generation-time range
+(the write-up's 2-5 minutes), and the row says so in ``basis = "estimate"``. The estimate
+assumes ``created_at`` is the save time, which holds for the incident's data: before the fix
+a row was written only when generation ended.
+
+A video is "in flight" from its request to its save: ``[requested_at, created_at]``.
+`race_windows` lists those intervals for every video of a chain, for the report's timeline.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+
+from audit.detect import DEFAULT_WINDOW
+
+__all__ = [
+    "DEFAULT_GENERATION_RANGE",
+    "CLASSES",
+    "request_times",
+    "classify_duplicates",
+    "race_windows",
+]
+
+# The write-up: "2-5 minutes of video generation". Only used when the request log is missing.
+DEFAULT_GENERATION_RANGE = (timedelta(minutes=2), timedelta(minutes=5))
+CLASSES = ("sequential", "race")
+_GROUP = ["tg_user_id", "prompt_key"]
+
+
+def request_times(
+    videos: pd.DataFrame,
+    requests: pd.DataFrame | None = None,
+    *,
+    generation_range: tuple[timedelta, timedelta] = DEFAULT_GENERATION_RANGE,
+) -> pd.DataFrame:
+    """``id, requested_at, basis`` for every video: from the log where it has the video, else
+    estimated (``created_at`` minus the middle of ``generation_range``)."""
+    low, high = generation_range
+    estimate = videos["created_at"] - pd.Timedelta((low + high) / 2)
+    out = pd.DataFrame({"id": videos["id"].to_numpy(), "requested_at": estimate.to_numpy(), "basis": "estimate"})
+    if requests is not None and len(requests):
+        logged = requests.dropna(subset=["video_id"]).groupby("video_id")["received_at"].min()
+        found = out["id"].map(logged)
+        has = found.notna()
+        out.loc[has, "requested_at"] = found[has]
+        out.loc[has, "basis"] = "request_log"
+    out["requested_at"] = pd.to_datetime(out["requested_at"], utc=True).dt.as_unit("us")
+    # A request cannot come after its own save; a log that says so is clamped, not trusted.
+    created = videos["created_at"].to_numpy()
+    out["requested_at"] = out["requested_at"].where(out["requested_at"].to_numpy() <= created, created)
+    return out
+
+
+def classify_duplicates(
+    pairs: pd.DataFrame,
+    marked: pd.DataFrame,
+    requested: pd.DataFrame,
+    *,
+    window: timedelta = DEFAULT_WINDOW,
+) -> pd.DataFrame:
+    """Add ``requested_at``, ``basis`` and ``class`` to `audit.detect.duplicate_pairs` rows.
+
+    Sequential means: the latest non-failed equivalent video saved at or before V's request is
+    earlier than V and within the window of V. Otherwise the duplicate is a race.
+    """
+    out = pairs.merge(requested.rename(columns={"id": "video_id"}), on="video_id", how="left")
+    if out.empty:
+        out["class"] = pd.Series([], dtype=object)
+        return out
+    saved = marked.loc[marked["status"] != "failed", [*_GROUP, "id", "created_at"]]
+    saved = saved.rename(columns={"id": "saved_id", "created_at": "saved_at"}).sort_values("saved_at")
+    probe = out[["video_id", *_GROUP, "requested_at", "created_at"]].sort_values("requested_at")
+    matched = pd.merge_asof(
+        probe, saved, left_on="requested_at", right_on="saved_at", by=_GROUP, direction="backward"
+    )
+    earlier = (matched["saved_at"] < matched["created_at"]) | (
+        (matched["saved_at"] == matched["created_at"]) & (matched["saved_id"] < matched["video_id"])
+    )
+    within = (matched["created_at"] - matched["saved_at"]) <= pd.Timedelta(window)
+    sequential = (matched["saved_id"].notna() & earlier & within).fillna(False)
+    classes = pd.Series(sequential.to_numpy(), index=matched["video_id"].to_numpy()).map(
+        {True: "sequential", False: "race"}
+    )
+    out["class"] = out["video_id"].map(classes)
+    return out
+
+
+def race_windows(marked: pd.DataFrame, classified: pd.DataFrame, requested: pd.DataFrame) -> pd.DataFrame:
+    """The in-flight interval of every video in a chain that has a duplicate.
+
+    Columns: ``chain_id`` (the original's id), ``video_id``, ``role`` (``original`` or
+    ``duplicate``), ``class`` (the duplicate's class; for the original, ``race`` when any of its
+    duplicates raced it), ``tg_user_id``, ``prompt``, ``requested_at``, ``saved_at``, ``basis``.
+    Sorted by chain then request time.
+    """
+    columns = ["chain_id", "video_id", "role", "class", "tg_user_id", "prompt", "requested_at", "saved_at", "basis"]
+    if classified.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
+    dups = classified[["original_id", "video_id", "class"]].rename(columns={"original_id": "chain_id"})
+    dups = dups.assign(role="duplicate")
+    chain_class = dups.groupby("chain_id")["class"].agg(lambda c: "race" if (c == "race").any() else "sequential")
+    originals = pd.DataFrame(
+        {"chain_id": chain_class.index, "video_id": chain_class.index, "class": chain_class.to_numpy(), "role": "original"}
+    )
+    rows = pd.concat([originals, dups], ignore_index=True)
+    info = marked.set_index("id")[["tg_user_id", "prompt", "created_at"]]
+    rows = rows.join(info, on="video_id").rename(columns={"created_at": "saved_at"})
+    rows = rows.merge(requested.rename(columns={"id": "video_id"}), on="video_id", how="left")
+    rows["chain_id"] = rows["chain_id"].astype("int64")
+    rows["video_id"] = rows["video_id"].astype("int64")
+    return rows[columns].sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)

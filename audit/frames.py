@@ -1,0 +1,164 @@
+"""The canonical DataFrames every source produces and every analysis consumes.
+
+Two frames:
+
+- **videos**: one row per generated video, the incident's columns (``id … updated_at``) plus
+  ``prompt_key`` (computed with `service.prompt_key` when the source lacks it: external stores
+  such as the user's Supabase only have the incident columns).
+- **requests**: the bot's request log, ``request_id, received_at, tg_user_id, prompt,
+  video_id`` (``video_id`` missing when the request produced no video).
+
+`normalise_videos` / `normalise_requests` check the columns, coerce the types, and parse every
+timestamp to UTC-aware. A naive timestamp is refused rather than assumed UTC: the incident's
+data came from a bot running in one zone and a database in another, and guessing the zone
+silently shifts every window by hours.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from service.prompt_key import prompt_key
+
+__all__ = [
+    "AuditError",
+    "SchemaError",
+    "VIDEO_COLUMNS",
+    "REQUIRED_VIDEO_COLUMNS",
+    "REQUEST_COLUMNS",
+    "STATUSES",
+    "normalise_videos",
+    "normalise_requests",
+    "empty_videos",
+]
+
+
+class AuditError(Exception):
+    """Base of every error the audit reports to a user (the CLI prints it and exits 2)."""
+
+
+class SchemaError(AuditError):
+    """A source's columns or values do not fit the canonical frame."""
+
+
+# Order matters only for output: reports and CSVs list columns in this order.
+VIDEO_COLUMNS = [
+    "id",
+    "tg_user_id",
+    "prompt",
+    "enhanced_prompt",
+    "duration_seconds",
+    "category",
+    "status",
+    "video_url",
+    "thumbnail_url",
+    "created_at",
+    "updated_at",
+    "prompt_key",
+]
+# The rule needs only these; the rest are carried through when present.
+REQUIRED_VIDEO_COLUMNS = ["id", "tg_user_id", "prompt", "status", "created_at"]
+REQUEST_COLUMNS = ["request_id", "received_at", "tg_user_id", "prompt", "video_id"]
+STATUSES = ("generating", "ready", "failed")
+
+
+def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
+    """Parse ISO strings or datetimes to ``datetime64[us, UTC]``; refuse naive or bad values."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").dt.as_unit("us")
+    if pd.api.types.is_datetime64_dtype(values.dtype):
+        raise SchemaError(f"{source}: column {column!r} has naive timestamps; give a UTC offset")
+    present = values.dropna()
+    if len(present):
+        text = present.astype(str)
+        # An ISO 8601 time with an offset ends in Z or ±HH:MM / ±HHMM.
+        naive = ~text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
+        if naive.any():
+            example = text[naive].iloc[0]
+            raise SchemaError(
+                f"{source}: column {column!r} has a timestamp without a UTC offset ({example!r}); "
+                "write it as ISO 8601 with an offset, e.g. 2025-10-15T05:37:00+00:00"
+            )
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"{source}: column {column!r} has a value that is not a timestamp: {exc}") from exc
+    return parsed.dt.as_unit("us")
+
+
+def _integers(values: pd.Series, column: str, source: str, *, nullable: bool = False) -> pd.Series:
+    try:
+        converted = pd.to_numeric(values, errors="raise")
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"{source}: column {column!r} must hold integers: {exc}") from exc
+    if not nullable and converted.isna().any():
+        raise SchemaError(f"{source}: column {column!r} has empty values")
+    if (converted.dropna() % 1 != 0).any():
+        raise SchemaError(f"{source}: column {column!r} must hold integers")
+    return converted.astype("Int64" if nullable else "int64")
+
+
+def _check_columns(frame: pd.DataFrame, required: list[str], source: str) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing column(s) {', '.join(missing)} (have: {', '.join(map(str, frame.columns))})"
+        )
+
+
+def empty_videos() -> pd.DataFrame:
+    """A videos frame with no rows and the canonical dtypes."""
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in VIDEO_COLUMNS})
+    frame["created_at"] = frame["created_at"].astype(str)
+    return normalise_videos(frame)
+
+
+def normalise_videos(frame: pd.DataFrame, *, source: str = "videos") -> pd.DataFrame:
+    """Return the canonical videos frame: checked, typed, keyed, sorted by ``(created_at, id)``.
+
+    Raises `SchemaError` with a one-line message naming the source and the column.
+    """
+    _check_columns(frame, REQUIRED_VIDEO_COLUMNS, source)
+    out = frame.copy()
+    for column in VIDEO_COLUMNS:
+        if column not in out.columns:
+            out[column] = pd.NA
+    out["id"] = _integers(out["id"], "id", source)
+    if out["id"].duplicated().any():
+        dup = out.loc[out["id"].duplicated(), "id"].iloc[0]
+        raise SchemaError(f"{source}: column 'id' is not unique (id {dup} appears twice)")
+    out["tg_user_id"] = _integers(out["tg_user_id"], "tg_user_id", source)
+    out["duration_seconds"] = _integers(out["duration_seconds"], "duration_seconds", source, nullable=True)
+    if out["prompt"].isna().any():
+        raise SchemaError(f"{source}: column 'prompt' has empty values")
+    out["prompt"] = out["prompt"].astype(str)
+    out["status"] = out["status"].astype(str)
+    unknown = sorted(set(out["status"]) - set(STATUSES))
+    if unknown:
+        raise SchemaError(f"{source}: column 'status' has unknown value(s) {unknown}; expected {list(STATUSES)}")
+    out["created_at"] = _utc(out["created_at"], "created_at", source)
+    if out["created_at"].isna().any():
+        raise SchemaError(f"{source}: column 'created_at' has empty values")
+    out["updated_at"] = _utc(out["updated_at"], "updated_at", source)
+    # Always recomputed: a stored key written by an older normalisation must not disagree
+    # with the definition the service enforces today.
+    out["prompt_key"] = out["prompt"].map(prompt_key).astype(str)
+    for column in ("enhanced_prompt", "category", "video_url", "thumbnail_url"):
+        out[column] = out[column].astype(object).where(out[column].notna(), None)
+    extra = [c for c in out.columns if c not in VIDEO_COLUMNS]
+    out = out[VIDEO_COLUMNS + extra]
+    return out.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
+
+
+def normalise_requests(frame: pd.DataFrame, *, source: str = "requests") -> pd.DataFrame:
+    """Return the canonical request log: checked, typed, sorted by ``received_at``."""
+    _check_columns(frame, REQUEST_COLUMNS, source)
+    out = frame[REQUEST_COLUMNS].copy()
+    out["request_id"] = out["request_id"].astype(str)
+    out["received_at"] = _utc(out["received_at"], "received_at", source)
+    if out["received_at"].isna().any():
+        raise SchemaError(f"{source}: column 'received_at' has empty values")
+    out["tg_user_id"] = _integers(out["tg_user_id"], "tg_user_id", source)
+    out["prompt"] = out["prompt"].astype(str)
+    out["video_id"] = _integers(out["video_id"], "video_id", source, nullable=True)
+    return out.sort_values(["received_at", "request_id"], kind="stable").reset_index(drop=True)

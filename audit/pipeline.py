@@ -1,0 +1,160 @@
+"""`run_audit`: the whole analysis, from canonical frames to an `AuditResult`.
+
+normalise → key → window → classify → cost, in that order, with no I/O: the CLI and the
+notebooks both call this one function, so a number in a notebook is the number in the weekly
+report.
+
+Scope: a sweep of a period ``[since, until]`` counts the duplicates *created* in it, but needs
+the videos of one window before ``since`` to see their originals. Pass that look-back in
+``videos``; rows before ``since`` are context, never counted. A chain that started before
+the look-back is reported from its first video inside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+
+from audit.classify import CLASSES, DEFAULT_GENERATION_RANGE, classify_duplicates, race_windows, request_times
+from audit.detect import DEFAULT_WINDOW, duplicate_pairs, mark_duplicates
+from audit.frames import normalise_requests, normalise_videos
+from audit.near import DEFAULT_SIMILARITY, near_duplicates
+from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
+from audit.stuck import DEFAULT_LEASE, stuck_claims
+
+__all__ = ["DEFAULT_COST_PER_VIDEO", "AuditResult", "run_audit"]
+
+# The write-up: "Each video costs $4 USD". Shared with `service.settings.cost_per_video_usd`.
+DEFAULT_COST_PER_VIDEO = 4.0
+
+
+@dataclass
+class AuditResult:
+    """Everything a sweep found. Frames are sorted; ``summary`` is what ``summary.json`` holds."""
+
+    videos: pd.DataFrame  # the scanned videos, marked (is_duplicate, previous_id, original_id)
+    duplicates: pd.DataFrame  # one row per duplicate: ids, times, class, basis, cost_usd
+    race_windows: pd.DataFrame  # in-flight intervals of every chain with a duplicate
+    policies: pd.DataFrame  # policy, duplicates_prevented, generations, wasted_usd
+    stuck_claims: pd.DataFrame
+    near_duplicates: pd.DataFrame | None  # None unless asked for
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _in_scope(times: pd.Series, since: datetime | None, until: datetime | None) -> pd.Series:
+    keep = pd.Series(True, index=times.index)
+    if since is not None:
+        keep &= times >= pd.Timestamp(since)
+    if until is not None:
+        keep &= times <= pd.Timestamp(until)
+    return keep
+
+
+def run_audit(
+    videos: pd.DataFrame,
+    requests: pd.DataFrame | None = None,
+    *,
+    as_of: datetime,
+    window: timedelta = DEFAULT_WINDOW,
+    cost_per_video: float = DEFAULT_COST_PER_VIDEO,
+    lease: timedelta = DEFAULT_LEASE,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    near_duplicates_threshold: float | None = None,
+    generation_range: tuple[timedelta, timedelta] = DEFAULT_GENERATION_RANGE,
+    pending_gap: timedelta = DEFAULT_PENDING_GAP,
+    videos_scanned: int | None = None,
+) -> AuditResult:
+    """Audit ``videos`` (and the request log, if any) as of ``as_of`` (UTC-aware).
+
+    ``near_duplicates_threshold``: None skips near-duplicates; a number (e.g.
+    `audit.near.DEFAULT_SIMILARITY`) lists them. ``videos_scanned`` overrides the count of
+    videos in scope, for a database source that only loaded the groups with duplicates.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    videos = normalise_videos(videos)
+    requests = normalise_requests(requests) if requests is not None else None
+    marked = mark_duplicates(videos, window=window)
+    in_scope = _in_scope(marked["created_at"], since, until)
+    marked.loc[~in_scope, "is_duplicate"] = False  # look-back rows are context only
+    marked.loc[~in_scope, ["previous_id", "original_id"]] = pd.NA
+
+    requested = request_times(marked, requests, generation_range=generation_range)
+    pairs = duplicate_pairs(marked)
+    classified = classify_duplicates(pairs, marked, requested, window=window)
+    classified["cost_usd"] = float(cost_per_video)
+    prevented = prevented_by(classified, marked, requested, window=window, pending_gap=pending_gap)
+    for policy in prevented.columns:
+        classified[f"prevented_by_{policy}"] = prevented[policy].to_numpy()
+    classified = classified.sort_values(["created_at", "video_id"]).reset_index(drop=True)
+
+    scanned = int(in_scope.sum()) if videos_scanned is None else int(videos_scanned)
+    policies = compare_policies(prevented, videos_scanned=scanned, cost_per_video=cost_per_video)
+    # Stuck claims are current state, not history: every loaded row counts.
+    stuck = stuck_claims(marked, as_of=as_of, lease=lease)
+    near = None
+    if near_duplicates_threshold is not None:
+        near = near_duplicates(marked, window=window, threshold=near_duplicates_threshold)
+        near = near.loc[near["video_id"].isin(marked.loc[in_scope, "id"])].reset_index(drop=True)
+    windows = race_windows(marked, classified, requested)
+
+    basis = "request_log" if requests is not None else "estimate"
+    if requests is not None and (classified["basis"] == "estimate").any():
+        basis = "request_log (some estimated)"
+    low, high = generation_range
+    summary: dict[str, Any] = {
+        "as_of": pd.Timestamp(as_of).tz_convert("UTC").isoformat(),
+        "since": pd.Timestamp(since).isoformat() if since is not None else None,
+        "until": pd.Timestamp(until).isoformat() if until is not None else None,
+        "window_hours": window.total_seconds() / 3600,
+        "cost_per_video": float(cost_per_video),
+        "videos_scanned": scanned,
+        "duplicate_count": len(classified),
+        "wasted_usd": round(len(classified) * float(cost_per_video), 2),
+        "by_class": {c: int((classified["class"] == c).sum()) for c in CLASSES},
+        "classification_basis": basis,
+        "estimate_assumption": None
+        if basis == "request_log"
+        else f"request time = save time minus {((low + high) / 2).total_seconds():.0f} s "
+        f"(generation assumed {low.total_seconds():.0f}-{high.total_seconds():.0f} s)",
+        "duplicates": [
+            {
+                "video_id": int(video_id),
+                "original_id": int(original_id),
+                "previous_id": int(previous_id),
+                "class": klass,
+                "basis": basis_,
+                "created_at": created_at.isoformat(),
+                "requested_at": requested_at.isoformat(),
+            }
+            for video_id, original_id, previous_id, klass, basis_, created_at, requested_at in zip(
+                classified["video_id"],
+                classified["original_id"],
+                classified["previous_id"],
+                classified["class"],
+                classified["basis"],
+                classified["created_at"],
+                classified["requested_at"],
+                strict=True,
+            )
+        ],
+        "policies": policies.to_dict(orient="records"),
+        "stuck_claims": [
+            {"video_id": int(r.id), "tg_user_id": int(r.tg_user_id), "age_seconds": float(r.age_seconds)}
+            for r in stuck.itertuples(index=False)
+        ],
+        "near_duplicates": None if near is None else near[["video_id", "earlier_id", "similarity"]].to_dict(orient="records"),
+    }
+    return AuditResult(
+        videos=marked.loc[in_scope].reset_index(drop=True),
+        duplicates=classified,
+        race_windows=windows,
+        policies=policies,
+        stuck_claims=stuck,
+        near_duplicates=near,
+        summary=summary,
+    )
