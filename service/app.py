@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 import anyio.to_thread
 from fastapi import FastAPI
 
-from service.claim import ClaimRule, ClaimTicket, NewVideo, claim_video
+from service.claim import ClaimRule, NewVideo
 from service.generators import GenerationJob, Generator, SimHints, SimulatedGenerator
+from service.policies import Admission, admit
 from service.runner import GenerationRunner
 from service.settings import Settings
 from service.storage import SqlStore, make_engine, migrate
@@ -60,7 +61,7 @@ class Runtime:
             cost_usd=settings.cost_per_video_usd,
         )
         runner = GenerationRunner(
-            store, generator, rule, clock,
+            store, generator, clock,
             max_concurrent=settings.max_concurrent_generations,
             heartbeat_seconds=settings.heartbeat_seconds,
             sweep_seconds=settings.sweep_seconds,
@@ -68,13 +69,16 @@ class Runtime:
         )
         return cls(settings, store, rule, runner, clock)
 
-    async def create(self, request: NewVideo, hints: SimHints | None = None) -> ClaimTicket:
-        # The claim is blocking SQL; run it off the event loop. It raises DuplicateRequest
-        # (409) or StorageUnavailable (503) before anything is submitted.
-        ticket = await anyio.to_thread.run_sync(claim_video, self.store, self.rule, request, self.clock)
-        job = GenerationJob(ticket.video_id, request.tg_user_id, request.prompt, request.category, hints)
-        self.runner.submit(ticket, job)
-        return ticket
+    async def create(self, request: NewVideo, hints: SimHints | None = None) -> Admission:
+        # Admission is blocking SQL; run it off the event loop. It raises DuplicateRequest
+        # (409) or StorageUnavailable (503) before anything is submitted, so a request that
+        # fails here has started no generation.
+        admission = await anyio.to_thread.run_sync(
+            admit, self.settings.policy, self.store, self.rule, request, self.clock
+        )
+        job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category, hints)
+        self.runner.submit(admission.recorder, job)
+        return admission
 
 
 def create_app(

@@ -28,7 +28,7 @@ class SimHints:
 
 @dataclass(frozen=True)
 class GenerationJob:
-    video_id: int
+    video_id: int | None  # None under the replay-only policies that write the row at the end
     tg_user_id: int
     prompt: str
     category: str | None = None

@@ -57,7 +57,7 @@ class VideoOut(BaseModel):
 
 
 class CreateAccepted(BaseModel):
-    video_id: int
+    video_id: int | None  # None only under the replay-only policies `check` and `none`
     status: str
     prompt_key: str
     attempt: int
@@ -95,11 +95,15 @@ def install(app: FastAPI) -> None:
         x_sim_fail: Annotated[str | None, Header()] = None,
     ) -> CreateAccepted:
         request = NewVideo(body.tg_user_id, body.prompt, prompt_key(body.prompt), body.category)
-        ticket = await runtime.create(request, _sim_hints(runtime, x_sim_seconds, x_sim_fail))
+        admission = await runtime.create(request, _sim_hints(runtime, x_sim_seconds, x_sim_fail))
+        detail = (
+            f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
+            if admission.video_id is not None
+            else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
+        )
         return CreateAccepted(
-            video_id=ticket.video_id, status="generating", prompt_key=ticket.prompt_key,
-            attempt=ticket.attempt, created_at=ticket.created_at,
-            detail=f"Generating video {ticket.video_id}; GET /videos/{ticket.video_id} for its status.",
+            video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
+            attempt=admission.attempt, created_at=admission.created_at, detail=detail,
         )
 
     @app.get("/videos/{video_id}", response_model=VideoOut, responses={404: {"description": "unknown id"}})
@@ -134,7 +138,7 @@ def validation_body(errors: Any) -> dict[str, Any]:
     parts = []
     for error in errors:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        message = error.get("msg", "invalid")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         if error.get("type") == "json_invalid":
             where, message = "body", "request body is not valid JSON"
         parts.append(f"{where}: {message}")

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.claim import ClaimRule, ClaimTicket
 from service.errors import ClaimfirstError, StorageUnavailable
 from service.generators import GenerationJob, Generator
+from service.policies import Recorder
 from service.storage import SqlStore
 
 __all__ = ["GenerationRunner", "RunnerStats"]
@@ -49,7 +49,6 @@ class GenerationRunner:
         self,
         store: SqlStore,
         generator: Generator,
-        rule: ClaimRule,
         clock: Callable[[], datetime],
         *,
         max_concurrent: int,
@@ -59,7 +58,6 @@ class GenerationRunner:
     ) -> None:
         self.store = store
         self.generator = generator
-        self.rule = rule
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
         self.sweep_seconds = sweep_seconds
@@ -88,14 +86,14 @@ class GenerationRunner:
 
     # -- generation --------------------------------------------------------------------
 
-    def submit(self, ticket: ClaimTicket, job: GenerationJob) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(ticket, job), name=f"video-{ticket.video_id}")
+    def submit(self, recorder: Recorder, job: GenerationJob) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(recorder, job), name=f"video-{job.video_id}")
         self.stats.submitted += 1
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, ticket: ClaimTicket, job: GenerationJob) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(ticket))
+    async def _run(self, recorder: Recorder, job: GenerationJob) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(recorder, job))
         try:
             async with self._slots:
                 self.stats.started += 1
@@ -109,51 +107,47 @@ class GenerationRunner:
                         await generation
                     raise _LeaseLost()
                 result = generation.result()
-            won = await asyncio.to_thread(
-                self.store.complete, ticket, video_url=result.video_url,
-                thumbnail_url=result.thumbnail_url, cost_usd=result.cost_usd, now=self.clock(),
-            )
+            won = await asyncio.to_thread(recorder.complete, result, self.clock())
             if won:
                 self.stats.ready += 1
             else:
                 self.stats.lost += 1
-                log.warning("video %s: late result rejected, claim attempt %s was superseded",
-                            ticket.video_id, ticket.attempt)
+                log.warning("video %s: late result rejected, its claim was superseded", job.video_id)
         except _LeaseLost:
             self.stats.lost += 1
-            log.warning("video %s: lease lost, generation cancelled", ticket.video_id)
-            await self._fail(ticket, "lease lost while generating; generation cancelled")
+            log.warning("video %s: lease lost, generation cancelled", job.video_id)
+            await self._fail(recorder, job, "lease lost while generating; generation cancelled")
         except asyncio.CancelledError:
             self.stats.failed += 1
-            await asyncio.shield(self._fail(ticket, "service stopped during generation"))
+            await asyncio.shield(self._fail(recorder, job, "service stopped during generation"))
             raise
         except TimeoutError:
             self.stats.failed += 1
-            await self._fail(ticket, f"generation timed out after {self.timeout_seconds:g} s")
+            await self._fail(recorder, job, f"generation timed out after {self.timeout_seconds:g} s")
         except Exception as exc:  # any generator error marks the video failed, never leaks
             self.stats.failed += 1
-            log.info("video %s failed: %s", ticket.video_id, exc)
-            await self._fail(ticket, f"{type(exc).__name__}: {exc}")
+            log.info("video %s failed: %s", job.video_id, exc)
+            await self._fail(recorder, job, f"{type(exc).__name__}: {exc}")
         finally:
             heartbeat.cancel()
 
-    async def _fail(self, ticket: ClaimTicket, error: str) -> None:
+    async def _fail(self, recorder: Recorder, job: GenerationJob, error: str) -> None:
         try:
-            await asyncio.to_thread(self.store.fail, ticket, error, now=self.clock())
+            await asyncio.to_thread(recorder.fail, error, self.clock())
         except ClaimfirstError as exc:
             # The database is down: the lease will run out and the sweep (or the next
             # request for this prompt) frees the key. Nothing else to do here.
-            log.error("video %s: could not record failure (%s)", ticket.video_id, exc)
+            log.error("video %s: could not record failure (%s)", job.video_id, exc)
 
-    async def _heartbeat(self, ticket: ClaimTicket) -> None:
+    async def _heartbeat(self, recorder: Recorder, job: GenerationJob) -> None:
         """Renew the lease until cancelled; return when the claim is no longer ours."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
-                still_ours = await asyncio.to_thread(self.store.renew, ticket, now=self.clock(), rule=self.rule)
+                still_ours = await asyncio.to_thread(recorder.renew, self.clock())
             except StorageUnavailable as exc:
                 # The lease may still be valid; try again next beat rather than give up.
-                log.warning("video %s: heartbeat failed (%s)", ticket.video_id, exc)
+                log.warning("video %s: heartbeat failed (%s)", job.video_id, exc)
                 continue
             if not still_ours:
                 return

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
 from service.errors import StorageUnavailable, VideoNotFound
+from service.generators import GenerationResult
 from service.models import Video, VideoClaim
 
 __all__ = ["SqlStore", "VideoRecord", "make_engine", "migrate", "translate_db_errors"]
@@ -197,21 +198,7 @@ class SqlStore:
                 return None
             # Won. The video row and the claim's pointer to it commit together with the
             # claim: no durable claim, no generation; no claim, no row.
-            video_id = conn.execute(
-                self._insert(Video.__table__)
-                .values(
-                    tg_user_id=request.tg_user_id,
-                    prompt=request.prompt,
-                    enhanced_prompt=request.prompt,
-                    category=request.category,
-                    status=GENERATING,
-                    prompt_key=request.prompt_key,
-                    attempt=attempt,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(Video.__table__.c.id)
-            ).scalar_one()
+            video_id = conn.execute(self._insert_video(request, GENERATING, now, attempt)).scalar_one()
             conn.execute(
                 update(VideoClaim)
                 .where(*self._claim_pk(request.tg_user_id, request.prompt_key))
@@ -266,10 +253,7 @@ class SqlStore:
             )
         return result.rowcount == 1
 
-    def complete(
-        self, ticket: ClaimTicket, *, video_url: str, thumbnail_url: str | None,
-        cost_usd: Decimal | None, now: datetime,
-    ) -> bool:
+    def complete(self, ticket: ClaimTicket, result: GenerationResult, *, now: datetime) -> bool:
         """Record a finished video; False (and this attempt marked failed) when fenced off."""
         with self._transaction() as conn:
             won = conn.execute(
@@ -281,8 +265,7 @@ class SqlStore:
                 conn.execute(
                     update(Video)
                     .where(Video.id == ticket.video_id)
-                    .values(status=READY, video_url=video_url, thumbnail_url=thumbnail_url,
-                            cost_usd=cost_usd, updated_at=now)
+                    .values(status=READY, updated_at=now, **self._result_values(result))
                 )
             else:
                 # Too late: the claim was taken over or swept. The money is spent, so the
@@ -290,7 +273,7 @@ class SqlStore:
                 conn.execute(
                     update(Video)
                     .where(Video.id == ticket.video_id, Video.status != READY)
-                    .values(status=FAILED, cost_usd=cost_usd, updated_at=now,
+                    .values(status=FAILED, cost_usd=result.cost_usd, updated_at=now,
                             error=func.coalesce(Video.error, "late result rejected: claim lost"))
                 )
         return won
@@ -326,6 +309,37 @@ class SqlStore:
                 )
         return sorted(video_ids)
 
+    # -- incident replay only: the legacy policies' separate round trips (service.policies) --
+
+    def find_recent_by_prompt(
+        self, tg_user_id: int, prompt: str, *, since: datetime, statuses: tuple[str, ...] | None = None
+    ) -> VideoRecord | None:
+        """The bot's duplicate check: the exact prompt, the window, optionally some statuses."""
+        query = select(Video.__table__).where(
+            Video.tg_user_id == tg_user_id, Video.prompt == prompt, Video.created_at >= since
+        )
+        if statuses is not None:
+            query = query.where(Video.status.in_(statuses))
+        with self._transaction() as conn:
+            row = conn.execute(query.order_by(Video.created_at, Video.id).limit(1)).mappings().one_or_none()
+        return None if row is None else VideoRecord.from_mapping(row)
+
+    def insert_video(
+        self, request: NewVideo, status: str, *, now: datetime, result: GenerationResult | None = None
+    ) -> VideoRecord:
+        with self._transaction() as conn:
+            video_id = conn.execute(self._insert_video(request, status, now, 1, result)).scalar_one()
+        return self.get(video_id)
+
+    def set_outcome(
+        self, video_id: int, status: str, *, now: datetime,
+        result: GenerationResult | None = None, error: str | None = None,
+    ) -> None:
+        """An unfenced update, exactly as the write-up's fix wrote its result."""
+        with self._transaction() as conn:
+            conn.execute(update(Video).where(Video.id == video_id).values(
+                status=status, updated_at=now, error=error, **self._result_values(result)))
+
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, video_id: int) -> VideoRecord:
@@ -334,6 +348,33 @@ class SqlStore:
         if row is None:
             raise VideoNotFound(f"no video with id {video_id}")
         return VideoRecord.from_mapping(row)
+
+    def _insert_video(
+        self, request: NewVideo, status: str, now: datetime, attempt: int,
+        result: GenerationResult | None = None,
+    ):  # type: ignore[no-untyped-def]
+        return (
+            self._insert(Video.__table__)
+            .values(
+                tg_user_id=request.tg_user_id,
+                prompt=request.prompt,
+                enhanced_prompt=request.prompt,
+                category=request.category,
+                status=status,
+                prompt_key=request.prompt_key,
+                attempt=attempt,
+                created_at=now,
+                updated_at=now,
+                **self._result_values(result),
+            )
+            .returning(Video.__table__.c.id)
+        )
+
+    @staticmethod
+    def _result_values(result: GenerationResult | None) -> dict[str, Any]:
+        if result is None:
+            return {}
+        return {"video_url": result.video_url, "thumbnail_url": result.thumbnail_url, "cost_usd": result.cost_usd}
 
     @staticmethod
     def _claim_pk(tg_user_id: int, prompt_key: str) -> tuple:
