@@ -1,0 +1,36 @@
+"""Run the real ASGI app (lifespan, migrations, background runner) in-process for a test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from service.app import Runtime, create_app
+from service.generators import Generator
+from service.models import Video
+from service.settings import Settings
+
+
+@contextmanager
+def running_app(database_url: str, *, generator: Generator | None = None, **settings) -> Iterator[TestClient]:
+    settings.setdefault("sim_seconds", "0")
+    app = create_app(Settings(database_url=database_url, **settings), generator=generator)
+    with TestClient(app) as client:
+        yield client
+
+
+def runtime(client: TestClient) -> Runtime:
+    return client.app.state.runtime
+
+
+def drain(client: TestClient) -> None:
+    """Wait until every generation this app started has finished."""
+    client.portal.call(runtime(client).runner.drain)
+
+
+def video_count(client: TestClient) -> int:
+    with runtime(client).store.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Video)).scalar_one()

@@ -1,0 +1,129 @@
+"""The HTTP API through the real ASGI app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.errors import GenerationError
+from service.generators import GenerationJob, GenerationResult
+from tests.service.app_client import drain, running_app, runtime, video_count
+
+PROMPT = "Smart wallets as digital assistants..."
+
+
+def create(client, prompt: str = PROMPT, user: int = 42, **extra):
+    return client.post("/create", json={"tg_user_id": user, "prompt": prompt, **extra})
+
+
+def test_create_then_duplicate_then_ready(db_url: str) -> None:
+    with running_app(db_url, sim_seconds="60") as client:
+        first = create(client, category="tech")
+        assert first.status_code == 202, first.text
+        body = first.json()
+        assert body["status"] == "generating" and body["prompt_key"] == "smart wallets as digital assistants"
+
+        again = create(client, "smart wallets as  DIGITAL assistants!")
+        assert again.status_code == 409
+        dup = again.json()
+        assert (dup["video_id"], dup["status"]) == (body["video_id"], "generating")
+        assert "Duplicate video" in dup["detail"]
+
+        video = client.get(f"/videos/{body['video_id']}").json()
+        assert (video["status"], video["category"], video["prompt"]) == ("generating", "tech", PROMPT)
+        assert runtime(client).runner.stats.started == 1
+        assert video_count(client) == 1
+
+
+def test_ready_duplicate_answers_with_the_url(sqlite_url: str) -> None:
+    with running_app(sqlite_url) as client:
+        video_id = create(client).json()["video_id"]
+        drain(client)
+        assert client.get(f"/videos/{video_id}").json()["status"] == "ready"
+        dup = create(client).json()
+        assert dup["status"] == "ready" and dup["video_url"].endswith(f"/{video_id}.mp4")
+
+
+def test_another_user_and_another_prompt_get_their_own_video(sqlite_url: str) -> None:
+    with running_app(sqlite_url, sim_seconds="60") as client:
+        assert create(client, user=1).status_code == 202
+        assert create(client, user=2).status_code == 202
+        assert create(client, PROMPT.replace("assistants", "accountants"), user=1).status_code == 202
+        assert video_count(client) == 3
+
+
+def test_simulated_failure_marks_failed_and_a_retry_is_accepted(db_url: str) -> None:
+    with running_app(db_url, sim_failure_rate=1.0) as client:
+        video_id = create(client).json()["video_id"]
+        drain(client)
+        failed = client.get(f"/videos/{video_id}").json()
+        assert failed["status"] == "failed" and "simulated generation failure" in failed["error"]
+        retry = create(client)
+        assert retry.status_code == 202 and retry.json()["attempt"] == 2
+
+
+class RaisingGenerator:
+    """A provider client that blows up instead of returning `success: False`."""
+
+    async def generate(self, job: GenerationJob) -> GenerationResult:
+        raise ConnectionResetError("provider hung up")
+
+
+class HangingGenerator:
+    async def generate(self, job: GenerationJob) -> GenerationResult:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("generator", "settings", "error_part"),
+    [
+        (RaisingGenerator(), {}, "ConnectionResetError: provider hung up"),
+        (HangingGenerator(), {"generation_timeout_seconds": 0.05}, "timed out after 0.05 s"),
+    ],
+    ids=["exception", "timeout"],
+)
+def test_generator_exception_or_timeout_marks_failed(sqlite_url, generator, settings, error_part) -> None:
+    with running_app(sqlite_url, generator=generator, **settings) as client:
+        video_id = create(client).json()["video_id"]
+        drain(client)
+        video = client.get(f"/videos/{video_id}").json()
+        assert video["status"] == "failed" and error_part in video["error"]
+        assert create(client).status_code == 202
+
+
+def test_stopping_the_service_fails_in_flight_generations(sqlite_url: str) -> None:
+    with running_app(sqlite_url, sim_seconds="600") as client:
+        video_id = create(client).json()["video_id"]
+        store = runtime(client).store
+    video = store.get(video_id)
+    assert video.status == "failed" and "service stopped" in video.error
+
+
+def test_get_unknown_video_is_404(sqlite_url: str) -> None:
+    with running_app(sqlite_url) as client:
+        response = client.get("/videos/999")
+        assert response.status_code == 404 and "no video with id 999" in response.json()["detail"]
+        assert client.get("/videos/abc").status_code == 422
+
+
+def test_healthz_and_openapi(sqlite_url: str) -> None:
+    with running_app(sqlite_url) as client:
+        assert client.get("/healthz").json() == {"status": "ok", "database": "sqlite"}
+        assert "/create" in client.get("/openapi.json").json()["paths"]
+        assert client.get("/docs").status_code == 200
+
+
+def test_sim_hints_are_ignored_unless_enabled(sqlite_url: str) -> None:
+    with running_app(sqlite_url, sim_seconds="600") as client:
+        video_id = client.post("/create", json={"tg_user_id": 1, "prompt": "p"},
+                               headers={"X-Sim-Seconds": "0", "X-Sim-Fail": "1"}).json()["video_id"]
+        assert client.get(f"/videos/{video_id}").json()["status"] == "generating"
+    with running_app(sqlite_url, sim_seconds="600", sim_hints=True) as client:
+        video_id = client.post("/create", json={"tg_user_id": 1, "prompt": "q"},
+                               headers={"X-Sim-Seconds": "0", "X-Sim-Fail": "1"}).json()["video_id"]
+        drain(client)
+        assert client.get(f"/videos/{video_id}").json()["status"] == "failed"
+        bad = client.post("/create", json={"tg_user_id": 1, "prompt": "r"}, headers={"X-Sim-Seconds": "soon"})
+        assert bad.status_code == 422 and "X-Sim-Seconds" in bad.json()["detail"]
