@@ -1,0 +1,351 @@
+"""Replay a request log against the service: how many generations would each policy have started?
+
+`replay` sends each request's ``POST /create`` at its recorded time after the first, divided
+by the speedup, with its historical generation time and outcome as simulation hints
+(`audit.replay_schedule`). Without a URL it starts the reference service itself
+(`audit.replay_service`) under the policy asked for, waits until every generation has
+finished, and reads the service's own counters. The CLI (``python -m audit replay``) and the
+notebooks both call it.
+
+What the summary's numbers mean:
+
+- ``generations_started``: from the service's ``/stats`` when the replay started the service
+  (``generations_source: "service_stats"``); against a service given by URL, which other
+  clients may share, the number of 202 answers (``"accepted_responses"``).
+- ``duplicates_blocked``: 409 answers.
+- ``duplicates_generated``: accepted requests that the audit's rule (`audit.detect`) calls
+  duplicates, applied to the accepted requests in send order: an accepted request is one when
+  an earlier accepted request of the same user and prompt key, within the window, did not
+  fail. Under ``claim`` it must be 0.
+- ``send_lag_*_ms``: how late each request left versus its schedule (client side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import sys
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+
+from audit.detect import DEFAULT_WINDOW, mark_duplicates
+from audit.frames import AuditError, normalise_requests, normalise_videos
+from audit.replay_schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule, burst_requests
+from audit.replay_service import ServiceConfig, ServiceUnavailable, check_service, started_service
+
+__all__ = [
+    "POLICIES", "ReplayResult", "replay", "burst_requests", "build_schedule", "register", "main",
+    "ServiceUnavailable",
+]
+
+POLICIES = ("none", "check", "pending", "claim")
+# The first send leaves this long after the tasks are created, so creating them (and opening
+# the client) does not count as lag against the first request.
+START_LEAD_SECONDS = 0.1
+# One /create does a few statements; even with a replayed Supabase latency of 100 ms per
+# statement and a burst queueing on SQLite's write lock it answers in seconds.
+REQUEST_TIMEOUT_SECONDS = 60.0
+# After the last scheduled generation should have finished: room for queueing and for the
+# statements each generation still makes (the final save), before we call it hung.
+DRAIN_MARGIN_SECONDS = 30.0
+STATS_POLL_SECONDS = 0.05
+
+REQUEST_COLUMNS_OUT = [
+    "request_id", "received_at", "tg_user_id", "prompt", "prompt_key", "video_id", "offset_seconds", "duration_source",
+    "sim_seconds", "sim_fail", "status_code", "outcome", "replay_video_id", "lag_ms", "response_ms", "error",
+]
+
+
+@dataclass
+class ReplayResult:
+    """``requests``: one row per request (schedule + outcome); ``summary``: what summary.json holds."""
+
+    requests: pd.DataFrame
+    summary: dict[str, Any]
+
+    def windows(self) -> pd.DataFrame:
+        """The race windows this replay reconstructs, in the history's time: each accepted
+        request's generation from its recorded request time to request time + its (unscaled)
+        duration. Blocked requests keep a row with no ``saved_at``: nothing was generated."""
+        speedup = self.summary["speedup"]
+        out = self.requests[["request_id", "video_id", "tg_user_id", "received_at", "outcome", "sim_fail"]]
+        out = out.rename(columns={"video_id": "history_video_id", "received_at": "requested_at"})
+        seconds = pd.to_timedelta(self.requests["sim_seconds"] * speedup, unit="s").dt.round("1s")
+        saved_at = out["requested_at"] + seconds
+        out = out.assign(saved_at=saved_at.where(self.requests["outcome"] == "accepted"))
+        return out.reset_index(drop=True)
+
+
+def replay(
+    requests: pd.DataFrame,
+    videos: pd.DataFrame | None = None,
+    *,
+    policy: str,
+    speedup: float = DEFAULT_SPEEDUP,
+    url: str | None = None,
+    db_latency_ms: float = 0.0,
+    seed: int = 0,
+    duration_range: tuple[float, float] = DEFAULT_DURATION_RANGE,
+    window: timedelta = DEFAULT_WINDOW,
+) -> ReplayResult:
+    """Replay canonical ``requests`` (with ``videos`` for durations) under ``policy``.
+
+    With ``url``, the service there must run ``policy`` with ``CLAIMFIRST_SIM_HINTS=true``
+    (``db_latency_ms`` is then the service's business, not ours). Raises `AuditError`
+    (`ServiceUnavailable` when the service cannot be started or reached).
+    """
+    if policy not in POLICIES:
+        raise AuditError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if db_latency_ms < 0:
+        raise AuditError("--db-latency-ms must be 0 or more")
+    if requests.empty:
+        raise AuditError("the request log is empty: nothing to replay")
+    try:
+        schedule = build_schedule(requests, videos, speedup=speedup, duration_range=duration_range, seed=seed)
+    except ValueError as exc:
+        raise AuditError(str(exc)) from exc
+    last_finish = float((schedule["offset_seconds"] + schedule["sim_seconds"]).max())
+
+    if url is None:
+        config = ServiceConfig(
+            policy=policy,
+            db_latency_ms=db_latency_ms,
+            duplicate_window_hours=window.total_seconds() / 3600 / speedup,
+            # Longer than the longest replayed generation, so no lease runs out during a
+            # replay even if heartbeats stall behind a queue of slow statements.
+            lease_seconds=max(30.0, 2 * float(schedule["sim_seconds"].max())),
+            timeout_seconds=max(600.0, 2 * float(schedule["sim_seconds"].max())),
+            max_concurrent=max(4, len(schedule)),
+            seed=seed,
+        )
+        with started_service(config) as started_url:
+            outcomes, stats = _run(_replay_against(started_url, schedule, last_finish))
+        source = "service_stats"
+    else:
+        url = url.rstrip("/")
+        check_service(url, policy)
+        outcomes, stats = _run(_replay_against(url, schedule, last_finish))
+        source = "accepted_responses"
+
+    frame = schedule.merge(pd.DataFrame(outcomes), on="request_id", how="left")[REQUEST_COLUMNS_OUT]
+    summary = _summarise(frame, stats, source, window=window)
+    summary.update(
+        policy=policy, speedup=speedup, db_latency_ms=db_latency_ms, seed=seed,
+        duration_range_seconds=list(duration_range),
+        durations_from_history=int((frame["duration_source"] == "history").sum()),
+        durations_drawn=int((frame["duration_source"] == "drawn").sum()),
+        service="started" if url is None else url,
+    )
+    return ReplayResult(frame, _ordered(summary))
+
+
+def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    """Run `coroutine` to completion, also from inside a running loop (a notebook's kernel)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def _replay_against(url: str, schedule: pd.DataFrame, last_finish: float) -> tuple[list[dict], dict]:
+    # One connection per request: a burst must reach the service at once, not queue in
+    # the client's pool.
+    limits = httpx.Limits(max_connections=max(len(schedule), 10), max_keepalive_connections=len(schedule))
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_SECONDS) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + START_LEAD_SECONDS
+        tasks = [asyncio.create_task(_send(client, row, start + row["offset_seconds"]))
+                 for row in schedule.to_dict("records")]
+        outcomes = await asyncio.gather(*tasks)
+        remaining = start + last_finish - loop.time()
+        stats = await _drained_stats(client, deadline=loop.time() + max(0.0, remaining) + DRAIN_MARGIN_SECONDS)
+    return outcomes, stats
+
+
+async def _send(client: httpx.AsyncClient, row: dict[str, Any], due: float) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, due - loop.time()))  # scheduling: wait for the request's time
+    sent = loop.time()
+    body = {"tg_user_id": int(row["tg_user_id"]), "prompt": row["prompt"]}
+    headers = {"X-Sim-Seconds": f"{row['sim_seconds']:.6f}", "X-Sim-Fail": "1" if row["sim_fail"] else "0"}
+    outcome: dict[str, Any] = {"request_id": row["request_id"], "lag_ms": (sent - due) * 1000,
+                               "status_code": pd.NA, "replay_video_id": pd.NA, "error": None}
+    try:
+        response = await client.post("/create", json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        outcome.update(outcome="error", error=f"{type(exc).__name__}: {exc}")
+    else:
+        answer = _json(response)
+        outcome.update(status_code=response.status_code, replay_video_id=answer.get("video_id"),
+                       outcome={202: "accepted", 409: "blocked"}.get(response.status_code, "error"))
+        if outcome["outcome"] == "error":
+            outcome["error"] = str(answer.get("detail", response.text))[:200]
+    outcome["response_ms"] = (loop.time() - sent) * 1000
+    return outcome
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+async def _drained_stats(client: httpx.AsyncClient, *, deadline: float) -> dict[str, Any]:
+    """Poll /stats until no generation is in flight; the final counters."""
+    loop = asyncio.get_running_loop()
+    while True:
+        stats = (await client.get("/stats")).raise_for_status().json()
+        if stats.get("in_flight", 0) == 0:
+            return stats
+        if loop.time() > deadline:
+            raise AuditError(f"generations still in flight after the replay's deadline: {stats}")
+        await asyncio.sleep(STATS_POLL_SECONDS)
+
+
+def _summarise(frame: pd.DataFrame, stats: dict[str, Any], source: str, *, window: timedelta) -> dict[str, Any]:
+    accepted = frame[frame["outcome"] == "accepted"]
+    lag = frame["lag_ms"].astype(float)
+    summary: dict[str, Any] = {
+        "requests": len(frame),
+        "accepted": len(accepted),
+        "duplicates_blocked": int((frame["outcome"] == "blocked").sum()),
+        "errors": int((frame["outcome"] == "error").sum()),
+        "generations_started": int(stats["generations_started"]) if source == "service_stats" else len(accepted),
+        "generations_source": source,
+        "duplicates_generated": _duplicates_generated(accepted, window=window),
+        "distinct_prompts": int(frame[["tg_user_id", "prompt_key"]].drop_duplicates().shape[0]),
+        "send_lag_p50_ms": round(float(lag.quantile(0.5)), 3),
+        "send_lag_p99_ms": round(float(lag.quantile(0.99)), 3),
+        "send_lag_max_ms": round(float(lag.max()), 3),
+    }
+    if source == "service_stats":
+        summary.update(ready=int(stats["ready"]), failed=int(stats["failed"]), lost=int(stats["lost"]))
+    return summary
+
+
+def _duplicates_generated(accepted: pd.DataFrame, *, window: timedelta) -> int:
+    """The audit's duplicate rule over the accepted requests, request time standing for save time."""
+    if accepted.empty:
+        return 0
+    as_videos = pd.DataFrame({
+        "id": range(1, len(accepted) + 1),
+        "tg_user_id": accepted["tg_user_id"].to_numpy(),
+        "prompt": accepted["prompt"].to_numpy(),
+        "status": ["failed" if fail else "ready" for fail in accepted["sim_fail"]],
+        "created_at": accepted["received_at"].to_numpy(),
+    })
+    return int(mark_duplicates(normalise_videos(as_videos, source="replay"), window=window)["is_duplicate"].sum())
+
+
+_SUMMARY_ORDER = ["policy", "requests", "accepted", "generations_started", "generations_source",
+                  "duplicates_blocked", "duplicates_generated"]
+
+
+def _ordered(summary: dict[str, Any]) -> dict[str, Any]:
+    return {**{k: summary[k] for k in _SUMMARY_ORDER}, **{k: v for k, v in summary.items() if k not in _SUMMARY_ORDER}}
+
+
+# -- files and the CLI -------------------------------------------------------------------------
+
+
+def read_csv(path: Path, *, kind: str) -> pd.DataFrame:
+    """Load a fixture-style CSV into the canonical frame; `AuditError` with a one-line message."""
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError as exc:
+        raise AuditError(f"{kind}: no such file: {path}") from exc
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise AuditError(f"{kind}: cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    normalise = normalise_requests if kind == "requests" else normalise_videos
+    return normalise(raw, source=str(path))
+
+
+def write_outputs(result: ReplayResult, out_dir: Path) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary_path, requests_path = out_dir / "summary.json", out_dir / "requests.csv"
+    summary_path.write_text(json.dumps(result.summary, indent=2) + "\n")
+    frame = result.requests.copy()
+    frame["received_at"] = frame["received_at"].map(lambda t: t.isoformat())
+    frame.round({"offset_seconds": 6, "sim_seconds": 6, "lag_ms": 3, "response_ms": 3}).to_csv(
+        requests_path, index=False
+    )
+    return summary_path, requests_path
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=Path, required=True, help="request log CSV (request_id, received_at, …)")
+    parser.add_argument("--videos", type=Path, help="videos CSV: gives each request its historical duration")
+    parser.add_argument("--policy", required=True, choices=POLICIES,
+                        help="admission policy to replay (none/check/pending are for incident replay only)")
+    parser.add_argument("--speedup", type=_positive, default=DEFAULT_SPEEDUP,
+                        help="divide recorded times and durations by this (default: %(default)g)")
+    parser.add_argument("--url", help="replay against this running service (started with "
+                        "CLAIMFIRST_SIM_HINTS=true and the same policy) instead of starting one")
+    parser.add_argument("--db-latency-ms", type=_non_negative, default=0.0,
+                        help="delay per database statement of the started service, imitating "
+                        "Supabase over HTTP (default: %(default)g)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for durations drawn without history")
+    parser.add_argument("--out", type=Path, required=True, help="directory for summary.json and requests.csv")
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``replay`` command. Nothing is written unless the replay succeeds."""
+    try:
+        requests = read_csv(args.requests, kind="requests")
+        videos = read_csv(args.videos, kind="videos") if args.videos else None
+        result = replay(requests, videos, policy=args.policy, speedup=args.speedup, url=args.url,
+                        db_latency_ms=args.db_latency_ms, seed=args.seed)
+        summary_path, requests_path = write_outputs(result, args.out)
+    except (AuditError, OSError) as exc:
+        print(f"audit: error: {exc}", file=sys.stderr)
+        return 2
+    s = result.summary
+    print(f"replay {s['policy']}: {s['requests']} requests, {s['generations_started']} generations started, "
+          f"{s['duplicates_blocked']} blocked, {s['duplicates_generated']} duplicates generated; "
+          f"send lag p50 {s['send_lag_p50_ms']:.1f} ms, p99 {s['send_lag_p99_ms']:.1f} ms")
+    print(f"wrote {summary_path} and {requests_path}")
+    return 0
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``replay`` subcommand to ``python -m audit``."""
+    parser = subparsers.add_parser(
+        "replay", help="replay a request log against the service under a policy",
+        description=__doc__.split("\n\n")[0],
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="audit replay", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

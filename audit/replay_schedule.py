@@ -1,0 +1,125 @@
+"""What a replay sends and when: the schedule, built from the request log and the videos.
+
+Each request is sent at its recorded time after the first request, divided by the speedup.
+Its generation takes its historical duration (the linked video's save time minus the
+request's ``received_at``), divided by the same speedup, so the overlap of generations, the
+race window, is the one the incident had. A request that produced no video (or a video saved
+as ``failed``) fails. When there is no history for a request (no ``--videos``, an unknown
+video, a save time before the request), its duration is drawn uniformly from
+``duration_range``, the 2-5 minutes the write-up gives for a generation, with a fixed seed.
+
+`burst_requests` builds the other scenario: N identical requests at the same instant.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+
+import pandas as pd
+
+from audit.frames import normalise_requests, normalise_videos
+from service.prompt_key import prompt_key
+
+__all__ = ["DEFAULT_DURATION_RANGE", "DEFAULT_SPEEDUP", "build_schedule", "burst_requests"]
+
+# The write-up: "2-5 minutes of video generation".
+DEFAULT_DURATION_RANGE = (120.0, 300.0)
+# A 5-minute incident replays in 5 seconds, still slow enough that the incident's shortest
+# gap that matters (request 3 at +264 s vs the first save at +289 s: 25 s) stays 0.4 s apart,
+# far above the send lag.
+DEFAULT_SPEEDUP = 60.0
+
+SCHEDULE_COLUMNS = [
+    "request_id", "received_at", "tg_user_id", "prompt", "prompt_key", "video_id",
+    "offset_seconds", "history_seconds", "duration_source", "sim_seconds", "sim_fail",
+]
+
+
+def build_schedule(
+    requests: pd.DataFrame,
+    videos: pd.DataFrame | None = None,
+    *,
+    speedup: float = DEFAULT_SPEEDUP,
+    duration_range: tuple[float, float] = DEFAULT_DURATION_RANGE,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per request, in send order, with when to send it and how its generation goes.
+
+    ``requests`` and ``videos`` are canonical frames (`audit.frames`). Columns:
+    ``offset_seconds`` (replay time after the first send), ``history_seconds`` (the
+    historical generation time, NaN when unknown), ``duration_source`` (``history`` or
+    ``drawn``), ``sim_seconds`` (the replayed generation time) and ``sim_fail``.
+    """
+    if speedup <= 0:
+        raise ValueError("speedup must be positive")
+    low, high = duration_range
+    if not 0 <= low <= high:
+        raise ValueError("duration range needs 0 <= min <= max")
+    out = requests.reset_index(drop=True).copy()
+    out["prompt_key"] = out["prompt"].map(prompt_key)
+    first = out["received_at"].min()
+    out["offset_seconds"] = (out["received_at"] - first).dt.total_seconds() / speedup
+
+    saved_at = pd.Series(dtype="datetime64[us, UTC]")
+    failed_ids: set[int] = set()
+    if videos is not None and not videos.empty:
+        saved_at = videos.set_index("id")["created_at"]
+        failed_ids = set(videos.loc[videos["status"] == "failed", "id"].astype(int))
+    linked = out["video_id"]
+    history = (linked.map(saved_at) - out["received_at"]).dt.total_seconds()
+    history = history.where(history >= 0)
+    out["history_seconds"] = history.astype(float)
+
+    # One draw per request, in send order, whether or not it is used: adding history for
+    # one request must not change the drawn durations of the others.
+    rng = random.Random(seed)
+    drawn = pd.Series([rng.uniform(low, high) for _ in range(len(out))], dtype=float)
+    known = out["history_seconds"].notna()
+    out["duration_source"] = known.map({True: "history", False: "drawn"})
+    out["sim_seconds"] = out["history_seconds"].where(known, drawn) / speedup
+    out["sim_fail"] = linked.isna() | linked.isin(failed_ids)
+    out["sim_fail"] = out["sim_fail"].astype(bool)
+    return out[SCHEDULE_COLUMNS]
+
+
+def burst_requests(
+    count: int,
+    *,
+    tg_user_id: int,
+    prompt: str,
+    at: datetime,
+    generation_seconds: float = 240.0,
+    first_video_id: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A history of `count` identical requests received at the same instant: (requests, videos).
+
+    This is the write-up's own test ("/create" three times within seconds) taken to its
+    limit: every request arrives within one database round trip of the others. As in the
+    incident, every request produced its own video, each saved `generation_seconds` later,
+    so a replay gives each generation that duration and none fails.
+    """
+    if count < 1:
+        raise ValueError("a burst needs at least one request")
+    received = pd.Timestamp(at)
+    ids = list(range(first_video_id, first_video_id + count))
+    requests = pd.DataFrame(
+        {
+            "request_id": [f"burst-{i + 1:03d}" for i in range(count)],
+            "received_at": [received.isoformat()] * count,
+            "tg_user_id": [tg_user_id] * count,
+            "prompt": [prompt] * count,
+            "video_id": ids,
+        }
+    )
+    saved = (received + pd.Timedelta(seconds=generation_seconds)).isoformat()
+    videos = pd.DataFrame(
+        {
+            "id": ids,
+            "tg_user_id": [tg_user_id] * count,
+            "prompt": [prompt] * count,
+            "status": ["ready"] * count,
+            "created_at": [saved] * count,
+        }
+    )
+    return normalise_requests(requests, source="burst"), normalise_videos(videos, source="burst")
