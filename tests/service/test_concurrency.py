@@ -78,4 +78,4 @@ def test_the_same_burst_beats_the_write_ups_pending_row(sqlite_url: str, tmp_pat
         responses = burst([service.url], 40)
         accepted = sum(r.status_code == 202 for r in responses)
         assert accepted > 1
-        assert service.stats()["generations_started"] == accepted
+        assert service.stats()["submitted"] == accepted
