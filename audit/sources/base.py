@@ -1,0 +1,66 @@
+"""What every loader returns (`Loaded`), its error, the sweep's period, and the progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from audit.frames import AuditError
+
+__all__ = ["Loaded", "SourceError", "Period", "progress_bar"]
+
+
+class SourceError(AuditError):
+    """A source could not be read: missing file, unreachable server, refused request."""
+
+
+@dataclass(frozen=True)
+class Period:
+    """The sweep's period ``[since, until]`` (either end open when None) and its window.
+
+    ``load_from`` reaches one window before ``since``: a duplicate created just after
+    ``since`` has its original just before it.
+    """
+
+    since: datetime | None = None
+    until: datetime | None = None
+    window: timedelta = timedelta(hours=24)
+
+    @property
+    def load_from(self) -> datetime | None:
+        return None if self.since is None else self.since - self.window
+
+
+@dataclass
+class Loaded:
+    """Canonical frames from one source.
+
+    ``videos`` holds the period plus its look-back; a PostgreSQL source that searched in SQL
+    holds only the groups with a duplicate, and says how many videos the period has in
+    ``videos_scanned``. ``requests`` is None when the source has no request log.
+    """
+
+    videos: pd.DataFrame
+    requests: pd.DataFrame | None
+    description: str
+    videos_scanned: int | None = None
+    pushed_down: bool = False
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, *, enabled: bool) -> Iterator:
+    """A rich progress bar on stderr (``advance(n)`` per chunk), or a no-op when disabled."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
