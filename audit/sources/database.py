@@ -25,7 +25,7 @@ from audit.sources.base import Loaded, Period, SourceError, progress_bar
 from service.models import UTCDateTime
 from service.settings import normalize_database_url
 
-__all__ = ["open_engine", "video_columns", "load_database", "detect_duplicates_sql", "DUPLICATES_SQL"]
+__all__ = ["open_engine", "redacted_url", "video_columns", "load_database", "detect_duplicates_sql", "DUPLICATES_SQL"]
 
 # Rows per round trip: large enough that latency does not dominate, small enough that a
 # chunk of wide rows (prompts are a few hundred bytes) stays a few MB.
@@ -83,7 +83,8 @@ def open_engine(url: str) -> Engine:
         raise SourceError(f"bad database URL: {exc}") from exc
 
 
-def _safe(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
     return sa.engine.make_url(normalize_database_url(url)).render_as_string(hide_password=True)
 
 
@@ -194,18 +195,18 @@ def load_database(url: str, *, period: Period, pushdown: bool = True, progress: 
                 chunks = _read_chunks(conn, query, total=None, progress=progress)
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        raise SourceError(f"cannot read database {_safe(url)}: {first}") from exc
+        raise SourceError(f"cannot read database {redacted_url(url)}: {first}") from exc
     finally:
         engine.dispose()
     frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=wanted)
     if frame.empty:
         frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
         frame["created_at"] = frame["created_at"].astype(str)
-    videos = normalise_videos(frame, source=f"database {_safe(url)}")
+    videos = normalise_videos(frame, source=f"database {redacted_url(url)}")
     return Loaded(
         videos=videos,
         requests=None,
-        description=f"database {_safe(url)}" + (" (duplicate search in SQL)" if use_sql else ""),
+        description=f"database {redacted_url(url)}" + (" (duplicate search in SQL)" if use_sql else ""),
         videos_scanned=scanned,
         pushed_down=use_sql,
     )

@@ -1,0 +1,56 @@
+"""The audit: which videos were duplicates, why (race or not), what they cost, and what each
+fix would have saved, computed from the data.
+
+Pure functions over DataFrames (normalise → key → window → classify → cost), shared by the
+CLI (``python -m audit``) and the notebooks::
+
+    loaded = audit.load_files("data/fixtures/videos.csv", "data/fixtures/requests.csv")
+    result = audit.run_audit(loaded.videos, loaded.requests, as_of=AS_OF)
+    result.summary["duplicate_count"], result.policies, result.race_windows
+
+Modules: `frames` (canonical schema), `detect` (the rule), `classify` (sequential / race,
+in-flight windows), `policies`, `stuck`, `near`, `pipeline` (`run_audit`), `sources`
+(CSV, SQLAlchemy, Supabase), `report`, `cleanup`, `cli`, `synthetic`.
+"""
+
+from audit.classify import DEFAULT_GENERATION_RANGE, classify_duplicates, race_windows, request_times
+from audit.detect import DEFAULT_WINDOW, duplicate_pairs, mark_duplicates
+from audit.frames import AuditError, SchemaError, normalise_requests, normalise_videos
+from audit.near import DEFAULT_SIMILARITY, near_duplicates
+from audit.pipeline import DEFAULT_COST_PER_VIDEO, AuditResult, run_audit
+from audit.policies import DEFAULT_PENDING_GAP, POLICIES, compare_policies, prevented_by
+from audit.sources import Loaded, SourceError, detect_duplicates_sql, load_database, load_files, load_supabase
+from audit.sources.base import Period
+from audit.stuck import DEFAULT_LEASE, stuck_claims
+
+__all__ = [
+    "AuditError",
+    "AuditResult",
+    "DEFAULT_COST_PER_VIDEO",
+    "DEFAULT_GENERATION_RANGE",
+    "DEFAULT_LEASE",
+    "DEFAULT_PENDING_GAP",
+    "DEFAULT_SIMILARITY",
+    "DEFAULT_WINDOW",
+    "Loaded",
+    "POLICIES",
+    "Period",
+    "SchemaError",
+    "SourceError",
+    "classify_duplicates",
+    "compare_policies",
+    "detect_duplicates_sql",
+    "duplicate_pairs",
+    "load_database",
+    "load_files",
+    "load_supabase",
+    "mark_duplicates",
+    "near_duplicates",
+    "normalise_requests",
+    "normalise_videos",
+    "prevented_by",
+    "race_windows",
+    "request_times",
+    "run_audit",
+    "stuck_claims",
+]

@@ -1,0 +1,182 @@
+"""``python -m audit``: the weekly sweep, the cleanup, and (from `audit.replay`) the replay.
+
+Exit codes: 0 the command ran; 1 ``sweep --fail-on-duplicates`` found duplicates; 2 it could
+not run (missing file, bad column, unreachable database, bad argument), with one line
+``audit: error: …`` on stderr and no output files written.
+
+Times on the command line: ``--since``/``--until``/``--as-of`` take ISO dates or datetimes.
+Without an offset they are read as UTC (a convenience for typing; files must carry offsets).
+A bare date for ``--until`` means the end of that day.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+from audit.frames import AuditError
+from audit.near import DEFAULT_SIMILARITY
+from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
+from audit.sources.base import Period
+
+__all__ = ["main", "build_parser"]
+
+# A database sweep without --since covers the last week: the sweep is weekly.
+DEFAULT_DATABASE_PERIOD = timedelta(days=7)
+
+
+def _moment(text: str, *, end_of_day: bool = False) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from None
+    if len(text) == 10 and end_of_day:  # a bare date: through the end of that day
+        value = datetime.combine(value.date(), time.max)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _until(text: str) -> datetime:
+    return _moment(text, end_of_day=True)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _add_period(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=_moment, help="first creation time counted (default: 7 days before --as-of for databases, everything for files)")
+    parser.add_argument("--until", type=_until, help="last creation time counted (default: --as-of for databases)")
+    parser.add_argument("--as-of", type=_moment, help="the audit's 'now' (default: the current time)")
+    parser.add_argument("--window-hours", type=_positive, default=24.0, help="duplicate window (default 24)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="audit", description="Find duplicate video generations and what they cost.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="the weekly duplicate sweep (read-only)")
+    source = sweep.add_mutually_exclusive_group(required=True)
+    source.add_argument("--videos", type=Path, help="videos CSV")
+    source.add_argument("--database-url", help="SQLAlchemy URL of a database with a 'videos' table")
+    source.add_argument("--supabase", action="store_true", help="read Supabase (SUPABASE_URL, SUPABASE_SERVICE_KEY)")
+    sweep.add_argument("--requests", type=Path, help="request log CSV (with --videos)")
+    _add_period(sweep)
+    sweep.add_argument("--cost-per-video", type=float, default=DEFAULT_COST_PER_VIDEO, help="USD (default 4)")
+    sweep.add_argument("--lease-seconds", type=_positive, default=30.0, help="stuck-claim lease (default 30)")
+    sweep.add_argument(
+        "--near-duplicates", nargs="?", type=float, const=DEFAULT_SIMILARITY, default=None, metavar="THRESHOLD",
+        help=f"also list near-duplicates (rapidfuzz similarity, default {DEFAULT_SIMILARITY:g}); loads the whole period",
+    )
+    sweep.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default ./reports)")
+    sweep.add_argument("--fail-on-duplicates", action="store_true", help="exit 1 when duplicates were found")
+    sweep.set_defaults(handler=_sweep)
+
+    cleanup = commands.add_parser("cleanup", help="mark duplicates (duplicate_of); dry run unless --apply")
+    cleanup.add_argument("--database-url", required=True, help="SQLAlchemy URL of the database to mark")
+    _add_period(cleanup)
+    cleanup.add_argument("--apply", action="store_true", help="really mark (after writing a backup)")
+    cleanup.add_argument("--backup-dir", type=Path, default=Path("cleanup-backups"), help="where backups go (default ./cleanup-backups)")
+    cleanup.set_defaults(handler=_cleanup)
+
+    _register_replay(commands)
+    return parser
+
+
+def _register_replay(commands: argparse._SubParsersAction) -> None:
+    # `audit/replay.py` is another engineer's; it adds its own subcommand when it exists.
+    try:
+        from audit import replay
+    except ImportError:
+        return
+    register = getattr(replay, "register", None)
+    if callable(register):
+        register(commands)
+
+
+def _period(args: argparse.Namespace, *, is_database: bool) -> Period:
+    window = timedelta(hours=args.window_hours)
+    since, until = args.since, args.until
+    if is_database:
+        since = since if since is not None else args.as_of - DEFAULT_DATABASE_PERIOD
+        until = until if until is not None else args.as_of
+    if since is not None and until is not None and since > until:
+        raise AuditError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+    return Period(since=since, until=until, window=window)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from audit.report import summary_text, write_reports
+    from audit.sources import load_database, load_files, load_supabase
+    from audit.sources.supabase import credentials_from_env
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.requests is not None and args.videos is None:
+        raise AuditError("--requests goes with --videos (databases have no request log)")
+    if args.videos is not None:
+        period = _period(args, is_database=False)
+        loaded = load_files(args.videos, args.requests, period=period)
+    elif args.database_url:
+        period = _period(args, is_database=True)
+        loaded = load_database(
+            args.database_url, period=period, pushdown=args.near_duplicates is None, progress=progress
+        )
+    else:
+        period = _period(args, is_database=True)
+        url, key = credentials_from_env()
+        loaded = load_supabase(url, key, period=period, progress=progress)
+    result = run_audit(
+        loaded.videos,
+        loaded.requests,
+        as_of=args.as_of,
+        window=period.window,
+        cost_per_video=args.cost_per_video,
+        lease=timedelta(seconds=args.lease_seconds),
+        since=period.since,
+        until=period.until,
+        near_duplicates_threshold=args.near_duplicates,
+        videos_scanned=loaded.videos_scanned,
+    )
+    try:
+        paths = write_reports(result, args.out, source=loaded.description)
+    except OSError as exc:
+        raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
+    print(summary_text(result))
+    print(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
+    return 1 if args.fail_on_duplicates and result.summary["duplicate_count"] else 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from audit.cleanup import apply_cleanup, plan_cleanup
+
+    period = Period(since=args.since, until=args.until, window=timedelta(hours=args.window_hours))
+    plan = plan_cleanup(args.database_url, period=period, progress=not args.no_progress and sys.stderr.isatty())
+    marks = plan.marks
+    print(f"{len(marks)} duplicate(s) to mark, {plan.already_marked} already marked.")
+    for row in marks.itertuples(index=False):
+        print(f"  video {row.video_id}: duplicate_of = {row.original_id}")
+    if not args.apply:
+        print("Dry run: nothing changed. Pass --apply to mark them (a backup is written first).")
+        return 0
+    backup = apply_cleanup(plan, backup_dir=args.backup_dir, as_of=args.as_of)
+    if backup is not None:
+        print(f"Backed up {len(marks)} row(s) to {backup}; marked them.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "as_of", None) is None and hasattr(args, "as_of"):
+        args.as_of = datetime.now(UTC)  # the CLI is the one place that reads the clock
+    try:
+        return args.handler(args)
+    except AuditError as exc:
+        print(f"audit: error: {exc}", file=sys.stderr)
+        return 2
