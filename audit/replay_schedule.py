@@ -61,15 +61,15 @@ def build_schedule(
     first = out["received_at"].min()
     out["offset_seconds"] = (out["received_at"] - first).dt.total_seconds() / speedup
 
-    saved_at = pd.Series(dtype="datetime64[us, UTC]")
+    history = pd.Series(float("nan"), index=out.index)
     failed_ids: set[int] = set()
-    if videos is not None and not videos.empty:
-        saved_at = videos.set_index("id")["created_at"]
-        failed_ids = set(videos.loc[videos["status"] == "failed", "id"].astype(int))
     linked = out["video_id"]
-    history = (linked.map(saved_at) - out["received_at"]).dt.total_seconds()
-    history = history.where(history >= 0)
-    out["history_seconds"] = history.astype(float)
+    if videos is not None and not videos.empty:
+        saved_at = linked.map(videos.set_index("id")["created_at"])
+        history = (saved_at - out["received_at"]).dt.total_seconds()
+        failed_ids = set(videos.loc[videos["status"] == "failed", "id"].astype(int))
+    # A save before the request means the link is wrong, not a negative generation time.
+    out["history_seconds"] = history.where(history >= 0).astype(float)
 
     # One draw per request, in send order, whether or not it is used: adding history for
     # one request must not change the drawn durations of the others.
