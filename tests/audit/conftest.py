@@ -90,6 +90,8 @@ def seed_external_db(url: str, videos: pd.DataFrame) -> None:
         sa.Column("updated_at", UTCDateTime()),
     )
     meta.create_all(engine)
+    rows = _rows(videos)
     with engine.begin() as conn:
-        conn.execute(sa.insert(table), _rows(videos))
+        if rows:  # an empty list would insert one row of NULLs
+            conn.execute(sa.insert(table), rows)
     engine.dispose()
