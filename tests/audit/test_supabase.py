@@ -116,8 +116,9 @@ def test_period_filters_are_sent_to_postgrest(pg_url, fixture_videos):
     since = datetime(2025, 10, 15, tzinfo=UTC)
     period = Period(since=since, until=datetime(2025, 10, 15, 23, 59, tzinfo=UTC))
     loaded = load_supabase(URL, KEY, period=period, http_client=client(server))
-    query = dict(parse_qsl(server.requests[0].url.query.decode()))
-    assert query["created_at"].startswith("lte.") or "gte." in server.requests[0].url.query.decode()
+    filters = [v for k, v in parse_qsl(server.requests[0].url.query.decode()) if k == "created_at"]
+    # One window of look-back before `since`, so originals just before the period are seen.
+    assert filters == [f"gte.{period.load_from.isoformat()}", f"lte.{period.until.isoformat()}"]
     result = run_audit(loaded.videos, as_of=AS_OF, since=period.since, until=period.until)
     assert set(result.duplicates["video_id"]) == {55, 56}
     assert result.summary["videos_scanned"] == 3
