@@ -35,6 +35,7 @@ import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW, mark_duplicates
 from audit.frames import AuditError, normalise_requests, normalise_videos
+from audit.sources import files
 from audit.replay_client import run_sync, send_schedule
 from audit.replay_schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule, burst_requests
 from audit.replay_service import ServiceConfig, ServiceUnavailable, check_service, started_service
@@ -182,15 +183,9 @@ def _ordered(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_csv(path: Path, *, kind: str) -> pd.DataFrame:
-    """Load a fixture-style CSV into the canonical frame; `AuditError` with a one-line message."""
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except FileNotFoundError as exc:
-        raise AuditError(f"{kind}: no such file: {path}") from exc
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise AuditError(f"{kind}: cannot read {path}: {str(exc).splitlines()[0]}") from exc
+    """Load a fixture-style CSV (``kind``: ``requests`` or ``videos``) into the canonical frame."""
     normalise = normalise_requests if kind == "requests" else normalise_videos
-    return normalise(raw, source=str(path))
+    return normalise(files.read_csv(path, what=kind), source=str(path))
 
 
 def write_outputs(result: ReplayResult, out_dir: Path) -> tuple[Path, Path]:

@@ -48,8 +48,8 @@ def test_replay_writes_summary_and_per_request_outcomes(tmp_path, incident_csv, 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--requests", "missing.csv"], "no such file"),
-        (["--requests", "{incident}", "--videos", "missing.csv"], "no such file"),
+        (["--requests", "missing.csv"], "file not found"),
+        (["--requests", "{incident}", "--videos", "missing.csv"], "file not found"),
         (["--requests", "{bad}"], "missing column(s) received_at"),
         (["--requests", "{incident}", "--url", "http://127.0.0.1:{port}"], "cannot reach"),
     ],
