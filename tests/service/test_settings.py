@@ -1,0 +1,66 @@
+"""Settings from the environment, and what `python -m service` does with bad ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings, normalize_database_url
+
+from tests.service.live import ROOT
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("postgres://u:p@db.railway.internal:5432/app", "postgresql+psycopg://u:p@db.railway.internal:5432/app"),
+     ("postgresql://u:p@host/app", "postgresql+psycopg://u:p@host/app"),
+     ("postgresql+psycopg://u:p@host/app", "postgresql+psycopg://u:p@host/app"),
+     ("sqlite:///data/claimfirst.db", "sqlite:///data/claimfirst.db")],
+)
+def test_database_urls_from_railway_and_heroku_use_psycopg3(given: str, expected: str) -> None:
+    assert normalize_database_url(given) == expected
+
+
+def test_environment_is_read_with_the_documented_names(monkeypatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@h/db")
+    monkeypatch.setenv("CLAIMFIRST_DUPLICATE_WINDOW_HOURS", "12")
+    monkeypatch.setenv("CLAIMFIRST_LEASE_SECONDS", "9")
+    monkeypatch.setenv("CLAIMFIRST_SIM_SECONDS", "2,5")
+    monkeypatch.setenv("CLAIMFIRST_SIM_FAILURE_RATE", "0.25")
+    monkeypatch.setenv("CLAIMFIRST_COST_PER_VIDEO_USD", "3.5")
+    s = Settings()
+    assert (s.database_url, s.duplicate_window_hours, s.lease_seconds) == ("postgresql+psycopg://u:p@h/db", 12, 9)
+    assert (s.sim_seconds, s.sim_failure_rate, s.cost_per_video_usd) == ((2.0, 5.0), 0.25, 3.5)
+    assert s.heartbeat_seconds == 3 and s.policy == "claim"
+
+
+def test_defaults(monkeypatch) -> None:
+    for name in ("DATABASE_URL", "CLAIMFIRST_SIM_SECONDS", "CLAIMFIRST_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.database_url == "sqlite:///data/claimfirst.db" and s.duplicate_window_hours == 24
+    assert s.cost_per_video_usd == 4 and s.sim_seconds == (3.0, 8.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CLAIMFIRST_SIM_SECONDS", "5,2"), ("CLAIMFIRST_SIM_SECONDS", "soon"), ("CLAIMFIRST_SIM_FAILURE_RATE", "1.5"),
+     ("CLAIMFIRST_POLICY", "yolo"), ("CLAIMFIRST_LEASE_SECONDS", "0")],
+)
+def test_bad_setting_is_refused(monkeypatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_service_refuses_to_start_with_a_bad_setting(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "CLAIMFIRST_SIM_FAILURE_RATE": "2", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"},
+    )
+    assert result.returncode == 2
+    assert "bad setting" in result.stderr and "sim_failure_rate" in result.stderr
+    assert not (tmp_path / "x.db").exists()
