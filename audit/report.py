@@ -107,7 +107,7 @@ def waste_by_week_figure(duplicates: pd.DataFrame) -> go.Figure:
         fig.update_layout(title="Waste by week: none", height=200)
         return fig
     created = duplicates["created_at"].dt.tz_convert("UTC")
-    week = (created - pd.to_timedelta(created.dt.weekday, unit="D")).dt.floor("D").dt.strftime("%Y-%m-%d")
+    week = (created - pd.to_timedelta(created.dt.day_of_week, unit="D")).dt.floor("D").dt.strftime("%Y-%m-%d")
     totals = duplicates.assign(week=week).groupby(["week", "class"], as_index=False)["cost_usd"].sum()
     fig = px.bar(
         totals,
