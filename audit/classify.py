@@ -47,19 +47,19 @@ def request_times(
     """``id, requested_at, basis`` for every video: from the log where it has the video, else
     estimated (``created_at`` minus the middle of ``generation_range``)."""
     low, high = generation_range
-    estimate = videos["created_at"] - pd.Timedelta((low + high) / 2)
-    out = pd.DataFrame({"id": videos["id"].to_numpy(), "requested_at": estimate.to_numpy(), "basis": "estimate"})
+    created = videos["created_at"].reset_index(drop=True)
+    requested = created - pd.Timedelta((low + high) / 2)
+    basis = pd.Series("estimate", index=created.index, dtype=object)
+    ids = videos["id"].reset_index(drop=True)
     if requests is not None and len(requests):
         logged = requests.dropna(subset=["video_id"]).groupby("video_id")["received_at"].min()
-        found = out["id"].map(logged)
+        found = ids.map(logged)
         has = found.notna()
-        out.loc[has, "requested_at"] = found[has]
-        out.loc[has, "basis"] = "request_log"
-    out["requested_at"] = pd.to_datetime(out["requested_at"], utc=True).dt.as_unit("us")
+        requested = requested.where(~has, found)
+        basis = basis.where(~has, "request_log")
     # A request cannot come after its own save; a log that says so is clamped, not trusted.
-    created = videos["created_at"].to_numpy()
-    out["requested_at"] = out["requested_at"].where(out["requested_at"].to_numpy() <= created, created)
-    return out
+    requested = requested.where(requested <= created, created)
+    return pd.DataFrame({"id": ids, "requested_at": requested.dt.as_unit("us"), "basis": basis})
 
 
 def classify_duplicates(
@@ -109,7 +109,8 @@ def race_windows(marked: pd.DataFrame, classified: pd.DataFrame, requested: pd.D
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
     dups = classified[["original_id", "video_id", "class"]].rename(columns={"original_id": "chain_id"})
     dups = dups.assign(role="duplicate")
-    chain_class = dups.groupby("chain_id")["class"].agg(lambda c: "race" if (c == "race").any() else "sequential")
+    raced = (dups["class"] == "race").groupby(dups["chain_id"]).any()
+    chain_class = raced.map({True: "race", False: "sequential"})
     originals = pd.DataFrame(
         {"chain_id": chain_class.index, "video_id": chain_class.index, "class": chain_class.to_numpy(), "role": "original"}
     )

@@ -43,7 +43,8 @@ def mark_duplicates(videos: pd.DataFrame, *, window: timedelta = DEFAULT_WINDOW)
     duplicates only)."""
     ordered = videos.sort_values([*_GROUP, "created_at", "id"], kind="stable").reset_index(drop=True)
     ok = ordered["status"] != "failed"
-    by = [ordered[c] for c in _GROUP]
+    # One integer code per group, factorised once: every groupby below reuses it.
+    by = ordered.groupby(_GROUP, sort=False, dropna=False).ngroup().to_numpy()
     ok_at = ordered["created_at"].where(ok)
     ok_id = ordered["id"].astype("Int64").where(ok)
 

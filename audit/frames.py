@@ -142,7 +142,10 @@ def normalise_videos(frame: pd.DataFrame, *, source: str = "videos") -> pd.DataF
     out["updated_at"] = _utc(out["updated_at"], "updated_at", source)
     # Always recomputed: a stored key written by an older normalisation must not disagree
     # with the definition the service enforces today.
-    out["prompt_key"] = out["prompt"].map(prompt_key).astype(str)
+    # Keyed once per distinct prompt: resends (the interesting rows) repeat their text.
+    codes, distinct = pd.factorize(out["prompt"])
+    keys = pd.Index([prompt_key(p) for p in distinct], dtype=object)
+    out["prompt_key"] = pd.Series(keys.take(codes) if len(codes) else [], index=out.index, dtype=object).astype(str)
     for column in ("enhanced_prompt", "category", "video_url", "thumbnail_url"):
         out[column] = out[column].astype(object).where(out[column].notna(), None)
     extra = [c for c in out.columns if c not in VIDEO_COLUMNS]

@@ -47,6 +47,10 @@ DUPLICATE_CSV_COLUMNS = [
     "prevented_by_pending",
     "prevented_by_claim",
 ]
+# A browser stays responsive with a few hundred table rows and a few dozen timeline bars;
+# the full list is always in duplicates.csv.
+MAX_TABLE_ROWS = 500
+MAX_TIMELINE_CHAINS = 40
 _CLASS_COLOURS = {"race": "#d62728", "sequential": "#1f77b4", "original": "#7f7f7f"}
 
 
@@ -59,6 +63,10 @@ def timeline_figure(race_windows: pd.DataFrame, *, races_only: bool = True) -> g
     frame = race_windows
     if races_only and not frame.empty:
         frame = frame[frame["class"] == "race"]
+    if not frame.empty:
+        # The most recent chains: a sweep with thousands of races would draw an unreadable wall.
+        latest = frame.groupby("chain_id")["saved_at"].max().nlargest(MAX_TIMELINE_CHAINS).index
+        frame = frame[frame["chain_id"].isin(latest)]
     if frame.empty:
         fig = go.Figure()
         fig.update_layout(title="Race windows: none", height=200)
@@ -144,11 +152,14 @@ def summary_text(result: AuditResult) -> str:
 
 def _table(frame: pd.DataFrame, columns: list[str]) -> str:
     present = [c for c in columns if c in frame.columns]
-    shown = frame[present].copy()
+    shown = frame[present].head(MAX_TABLE_ROWS).copy()
+    note = ""
+    if len(frame) > MAX_TABLE_ROWS:
+        note = f"<p>First {MAX_TABLE_ROWS} of {len(frame)} rows; all are in duplicates.csv.</p>"
     for column in shown.columns:
         if isinstance(shown[column].dtype, pd.DatetimeTZDtype):
             shown[column] = shown[column].dt.strftime("%Y-%m-%d %H:%M:%S")
-    return shown.to_html(index=False, escape=True, border=0, classes="data", na_rep="")
+    return note + shown.to_html(index=False, escape=True, border=0, classes="data", na_rep="")
 
 
 def render_html(result: AuditResult, *, source: str) -> str:
