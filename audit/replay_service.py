@@ -13,13 +13,8 @@ its own configured duration instead of the historical one.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,23 +22,10 @@ from pathlib import Path
 import httpx
 
 from audit.frames import AuditError
+from service.process import ServiceStartError, free_port, serve_subprocess
 from service.storage import make_engine, migrate
 
 __all__ = ["ServiceConfig", "ServiceUnavailable", "started_service", "check_service", "free_port"]
-
-# Starting the service runs the Alembic migration on a new SQLite file: well under a second
-# on a laptop, several on a loaded CI runner sharing two cores with other test workers.
-STARTUP_DEADLINE_SECONDS = 30.0
-# How often to ask /healthz while the service starts: short next to the startup time, long
-# enough not to busy-loop the core the service needs to start.
-POLL_SECONDS = 0.05
-# uvicorn's graceful shutdown cancels in-flight generations (each marks its video failed);
-# after this long it is killed: nothing it still holds matters once the replay has its numbers.
-STOP_DEADLINE_SECONDS = 10.0
-# A port picked by binding port 0 can be taken by someone else before the service binds it;
-# try again with a new port this many times.
-PORT_ATTEMPTS = 3
-
 
 _MIGRATION_LOCK = threading.Lock()
 
@@ -84,43 +66,17 @@ class ServiceConfig:
         }
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def started_service(config: ServiceConfig) -> Iterator[str]:
     """Run the reference service for the duration of the block; yield its base URL."""
     with tempfile.TemporaryDirectory(prefix="claimfirst-replay-") as workdir:
         database_url = f"sqlite:///{Path(workdir) / 'replay.db'}"
         _create_schema(database_url)
-        env = {**os.environ, **config.environment(database_url)}
-        log_path = Path(workdir) / "service.log"
-        for attempt in range(PORT_ATTEMPTS):
-            port = free_port()
-            with log_path.open("wb") as log:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
-                     "--log-level", "warning"],
-                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                if _wait_healthy(url, process):
-                    break
-            except BaseException:
-                _stop(process)
-                raise
-            _stop(process)
-            if attempt == PORT_ATTEMPTS - 1:
-                raise ServiceUnavailable(f"the service did not start: {_tail(log_path)}")
         try:
-            yield url
-        finally:
-            _stop(process)
+            with serve_subprocess(config.environment(database_url), Path(workdir), cwd=Path(workdir)) as handle:
+                yield handle.url
+        except ServiceStartError as exc:  # raised only while starting: the block never ran
+            raise ServiceUnavailable(str(exc)) from exc
 
 
 def _create_schema(database_url: str) -> None:
@@ -138,37 +94,6 @@ def _create_schema(database_url: str) -> None:
             migrate(engine)
     finally:
         engine.dispose()
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> bool:
-    """True once /healthz answers 200; False if the process exits first (port taken, bad setting)."""
-    deadline = time.monotonic() + STARTUP_DEADLINE_SECONDS
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            try:
-                if client.get(f"{url}/healthz").status_code == 200:
-                    return True
-            except httpx.TransportError:
-                pass
-            time.sleep(POLL_SECONDS)
-    raise ServiceUnavailable(f"the service did not answer /healthz within {STARTUP_DEADLINE_SECONDS:g} s")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    text = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
-    return " | ".join(text[-lines:]) or "no output"
 
 
 def check_service(url: str, policy: str) -> dict:
