@@ -140,7 +140,8 @@ def _sweep(args: argparse.Namespace) -> int:
         lease=timedelta(seconds=args.lease_seconds),
         since=period.since,
         until=period.until,
-        near_duplicates_threshold=args.near_duplicates,
+        near_duplicates=args.near_duplicates is not None,
+        similarity_threshold=DEFAULT_SIMILARITY if args.near_duplicates is None else args.near_duplicates,
         videos_scanned=loaded.videos_scanned,
     )
     try:

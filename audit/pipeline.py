@@ -21,7 +21,8 @@ import pandas as pd
 from audit.classify import CLASSES, DEFAULT_GENERATION_RANGE, classify_duplicates, race_windows, request_times
 from audit.detect import DEFAULT_WINDOW, duplicate_pairs, mark_duplicates
 from audit.frames import normalise_requests, normalise_videos
-from audit.near import DEFAULT_SIMILARITY, near_duplicates
+from audit.near import DEFAULT_SIMILARITY
+from audit.near import near_duplicates as find_near_duplicates
 from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
 from audit.stuck import DEFAULT_LEASE, stuck_claims
 
@@ -63,15 +64,17 @@ def run_audit(
     lease: timedelta = DEFAULT_LEASE,
     since: datetime | None = None,
     until: datetime | None = None,
-    near_duplicates_threshold: float | None = None,
+    near_duplicates: bool = False,
+    similarity_threshold: float = DEFAULT_SIMILARITY,
     generation_range: tuple[timedelta, timedelta] = DEFAULT_GENERATION_RANGE,
     pending_gap: timedelta = DEFAULT_PENDING_GAP,
     videos_scanned: int | None = None,
 ) -> AuditResult:
     """Audit ``videos`` (and the request log, if any) as of ``as_of`` (UTC-aware).
 
-    ``near_duplicates_threshold``: None skips near-duplicates; a number (e.g.
-    `audit.near.DEFAULT_SIMILARITY`) lists them. ``videos_scanned`` overrides the count of
+    ``near_duplicates`` also lists near-duplicates (rapidfuzz similarity of prompt keys
+    ``>= similarity_threshold``, different key, same user, within the window); they are never
+    counted as duplicates. ``videos_scanned`` overrides the count of
     videos in scope, for a database source that only loaded the groups with duplicates.
     """
     if as_of.tzinfo is None:
@@ -97,8 +100,8 @@ def run_audit(
     # Stuck claims are current state, not history: every loaded row counts.
     stuck = stuck_claims(marked, as_of=as_of, lease=lease)
     near = None
-    if near_duplicates_threshold is not None:
-        near = near_duplicates(marked, window=window, threshold=near_duplicates_threshold)
+    if near_duplicates:
+        near = find_near_duplicates(marked, window=window, threshold=similarity_threshold)
         near = near.loc[near["video_id"].isin(marked.loc[in_scope, "id"])].reset_index(drop=True)
     windows = race_windows(marked, classified, requested)
 

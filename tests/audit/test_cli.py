@@ -140,3 +140,17 @@ def test_cleanup_needs_a_duplicate_of_column(sqlite_url, tmp_path, capsys):
     assert main(["cleanup", "--database-url", sqlite_url, "--as-of", AS_OF, "--apply", "--backup-dir", str(tmp_path / "b")]) == 2
     assert "no column 'duplicate_of'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_near_duplicates_flag_and_period_flags(tmp_path):
+    args = ["--videos", str(VIDEOS_CSV), "--requests", str(REQUESTS_CSV), "--out", str(tmp_path)]
+    # A bare --until date runs through the end of that day: 10-14 holds 45-53, not 54-56.
+    assert sweep(*args, "--since", "2025-10-14", "--until", "2025-10-14", "--near-duplicates") == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert {d["video_id"] for d in summary["duplicates"]} == EXPECTED_DUPLICATES - {55, 56}
+    assert summary["until"] == "2025-10-14T23:59:59.999999+00:00"
+    assert summary["near_duplicates"] == []  # 22/23 are from 10-10, outside the period
+    assert sweep(*args, "--near-duplicates", "90") == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(n["earlier_id"], n["video_id"]) for n in summary["near_duplicates"]] == [(22, 23)]
+    assert summary["duplicate_count"] == 11

@@ -78,7 +78,7 @@ def test_stuck_claims_are_generating_rows_past_the_lease():
 
 
 def test_near_duplicates_are_listed_not_counted(fixture_videos, fixture_requests):
-    result = run_audit(fixture_videos, fixture_requests, as_of=AS_OF, near_duplicates_threshold=90)
+    result = run_audit(fixture_videos, fixture_requests, as_of=AS_OF, near_duplicates=True, similarity_threshold=90)
     pairs = set(zip(result.near_duplicates["earlier_id"], result.near_duplicates["video_id"]))
     assert pairs == {(22, 23)}
     assert 23 not in set(result.duplicates["video_id"])
