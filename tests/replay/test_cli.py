@@ -74,3 +74,15 @@ def test_bad_arguments_exit_2(tmp_path, incident_csv, capsys, args):
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_replay_is_a_subcommand_of_python_m_audit(tmp_path, incident_csv, capsys):
+    from audit.cli import main as audit_main
+
+    out = tmp_path / "out"
+    code = audit_main(["replay", "--requests", str(incident_csv), "--videos", str(FIXTURES / "videos.csv"),
+                       "--policy", "none", "--speedup", "600", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["policy"], summary["generations_started"], summary["duplicates_generated"]) == ("none", 3, 2)
+    assert "replay none: 3 requests, 3 generations started" in capsys.readouterr().out

@@ -1,0 +1,50 @@
+"""Side-by-side helpers of the notebooks: verdicts, windows next to history, the projection."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from audit.replay import ReplayResult
+from audit.replay_compare import burst_verdict, windows_vs_history
+from audit.replay_savings import AVERAGE_MONTH, monthly_projection
+from audit.replay_schedule import build_schedule
+
+
+def test_burst_verdict_names_every_more_than_one_and_exactly_one():
+    table = pd.DataFrame({"policy": ["none", "pending", "claim"], "requests": [10, 10, 10],
+                          "generations_started": [10, 3, 1]})
+    assert burst_verdict(table)["verdict"].tolist() == ["every request", "more than one", "exactly one"]
+
+
+def _result(schedule: pd.DataFrame, outcomes: list[str], speedup: float) -> ReplayResult:
+    frame = schedule.assign(outcome=outcomes)
+    return ReplayResult(frame, {"speedup": speedup})
+
+
+def test_windows_line_up_replay_with_history(incident_requests, videos):
+    schedule = build_schedule(incident_requests, videos, speedup=60)
+    results = {"check": _result(schedule, ["accepted"] * 3, 60),
+               "claim": _result(schedule, ["accepted", "blocked", "blocked"], 60)}
+    history = pd.DataFrame({"video_id": [54, 55, 56],
+                            "saved_at": pd.to_datetime(["2025-10-15T05:37:00Z", "2025-10-15T05:37:05Z",
+                                                        "2025-10-15T05:40:00Z"])})
+    table = windows_vs_history(results, history)
+    assert table["history_saved_at"].tolist() == ["05:37:00", "05:37:05", "05:40:00"]
+    # A replayed generation lasts its historical duration, so it is saved when history saved it.
+    assert table["check"].tolist() == table["history_saved_at"].tolist()
+    assert table["claim"].tolist() == ["05:37:00", "blocked", "blocked"]
+
+
+def test_monthly_projection_scales_waste_and_savings_linearly():
+    policies = pd.DataFrame({"policy": ["none", "check-only", "claim"], "duplicates_prevented": [0, 7, 11],
+                             "generations": [56, 49, 45], "wasted_usd": [44.0, 16.0, 0.0]})
+    projection = monthly_projection(policies, observed=timedelta(days=8))
+    scale = AVERAGE_MONTH / timedelta(days=8)
+    assert projection["saved_usd"].tolist() == [0.0, 28.0, 44.0]
+    assert projection["wasted_usd_per_month"].tolist() == pytest.approx([44 * scale, 16 * scale, 0.0], abs=0.01)
+    assert projection["saved_usd_per_month"].tolist() == pytest.approx([0.0, 28 * scale, 44 * scale], abs=0.01)
+    with pytest.raises(ValueError):
+        monthly_projection(policies, observed=timedelta(0))
