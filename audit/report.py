@@ -77,19 +77,27 @@ def timeline_figure(race_windows: pd.DataFrame, *, races_only: bool = True) -> g
         requested=frame["requested_at"].dt.tz_convert("UTC").dt.tz_localize(None),
         saved=frame["saved_at"].dt.tz_convert("UTC").dt.tz_localize(None),
     )
+    # One panel per chain, newest first, each with its own time axis: chains hours apart would
+    # otherwise shrink each race (minutes long) to a sliver.
+    frame = frame.assign(chain=[f"chain {c}" for c in frame["chain_id"]])
+    order = frame.groupby("chain")["saved_at"].max().sort_values(ascending=False).index.tolist()
     fig = px.timeline(
         frame,
         x_start="requested",
         x_end="saved",
         y="label",
         color="kind",
+        facet_row="chain",
+        category_orders={"chain": order},
         color_discrete_map=_CLASS_COLOURS,
-        hover_data={"prompt": True, "basis": True, "tg_user_id": True},
+        hover_data={"prompt": True, "basis": True, "tg_user_id": True, "chain": False},
         labels={"kind": "", "requested": "requested (UTC)", "saved": "saved (UTC)", "label": ""},
         title="Race windows: each video in flight from request to save (UTC)",
     )
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(height=160 + 32 * len(frame))
+    fig.update_xaxes(matches=None, showticklabels=True)
+    fig.update_yaxes(matches=None, autorange="reversed")
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    fig.update_layout(height=140 + 150 * len(order))
     return fig
 
 
