@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from service.claim import STATUSES  # the status names live in one place: the claim
 from service.prompt_key import prompt_key
 
 __all__ = [
@@ -59,7 +60,6 @@ VIDEO_COLUMNS = [
 # The rule needs only these; the rest are carried through when present.
 REQUIRED_VIDEO_COLUMNS = ["id", "tg_user_id", "prompt", "status", "created_at"]
 REQUEST_COLUMNS = ["request_id", "received_at", "tg_user_id", "prompt", "video_id"]
-STATUSES = ("generating", "ready", "failed")
 
 
 def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
