@@ -141,3 +141,36 @@ def test_sweep_reads_without_writing(pg_url, fixture_videos):
     after = pd.read_sql("SELECT * FROM videos ORDER BY id", engine)
     engine.dispose()
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_pushdown_agrees_with_brute_force_on_edge_cases(pg_url):
+    """The hypothesis histories of `test_detect` (equal timestamps, exact 24 h gaps, failed
+    originals), run through PostgreSQL's window functions."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.audit.test_detect import brute_force, rows_strategy
+
+    seed_service_db(pg_url, pd.DataFrame(columns=["id", "tg_user_id", "prompt", "status", "created_at"]))
+    engine = sa.create_engine(pg_url)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(rows=rows_strategy, window_hours=st.sampled_from([1, 24]), ids=st.randoms(use_true_random=False))
+    def check(rows, window_hours, ids):
+        numbers = list(range(1, len(rows) + 1))
+        ids.shuffle(numbers)
+        for row, number in zip(rows, numbers):
+            row["id"] = number
+        with engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE videos CASCADE"))
+        seed_service_db(pg_url, pd.DataFrame(rows, columns=["id", "tg_user_id", "prompt", "status", "created_at"]))
+        window = timedelta(hours=window_hours)
+        with engine.connect() as conn:
+            got = detect_duplicates_sql(conn, Period(window=window))
+        expected = brute_force(rows, window)
+        assert {r["video_id"]: (r["previous_id"], r["original_id"]) for r in got} == expected
+
+    try:
+        check()
+    finally:
+        engine.dispose()
