@@ -9,6 +9,7 @@ own; `db_url` runs a test on both.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -27,18 +28,21 @@ def _admin_conninfo(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield normalize_database_url(external)
         return
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
-    try:
-        yield normalize_database_url(server.get_uri())
-    finally:
-        server.cleanup()
+    # Not under pytest's tmp_path: pytest prunes old numbered temp dirs when another session
+    # starts, which would pull the data directory from under a server still in use.
+    with tempfile.TemporaryDirectory(prefix="claimfirst-pg-") as pgdata:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        try:
+            yield normalize_database_url(server.get_uri())
+        finally:
+            server.cleanup()
 
 
 @pytest.fixture

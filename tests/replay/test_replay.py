@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from audit.frames import AuditError
 from audit.replay import POLICIES, replay
 from audit.replay_schedule import burst_requests
 from audit.replay_service import ServiceUnavailable, free_port
@@ -84,3 +85,9 @@ def test_running_service_with_another_policy_is_refused(running_service, inciden
 def test_unreachable_url_is_reported(incident_requests):
     with pytest.raises(ServiceUnavailable, match="cannot reach"):
         replay(incident_requests, policy="claim", url=f"http://127.0.0.1:{free_port()}")
+
+
+def test_db_latency_with_url_is_refused(incident_requests):
+    # The latency belongs to the service; one given by URL was started with its own.
+    with pytest.raises(AuditError, match="--db-latency-ms"):
+        replay(incident_requests, policy="claim", url="http://127.0.0.1:1", db_latency_ms=50)

@@ -6,14 +6,20 @@ because it has to stop it.
 
 from __future__ import annotations
 
+import tempfile
+
 import pgserver
 
 from service.settings import normalize_database_url
 from tests.service.app_client import running_app, runtime
 
 
-def test_database_stopped_gives_503_and_no_generation(tmp_path) -> None:
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+def test_database_stopped_gives_503_and_no_generation() -> None:
+    with tempfile.TemporaryDirectory(prefix="claimfirst-pg-") as pgdata:
+        stop_database_under_running_service(pgserver.get_server(pgdata, cleanup_mode="stop"))
+
+
+def stop_database_under_running_service(server) -> None:  # type: ignore[no-untyped-def]
     url = normalize_database_url(server.get_uri())
     with running_app(url, sim_seconds="600") as client:
         assert client.post("/create", json={"tg_user_id": 1, "prompt": "before"}).status_code == 202
