@@ -77,8 +77,9 @@ def run_audit(
     counted as duplicates. ``videos_scanned`` overrides the count of
     videos in scope, for a database source that only loaded the groups with duplicates.
     """
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must be timezone-aware")
+    for name, moment in (("as_of", as_of), ("since", since), ("until", until)):
+        if moment is not None and moment.tzinfo is None:
+            raise ValueError(f"{name} must be timezone-aware (UTC), got {moment!r}")
     videos = normalise_videos(videos)
     requests = normalise_requests(requests) if requests is not None else None
     marked = mark_duplicates(videos, window=window)
