@@ -35,10 +35,10 @@ import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW, mark_duplicates
 from audit.frames import AuditError, normalise_requests, normalise_videos
-from audit.sources import files
 from audit.replay_client import run_sync, send_schedule
 from audit.replay_schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule, burst_requests
 from audit.replay_service import ServiceConfig, ServiceUnavailable, check_service, started_service
+from audit.sources import files
 
 __all__ = [
     "POLICIES", "ReplayResult", "replay", "burst_requests", "build_schedule", "register", "main",
@@ -95,6 +95,9 @@ def replay(
         raise AuditError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if db_latency_ms < 0:
         raise AuditError("--db-latency-ms must be 0 or more")
+    if url is not None and db_latency_ms:
+        raise AuditError("--db-latency-ms applies to the service replay starts; a service given by --url "
+                         "takes its own CLAIMFIRST_DB_LATENCY_MS")
     if requests.empty:
         raise AuditError("the request log is empty: nothing to replay")
     try:
@@ -124,10 +127,13 @@ def replay(
         outcomes, stats = run_sync(send_schedule(url, schedule, last_finish))
         source = "accepted_responses"
 
-    frame = schedule.merge(pd.DataFrame(outcomes), on="request_id", how="left")[REQUEST_COLUMNS_OUT]
+    # Outcomes come back in schedule order (one task per row, gathered in order); joining by
+    # position keeps a log with repeated request ids intact.
+    answers = pd.DataFrame(outcomes, index=schedule.index).drop(columns="request_id")
+    frame = pd.concat([schedule, answers], axis=1)[REQUEST_COLUMNS_OUT]
     summary = _summarise(frame, stats, source, window=window)
     summary.update(
-        policy=policy, speedup=speedup, db_latency_ms=db_latency_ms, seed=seed,
+        policy=policy, speedup=speedup, db_latency_ms=db_latency_ms if url is None else None, seed=seed,
         duration_range_seconds=list(duration_range),
         durations_from_history=int((frame["duration_source"] == "history").sum()),
         durations_drawn=int((frame["duration_source"] == "drawn").sum()),
