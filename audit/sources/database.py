@@ -17,6 +17,7 @@ Nothing here writes: the sweep never modifies data (`audit.cleanup` is the only 
 
 from __future__ import annotations
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -145,9 +146,7 @@ def _count_in_period(conn: Connection, table: sa.TableClause, period: Period) ->
     return int(conn.execute(query).scalar_one())
 
 
-def _read_chunks(conn: Connection, query, total: int, *, progress: bool) -> list:
-    import pandas as pd
-
+def _read_chunks(conn: Connection, query, total: int | None, *, progress: bool) -> list[pd.DataFrame]:
     chunks = []
     with progress_bar("loading videos", total, enabled=progress) as advance:
         for chunk in pd.read_sql(query, conn, chunksize=CHUNK_ROWS):
@@ -158,8 +157,6 @@ def _read_chunks(conn: Connection, query, total: int, *, progress: bool) -> list
 
 def load_database(url: str, *, period: Period, pushdown: bool = True, progress: bool = False) -> Loaded:
     """Load the period's videos (and look-back) from ``url``; see the module docstring."""
-    import pandas as pd
-
     engine = open_engine(url)
     try:
         with engine.connect() as conn:
