@@ -17,6 +17,8 @@ Nothing here writes: the sweep never modifies data (`audit.cleanup` is the only 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -79,9 +81,18 @@ duplicates AS (
 def open_engine(url: str) -> Engine:
     """An engine for ``url`` (``postgres://`` accepted), or `SourceError` for a bad URL."""
     try:
-        return sa.create_engine(normalize_database_url(url))
+        parsed = sa.engine.make_url(normalize_database_url(url))
+        engine = sa.create_engine(parsed)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
         raise SourceError(f"bad database URL: {exc}") from exc
+    # SQLite creates a missing file on connect: a typo in the path would "audit" a new, empty
+    # database (and leave it behind). A sweep never creates anything.
+    path = parsed.database
+    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not path.startswith("file:"):
+        if not Path(path).is_file():
+            engine.dispose()
+            raise SourceError(f"database file not found: {path}")
+    return engine
 
 
 def redacted_url(url: str) -> str:

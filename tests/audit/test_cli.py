@@ -62,6 +62,7 @@ def _bad_csv(tmp_path, change) -> str:
         (lambda p: ["--videos", _bad_csv(p, lambda f: f.assign(created_at="2025-10-15 05:37:00"))], "without a UTC offset"),
         (lambda p: ["--videos", _bad_csv(p, lambda f: f.assign(status="done"))], "unknown value(s) ['done']"),
         (lambda p: ["--database-url", "postgresql+psycopg://u:secret@127.0.0.1:1/x"], "cannot read database"),
+        (lambda p: ["--database-url", f"sqlite:///{p / 'typo.db'}"], "database file not found"),
         (lambda p: ["--videos", str(VIDEOS_CSV), "--since", "2025-10-15", "--until", "2025-10-14"], "is after --until"),
     ],
 )
