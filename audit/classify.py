@@ -10,7 +10,9 @@ earliest request that produced the video). Without a log, or for a video the log
 mention, it is estimated as ``created_at`` minus the middle of an assumed generation-time range
 (the write-up's 2-5 minutes), and the row says so in ``basis = "estimate"``. The estimate
 assumes ``created_at`` is the save time, which holds for the incident's data: before the fix
-a row was written only when generation ended.
+a row was written only when generation ended. In the service's own table ``created_at`` is
+the claim time instead, so estimates there are rough; duplicates there can only come from a
+lease taken over, and the report marks every estimated row.
 
 A video is "in flight" from its request to its save: ``[requested_at, created_at]``.
 `race_windows` lists those intervals for every video of a chain, for the report's timeline.
