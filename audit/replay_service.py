@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +22,8 @@ import httpx
 
 from audit.frames import AuditError
 from service.process import ServiceStartError, free_port, serve_subprocess
-from service.storage import make_engine, migrate
 
 __all__ = ["ServiceConfig", "ServiceUnavailable", "started_service", "check_service", "free_port"]
-
-_MIGRATION_LOCK = threading.Lock()
 
 
 class ServiceUnavailable(AuditError):
@@ -71,29 +67,11 @@ def started_service(config: ServiceConfig) -> Iterator[str]:
     """Run the reference service for the duration of the block; yield its base URL."""
     with tempfile.TemporaryDirectory(prefix="claimfirst-replay-") as workdir:
         database_url = f"sqlite:///{Path(workdir) / 'replay.db'}"
-        _create_schema(database_url)
         try:
             with serve_subprocess(config.environment(database_url), Path(workdir), cwd=Path(workdir)) as handle:
                 yield handle.url
         except ServiceStartError as exc:  # raised only while starting: the block never ran
             raise ServiceUnavailable(str(exc)) from exc
-
-
-def _create_schema(database_url: str) -> None:
-    """Migrate the new database here, before the service starts.
-
-    The service would do it at startup, but with the replayed latency on every statement:
-    a hundred-odd statements at 50 ms is seconds of waiting that imitate no request. The
-    service's own migration then finds the schema current and does next to nothing.
-    Alembic keeps its context in module globals, so concurrent replays (one thread each,
-    `audit.replay_compare`) migrate one at a time.
-    """
-    engine = make_engine(database_url)
-    try:
-        with _MIGRATION_LOCK:
-            migrate(engine)
-    finally:
-        engine.dispose()
 
 
 def check_service(url: str, policy: str) -> dict:

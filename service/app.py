@@ -48,8 +48,7 @@ class Runtime:
         generator: Generator | None = None,
         clock: Callable[[], datetime] = utc_now,
     ) -> Runtime:
-        engine = make_engine(settings.database_url, db_latency_ms=settings.db_latency_ms)
-        store = SqlStore(engine)
+        store = SqlStore(make_engine(settings.database_url), round_trip_latency_ms=settings.db_latency_ms)
         rule = ClaimRule(
             window=timedelta(hours=settings.duplicate_window_hours),
             lease=timedelta(seconds=settings.lease_seconds),

@@ -75,7 +75,8 @@ class Settings(BaseSettings):
 
     # Incident replay only: the historical behaviours. Production runs "claim".
     policy: Policy = "claim"
-    # Incident replay only: extra delay per database statement, to imitate Supabase over HTTP.
+    # Incident replay only: extra delay per database round trip (one store call, one
+    # transaction), to imitate the bot's Supabase calls over HTTP.
     db_latency_ms: float = Field(default=0.0, ge=0)
 
     @field_validator("database_url")

@@ -68,7 +68,7 @@ class VideoRecord:
         return cls(**{name: row[name] for name in cls.__dataclass_fields__})
 
 
-def make_engine(url: str, *, db_latency_ms: float = 0.0, pool_size: int = 10) -> Engine:
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine for `url`; SQLite files get their folder, WAL and BEGIN IMMEDIATE."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -85,14 +85,6 @@ def make_engine(url: str, *, db_latency_ms: float = 0.0, pool_size: int = 10) ->
             url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
             connect_args={"connect_timeout": 5},
         )
-    if db_latency_ms > 0:
-        # Incident replay only: imitate Supabase's HTTP round trip on every statement.
-        delay = db_latency_ms / 1000
-
-        @event.listens_for(engine, "before_cursor_execute")
-        def _latency(*_args: object) -> None:
-            time.sleep(delay)
-
     return engine
 
 
@@ -144,12 +136,18 @@ def _first_line(exc: BaseException) -> str:
 class SqlStore:
     """The claim's primitives on one SQLAlchemy engine (SQLite or PostgreSQL)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, round_trip_latency_ms: float = 0.0) -> None:
         self.engine = engine
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._latency_s = round_trip_latency_ms / 1000
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Connection]:
+        if self._latency_s:
+            # Incident replay only: each store call is one round trip, as each Supabase call
+            # was one HTTP request. The delay comes before the transaction opens, so it is not
+            # spent holding SQLite's write lock (which would queue every other request).
+            time.sleep(self._latency_s)
         with translate_db_errors(), self.engine.begin() as conn:
             yield conn
 
