@@ -3,8 +3,12 @@
 The four policies, in the order the bot went through them:
 
 - ``none``: generate every request. Prevents nothing.
-- ``check-only``: check for an equivalent video, generate, save (commit ``efcb167``). The
+- ``check``: check for an equivalent video, generate, save (commit ``efcb167``). The
   check only sees saved videos, so it prevents the **sequential** duplicates and no race.
+  "Equivalent" is the prompt key here, as the issue's rule says ("any check would have
+  blocked it"); the bot's real check matched the prompt exactly (`.eq("prompt", prompt)`), so
+  it would also have let the case and spacing variants through. The replay's `check` and
+  `pending` policies (`service.policies`) reproduce that exact match.
 - ``pending``: check, then immediately insert a ``generating`` row, generate, update (the
   write-up's fix). It also prevents a race when the duplicate's request arrived after the
   other request's pending row was written: ``r_W + pending_gap <= r_V`` for some non-failed
@@ -18,7 +22,7 @@ Assumptions, stated because the numbers depend on them:
 - Each duplicate is judged against the videos that actually exist (a first-order estimate):
   blocking one duplicate is assumed not to unblock another. Chains where a blocked video
   was the only thing that would have blocked a later one are rare and only make the
-  estimate for ``check-only``/``pending`` slightly generous.
+  estimate for ``check``/``pending`` slightly generous.
 - ``pending_gap`` is how long after a request its pending row becomes visible to others: the
   check and the insert, two round trips to Supabase over HTTP. One second by default.
 """
@@ -33,7 +37,7 @@ from audit.detect import DEFAULT_WINDOW
 
 __all__ = ["POLICIES", "DEFAULT_PENDING_GAP", "prevented_by", "compare_policies"]
 
-POLICIES = ("none", "check-only", "pending", "claim")
+POLICIES = ("none", "check", "pending", "claim")
 # Two HTTP round trips to Supabase (check, then insert) from the bot's host: about a second.
 DEFAULT_PENDING_GAP = timedelta(seconds=1)
 _GROUP = ["tg_user_id", "prompt_key"]
@@ -47,12 +51,12 @@ def prevented_by(
     window: timedelta = DEFAULT_WINDOW,
     pending_gap: timedelta = DEFAULT_PENDING_GAP,
 ) -> pd.DataFrame:
-    """One boolean column per policy (``none, check-only, pending, claim``), one row per
+    """One boolean column per policy (``none, check, pending, claim``), one row per
     classified duplicate (same order), True where that policy would have prevented it."""
     out = pd.DataFrame(index=classified.index)
     sequential = classified["class"] == "sequential"
     out["none"] = False
-    out["check-only"] = sequential
+    out["check"] = sequential
     out["claim"] = True
     if classified.empty:
         out["pending"] = pd.Series([], dtype=bool)

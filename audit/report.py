@@ -43,7 +43,7 @@ DUPLICATE_CSV_COLUMNS = [
     "previous_created_at",
     "gap_seconds",
     "cost_usd",
-    "prevented_by_check-only",
+    "prevented_by_check",
     "prevented_by_pending",
     "prevented_by_claim",
 ]

@@ -282,7 +282,7 @@ for trace in by_week.data:
         md("""
 ## What each policy would have saved
 
-Each duplicate judged against the history (`audit.policies`): `check-only` (the check of
+Each duplicate judged against the history (`audit.policies`): `check` (the check of
 `efcb167`) prevents the sequential duplicates; `pending` (the write-up's fix) also prevents a
 race whose request came after the other's pending row was written (one second after its
 request: two round trips to Supabase); `claim` prevents every duplicate.
@@ -322,6 +322,8 @@ NOTEBOOKS = {
 def build(key: str) -> float:
     name, cells = NOTEBOOKS[key]
     nb = nbformat.v4.new_notebook(cells=cells())
+    for index, cell in enumerate(nb.cells):
+        cell.id = f"{key}-{index:02d}"  # stable ids: a rebuild diffs only in what changed
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     started = time.monotonic()

@@ -16,9 +16,9 @@ from tests.audit.conftest import AS_OF
 def test_policy_comparison_on_the_fixtures(fixture_videos, fixture_requests):
     result = run_audit(fixture_videos, fixture_requests, as_of=AS_OF)
     table = result.policies.set_index("policy")
-    # check-only stops the 7 sequential resends; the pending row also stops the races whose
+    # check stops the 7 sequential resends; the pending row also stops the races whose
     # request came later than a second after the first (45, 55, 56), not 46's double tap.
-    assert table["duplicates_prevented"].to_dict() == {"none": 0, "check-only": 7, "pending": 10, "claim": 11}
+    assert table["duplicates_prevented"].to_dict() == {"none": 0, "check": 7, "pending": 10, "claim": 11}
     assert table.loc["none", "wasted_usd"] == 44.0
     assert table.loc["claim", "generations"] == 45
     dups = result.duplicates.set_index("video_id")

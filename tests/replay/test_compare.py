@@ -39,7 +39,7 @@ def test_windows_line_up_replay_with_history(incident_requests, videos):
 
 
 def test_monthly_projection_scales_waste_and_savings_linearly():
-    policies = pd.DataFrame({"policy": ["none", "check-only", "claim"], "duplicates_prevented": [0, 7, 11],
+    policies = pd.DataFrame({"policy": ["none", "check", "claim"], "duplicates_prevented": [0, 7, 11],
                              "generations": [56, 49, 45], "wasted_usd": [44.0, 16.0, 0.0]})
     projection = monthly_projection(policies, observed=timedelta(days=8))
     scale = AVERAGE_MONTH / timedelta(days=8)
