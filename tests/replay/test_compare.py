@@ -13,10 +13,10 @@ from audit.replay_savings import AVERAGE_MONTH, monthly_projection
 from audit.replay_schedule import build_schedule
 
 
-def test_burst_verdict_names_every_more_than_one_and_exactly_one():
-    table = pd.DataFrame({"policy": ["none", "pending", "claim"], "requests": [10, 10, 10],
-                          "generations_started": [10, 3, 1]})
-    assert burst_verdict(table)["verdict"].tolist() == ["every request", "more than one", "exactly one"]
+def test_burst_verdict_names_more_than_one_exactly_one_and_none():
+    table = pd.DataFrame({"policy": ["none", "pending", "claim", "broken"], "requests": [10, 10, 10, 10],
+                          "generations_started": [10, 3, 1, 0]})
+    assert burst_verdict(table)["verdict"].tolist() == ["more than one", "more than one", "exactly one", "none"]
 
 
 def _result(schedule: pd.DataFrame, outcomes: list[str], speedup: float) -> ReplayResult:
