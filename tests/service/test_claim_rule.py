@@ -13,7 +13,7 @@ from sqlalchemy import insert
 
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimState, NewVideo
 from service.models import Video, VideoClaim
-from service.storage import SqlStore, make_engine, migrate
+from service.storage import SqlStore
 from tests.service.clock import ManualClock
 
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
@@ -30,14 +30,6 @@ CASES = [
     (GENERATING, timedelta(minutes=3), None, False),  # no lease at all: never blocks forever
     (GENERATING, timedelta(hours=25), timedelta(seconds=10), False),
 ]
-
-
-@pytest.fixture
-def store(db_url: str):
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield SqlStore(engine)
-    engine.dispose()
 
 
 @pytest.mark.parametrize(("status", "age", "lease_left", "expected"), CASES)

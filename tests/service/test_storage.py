@@ -13,19 +13,11 @@ from service.errors import DuplicateRequest, VideoNotFound
 from service.generators import GenerationResult
 from service.models import Video, VideoClaim
 from service.prompt_key import prompt_key
-from service.storage import SqlStore, make_engine, migrate
+from service.storage import SqlStore
 from tests.service.clock import ManualClock
 
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 RESULT = GenerationResult("https://v.example/1.mp4", None, Decimal("4.00"))
-
-
-@pytest.fixture
-def store(db_url: str):
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield SqlStore(engine)
-    engine.dispose()
 
 
 def request(prompt: str = "Smart wallets as digital assistants...", user: int = 7) -> NewVideo:
