@@ -230,7 +230,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="replay against this running service (started with "
                         "CLAIMFIRST_SIM_HINTS=true and the same policy) instead of starting one")
     parser.add_argument("--db-latency-ms", type=_non_negative, default=0.0,
-                        help="delay per database statement of the started service, imitating "
+                        help="delay per database round trip of the started service, imitating "
                         "Supabase over HTTP (default: %(default)g)")
     parser.add_argument("--seed", type=int, default=0, help="seed for durations drawn without history")
     parser.add_argument("--out", type=Path, required=True, help="directory for summary.json and requests.csv")
