@@ -6,11 +6,11 @@
      ├── ClaimContention            409  the claim kept changing hands while we looked; retry
      ├── VideoNotFound              404
      ├── StorageUnavailable         503  the database did not answer; nothing was generated
-     ├── ClaimLost                  409  fencing: this attempt's claim was taken over or swept
      └── GenerationError            502  the generator failed (or timed out)
 
-`ClaimLost` and `GenerationError` are raised inside the background runner and normally never
-reach HTTP; they still map to a status so no error is left unmapped (a test checks that).
+`GenerationError` is raised inside the background runner and normally never reaches HTTP; it
+still maps to a status so no error is left unmapped (a test checks that). A fenced-off worker
+is not an error: the store's fenced writes answer False and the runner records the loss.
 Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`).
 """
 
@@ -28,7 +28,6 @@ __all__ = [
     "ClaimContention",
     "VideoNotFound",
     "StorageUnavailable",
-    "ClaimLost",
     "GenerationError",
 ]
 
@@ -80,10 +79,6 @@ class VideoNotFound(ClaimfirstError):
 
 class StorageUnavailable(ClaimfirstError):
     status_code = 503
-
-
-class ClaimLost(ClaimfirstError):
-    status_code = 409
 
 
 class GenerationError(ClaimfirstError):
