@@ -250,7 +250,7 @@ and a monthly projection. All numbers come from `audit.run_audit` over the fixtu
         code(SETUP + """
 from datetime import timedelta
 
-from audit.replay_savings import AVERAGE_MONTH, monthly_projection
+from audit.savings import AVERAGE_MONTH, monthly_projection
 from audit.report import waste_by_class_figure, waste_by_week_figure
 
 # The observed period: every video in the fixtures, 2025-10-08 to 2025-10-15 inclusive.

@@ -1,15 +1,12 @@
-"""Side-by-side helpers of the notebooks: verdicts, windows next to history, the projection."""
+"""Side-by-side helpers of the notebooks: burst verdicts, replayed windows next to history."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 
 import pandas as pd
-import pytest
 
 from audit.replay import ReplayResult
 from audit.replay_compare import burst_verdict, windows_vs_history
-from audit.replay_savings import AVERAGE_MONTH, monthly_projection
 from audit.replay_schedule import build_schedule
 
 
@@ -36,15 +33,3 @@ def test_windows_line_up_replay_with_history(incident_requests, videos):
     # A replayed generation lasts its historical duration, so it is saved when history saved it.
     assert table["check"].tolist() == table["history_saved_at"].tolist()
     assert table["claim"].tolist() == ["05:37:00", "blocked", "blocked"]
-
-
-def test_monthly_projection_scales_waste_and_savings_linearly():
-    policies = pd.DataFrame({"policy": ["none", "check", "claim"], "duplicates_prevented": [0, 7, 11],
-                             "generations": [56, 49, 45], "wasted_usd": [44.0, 16.0, 0.0]})
-    projection = monthly_projection(policies, observed=timedelta(days=8))
-    scale = AVERAGE_MONTH / timedelta(days=8)
-    assert projection["saved_usd"].tolist() == [0.0, 28.0, 44.0]
-    assert projection["wasted_usd_per_month"].tolist() == pytest.approx([44 * scale, 16 * scale, 0.0], abs=0.01)
-    assert projection["saved_usd_per_month"].tolist() == pytest.approx([0.0, 28 * scale, 44 * scale], abs=0.01)
-    with pytest.raises(ValueError):
-        monthly_projection(policies, observed=timedelta(0))

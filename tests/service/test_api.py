@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from service.errors import GenerationError
 from service.generators import GenerationJob, GenerationResult
 from tests.service.app_client import drain, running_app, runtime, video_count
 

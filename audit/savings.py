@@ -1,9 +1,9 @@
-"""Savings per policy, projected to a month: the last step of notebook 03.
+"""Savings per policy, projected to a month (notebook 03).
 
-This belongs with the audit's policy comparison (`audit.policies`); it lives here only
-because the notebooks needed it before the audit had one. The projection is deliberately
-simple and its assumptions are its parameters: the waste observed in a period, scaled
-linearly to a month, traffic and duplicate rate as in the period, the same price per video.
+Takes the audit's policy comparison (`audit.policies.compare_policies`, `AuditResult.policies`).
+The projection is deliberately simple and its assumptions are its parameters: the waste
+observed in a period, scaled linearly to a month, traffic and duplicate rate as in the
+period, the same price per video.
 """
 
 from __future__ import annotations
