@@ -1,12 +1,22 @@
-"""videos and video_claims
+"""videos and video_claims; adopts the bot's existing `videos` table if there is one
 
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-28
+
+The operator's real store (Supabase) already has a `videos` table with the incident's columns
+and history. Creating it again would fail, and starting with an empty claims table would let
+the first request after the switch duplicate a video made an hour before. So when `videos`
+exists, this revision adds the claim's columns to it, computes every row's prompt key (with
+`service.prompt_key`, in Python: SQL has no NFKC), and seeds one claim per (user, key) from the
+latest non-failed video. Stop the old bot first: its rows still `generating` get no lease, so
+they do not block (the audit lists them as stuck claims).
 """
 
 import sqlalchemy as sa
 from alembic import op
+
+from service.prompt_key import prompt_key
 
 revision = "0001"
 down_revision = None
@@ -14,28 +24,41 @@ branch_labels = None
 depends_on = None
 
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# Rows read and updated per round trip while computing prompt keys of an existing table.
+BACKFILL_BATCH = 5000
 
 
-def upgrade() -> None:
-    op.create_table(
-        "videos",
-        sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
-        sa.Column("tg_user_id", sa.BigInteger(), nullable=False),
-        sa.Column("prompt", sa.Text(), nullable=False),
-        sa.Column("enhanced_prompt", sa.Text(), nullable=True),
-        sa.Column("duration_seconds", sa.Integer(), nullable=True),
-        sa.Column("category", sa.String(64), nullable=True),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("video_url", sa.Text(), nullable=True),
-        sa.Column("thumbnail_url", sa.Text(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("prompt_key", sa.Text(), nullable=False),
-        sa.Column("attempt", sa.Integer(), nullable=False),
+def claim_columns(*, nullable: bool = False) -> list[sa.Column]:
+    """The columns the claim adds to the incident's; all nullable while an old table is filled."""
+    return [
+        sa.Column("prompt_key", sa.Text(), nullable=nullable),
+        sa.Column("attempt", sa.Integer(), nullable=nullable),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("cost_usd", sa.Numeric(10, 2), nullable=True),
         sa.Column("duplicate_of", sa.BigInteger(), nullable=True),
-    )
+    ]
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    if sa.inspect(bind).has_table("videos"):
+        _adopt_existing_videos(bind)
+    else:
+        op.create_table(
+            "videos",
+            sa.Column("id", BigIntPK, primary_key=True, autoincrement=True),
+            sa.Column("tg_user_id", sa.BigInteger(), nullable=False),
+            sa.Column("prompt", sa.Text(), nullable=False),
+            sa.Column("enhanced_prompt", sa.Text(), nullable=True),
+            sa.Column("duration_seconds", sa.Integer(), nullable=True),
+            sa.Column("category", sa.String(64), nullable=True),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("video_url", sa.Text(), nullable=True),
+            sa.Column("thumbnail_url", sa.Text(), nullable=True),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+            *claim_columns(),
+        )
     op.create_index("ix_videos_user_key_created", "videos", ["tg_user_id", "prompt_key", "created_at"])
     op.create_index("ix_videos_created_at", "videos", ["created_at"])
     op.create_table(
@@ -48,10 +71,59 @@ def upgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     )
+    # One claim per key, from its latest non-failed video; no lease (see the docstring).
+    op.execute(
+        """
+        INSERT INTO video_claims (tg_user_id, prompt_key, video_id, attempt, status, claimed_at, lease_expires_at)
+        SELECT tg_user_id, prompt_key, id, 1, status, created_at, NULL FROM (
+            SELECT id, tg_user_id, prompt_key, status, created_at,
+                   ROW_NUMBER() OVER (PARTITION BY tg_user_id, prompt_key ORDER BY created_at DESC, id DESC) AS latest
+            FROM videos WHERE status <> 'failed'
+        ) ranked WHERE latest = 1
+        """
+    )
+
+
+def _adopt_existing_videos(bind: sa.Connection) -> None:
+    existing = {column["name"] for column in sa.inspect(bind).get_columns("videos")}
+    required = {"id", "tg_user_id", "prompt", "status", "created_at"}
+    if missing := required - existing:
+        raise RuntimeError(f"existing table 'videos' lacks {', '.join(sorted(missing))}: not the bot's table?")
+    with op.batch_alter_table("videos") as batch:
+        for column in claim_columns(nullable=True):
+            if column.name not in existing:
+                batch.add_column(column)
+        if "updated_at" not in existing:
+            batch.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
+
+    videos = sa.table("videos", sa.column("id"), sa.column("prompt"), sa.column("prompt_key"))
+    last_id = None
+    while True:
+        query = sa.select(videos.c.id, videos.c.prompt).order_by(videos.c.id).limit(BACKFILL_BATCH)
+        if last_id is not None:
+            query = query.where(videos.c.id > last_id)
+        rows = bind.execute(query).all()
+        if not rows:
+            break
+        bind.execute(
+            sa.update(videos).where(videos.c.id == sa.bindparam("row_id")).values(prompt_key=sa.bindparam("key")),
+            [{"row_id": row.id, "key": prompt_key(row.prompt or "")} for row in rows],
+        )
+        last_id = rows[-1].id
+    op.execute("UPDATE videos SET updated_at = created_at WHERE updated_at IS NULL")
+    op.execute("UPDATE videos SET attempt = 1 WHERE attempt IS NULL")
+    with op.batch_alter_table("videos") as batch:
+        batch.alter_column("prompt_key", existing_type=sa.Text(), nullable=False)
+        batch.alter_column("attempt", existing_type=sa.Integer(), nullable=False)
+        batch.alter_column("updated_at", existing_type=sa.DateTime(timezone=True), nullable=False)
 
 
 def downgrade() -> None:
+    # Never drops `videos` itself: it may be the bot's own history. Only what this revision
+    # added goes (an adopted table gets its original columns back, plus `updated_at`).
     op.drop_table("video_claims")
     op.drop_index("ix_videos_created_at", table_name="videos")
     op.drop_index("ix_videos_user_key_created", table_name="videos")
-    op.drop_table("videos")
+    with op.batch_alter_table("videos") as batch:
+        for column in claim_columns():
+            batch.drop_column(column.name)

@@ -1,0 +1,118 @@
+"""Pointing the service at the bot's existing store: the migration adopts its `videos` table.
+
+The stand-in is the reconstructed incident history (`data/fixtures/videos.csv`) in a table with
+only the incident's columns, as the bot's Supabase table has.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from service.claim import ClaimRule, NewVideo
+from service.models import UTCDateTime, Video, VideoClaim
+from service.prompt_key import prompt_key
+from service.storage import SqlStore, make_engine, migrate
+
+FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "videos.csv"
+RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
+INCIDENT_USER, INCIDENT_PROMPT = 6891234507, "Smart wallets as digital assistants..."
+
+
+def bot_table(metadata: sa.MetaData) -> sa.Table:
+    """The bot's table: the incident's columns and nothing the claim needs."""
+    return sa.Table(
+        "videos", metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("tg_user_id", sa.BigInteger(), nullable=False),
+        sa.Column("prompt", sa.Text(), nullable=False),
+        sa.Column("enhanced_prompt", sa.Text()),
+        sa.Column("duration_seconds", sa.Integer()),
+        sa.Column("category", sa.String(64)),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("video_url", sa.Text()),
+        sa.Column("thumbnail_url", sa.Text()),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+    )
+
+
+@pytest.fixture
+def history(db_url: str):
+    engine = make_engine(db_url)
+    table = bot_table(sa.MetaData())
+    table.create(engine)
+    with FIXTURES.open() as f:
+        rows = [
+            {**{k: row[k] or None for k in ("prompt", "enhanced_prompt", "category", "status", "video_url",
+                                             "thumbnail_url")},
+             "id": int(row["id"]), "tg_user_id": int(row["tg_user_id"]),
+             "duration_seconds": int(row["duration_seconds"]) if row["duration_seconds"] else None,
+             "created_at": datetime.fromisoformat(row["created_at"])}
+            for row in csv.DictReader(f)
+        ]
+    with engine.begin() as conn:
+        conn.execute(table.insert(), rows)
+        if engine.dialect.name == "postgresql":  # rows came with ids: move the sequence past them
+            conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('videos', 'id'), max(id)) FROM videos"))
+    yield engine, rows
+    engine.dispose()
+
+
+def test_existing_history_is_adopted_keyed_and_claimed(history) -> None:
+    engine, rows = history
+    migrate(engine)
+    migrate(engine)  # idempotent: a second start finds the schema current
+
+    with engine.connect() as conn:
+        keyed = dict(conn.execute(sa.select(Video.id, Video.prompt_key)).all())
+        claims = conn.execute(sa.select(sa.func.count()).select_from(VideoClaim)).scalar_one()
+    assert keyed == {row["id"]: prompt_key(row["prompt"]) for row in rows}
+    live_keys = {(row["tg_user_id"], prompt_key(row["prompt"])) for row in rows if row["status"] != "failed"}
+    assert claims == len(live_keys)
+
+    store = SqlStore(engine)
+    video_56 = store.get(56)
+    assert (video_56.attempt, video_56.updated_at) == (1, video_56.created_at)
+    an_hour_later = video_56.created_at + timedelta(hours=1)
+    request = NewVideo(INCIDENT_USER, INCIDENT_PROMPT, prompt_key(INCIDENT_PROMPT))
+    # The first request after the switch is already a duplicate of yesterday's history ...
+    assert store.try_claim(request, now=an_hour_later, rule=RULE) is None
+    holder = store.holder(request.tg_user_id, request.prompt_key)
+    assert holder.video.id == 56
+    # ... and once the window has passed, a new video gets the next id.
+    ticket = store.try_claim(request, now=video_56.created_at + timedelta(hours=25), rule=RULE)
+    assert ticket is not None and ticket.video_id == max(row["id"] for row in rows) + 1
+
+
+def test_a_table_that_is_not_the_bots_is_refused(db_url: str) -> None:
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE videos (id INTEGER PRIMARY KEY, title TEXT)"))
+    with pytest.raises(RuntimeError, match="lacks created_at, prompt, status, tg_user_id"):
+        migrate(engine)
+    engine.dispose()
+
+
+def test_downgrade_removes_only_what_the_claim_added(history) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    import service.storage
+
+    engine, rows = history
+    migrate(engine)
+    config = Config()
+    config.set_main_option("script_location", str(Path(service.storage.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    inspector = sa.inspect(engine)
+    assert not inspector.has_table("video_claims")
+    columns = {column["name"] for column in inspector.get_columns("videos")}
+    assert columns == {c.name for c in bot_table(sa.MetaData()).columns} | {"updated_at"}
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(sa.table("videos"))).scalar_one() == len(rows)
