@@ -92,9 +92,11 @@ def test_a_table_that_is_not_the_bots_is_refused(db_url: str) -> None:
     engine = make_engine(db_url)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE videos (id INTEGER PRIMARY KEY, title TEXT)"))
-    with pytest.raises(RuntimeError, match="lacks created_at, prompt, status, tg_user_id"):
-        migrate(engine)
-    engine.dispose()
+    try:
+        with pytest.raises(RuntimeError, match="lacks created_at, prompt, status, tg_user_id"):
+            migrate(engine)
+    finally:
+        engine.dispose()
 
 
 def test_downgrade_removes_only_what_the_claim_added(history) -> None:

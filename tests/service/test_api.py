@@ -92,12 +92,15 @@ def test_generator_exception_or_timeout_marks_failed(sqlite_url, generator, sett
         assert create(client).status_code == 202
 
 
-def test_stopping_the_service_fails_in_flight_generations(sqlite_url: str) -> None:
-    with running_app(sqlite_url, sim_seconds="600") as client:
-        video_id = create(client).json()["video_id"]
+def test_stopping_the_service_fails_running_and_queued_generations(sqlite_url: str) -> None:
+    with running_app(sqlite_url, sim_seconds="600", max_concurrent_generations=1) as client:
+        running = create(client, "first").json()["video_id"]
+        queued = create(client, "second").json()["video_id"]
         store = runtime(client).store
-    video = store.get(video_id)
-    assert video.status == "failed" and "service stopped" in video.error
+    for video_id in (running, queued):
+        video = store.get(video_id)
+        assert video.status == "failed" and "service stopped" in video.error
+    assert store.holder(42, "first").claim.status == "failed"  # the key is free for a retry
 
 
 def test_get_unknown_video_is_404(sqlite_url: str) -> None:
