@@ -62,7 +62,7 @@ class DuplicateRequest(ClaimfirstError):
             "detail": self.detail,
             "video_id": self.existing.id,
             "status": self.existing.status,
-            "created_at": self.existing.created_at.isoformat(),
+            "created_at": self.existing.created_at,
         }
         if self.existing.video_url:
             body["video_url"] = self.existing.video_url

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, field_validator
 
 from service.app import Runtime
 from service.claim import NewVideo
@@ -70,6 +70,7 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+_JSON_BODY = TypeAdapter(dict[str, Any])
 
 
 def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHints | None:
@@ -126,7 +127,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ClaimfirstError)
     async def _domain_error(_request: Request, exc: ClaimfirstError) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code, content=jsonable_encoder(exc.body()))
+        # Pydantic's JSON mode, as for the 2xx models: one timestamp format in every answer.
+        return JSONResponse(status_code=exc.status_code, content=_JSON_BODY.dump_python(exc.body(), mode="json"))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -26,7 +26,7 @@ def test_create_then_duplicate_then_ready(db_url: str) -> None:
         again = create(client, "smart wallets as  DIGITAL assistants!")
         assert again.status_code == 409
         dup = again.json()
-        assert (dup["video_id"], dup["status"]) == (body["video_id"], "generating")
+        assert (dup["video_id"], dup["status"], dup["created_at"]) == (body["video_id"], "generating", body["created_at"])
         assert "Duplicate video" in dup["detail"]
 
         video = client.get(f"/videos/{body['video_id']}").json()
