@@ -244,12 +244,17 @@ class SqlStore:
     def renew(self, ticket: ClaimTicket, *, now: datetime, rule: ClaimRule) -> bool:
         """Extend the lease; False when the claim is no longer this attempt's."""
         with self._transaction() as conn:
-            result = conn.execute(
+            ours = conn.execute(
                 update(VideoClaim)
                 .where(*self._fenced(ticket))
                 .values(lease_expires_at=rule.lease_expiry(now))
-            )
-        return result.rowcount == 1
+            ).rowcount == 1
+            if ours:
+                # The video's updated_at doubles as "last heard from its worker", so a store
+                # read without video_claims (the audit's stuck-claim report, a Supabase
+                # dashboard) can tell a long generation from a dead one.
+                conn.execute(update(Video).where(Video.id == ticket.video_id).values(updated_at=now))
+        return ours
 
     def complete(self, ticket: ClaimTicket, result: GenerationResult, *, now: datetime) -> bool:
         """Record a finished video; False (and this attempt marked failed) when fenced off."""
