@@ -64,3 +64,16 @@ def test_service_refuses_to_start_with_a_bad_setting(tmp_path) -> None:
     assert result.returncode == 2
     assert "bad setting" in result.stderr and "sim_failure_rate" in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_service_says_so_in_one_line_when_the_database_is_down(tmp_path) -> None:
+    from service.process import free_port
+
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "DATABASE_URL": f"postgres://claimfirst:secret@127.0.0.1:{free_port()}/x"},
+    )
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("service: error: cannot prepare the database") and "database unavailable" in last_line
+    assert "Traceback" not in result.stderr and "secret" not in result.stderr
