@@ -28,11 +28,12 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
+from service.settings import DEFAULT_DUPLICATE_WINDOW_HOURS
+
 __all__ = ["DEFAULT_WINDOW", "mark_duplicates", "duplicate_pairs"]
 
-# The bot's own rule (the write-up queries the last 24 h): a user who asks again a day later
-# wants a new video, not yesterday's. Shared with `service.settings.duplicate_window_hours`.
-DEFAULT_WINDOW = timedelta(hours=24)
+# The service's duplicate window (see `service.settings`): one rule for claim and audit.
+DEFAULT_WINDOW = timedelta(hours=DEFAULT_DUPLICATE_WINDOW_HOURS)
 
 _GROUP = ["tg_user_id", "prompt_key"]
 

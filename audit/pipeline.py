@@ -25,11 +25,12 @@ from audit.near import DEFAULT_SIMILARITY
 from audit.near import near_duplicates as find_near_duplicates
 from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
 from audit.stuck import DEFAULT_LEASE, stuck_claims
+from service.settings import DEFAULT_COST_PER_VIDEO_USD
 
 __all__ = ["DEFAULT_COST_PER_VIDEO", "AuditResult", "run_audit"]
 
-# The write-up: "Each video costs $4 USD". Shared with `service.settings.cost_per_video_usd`.
-DEFAULT_COST_PER_VIDEO = 4.0
+# The write-up: "Each video costs $4 USD"; the service's default (see `service.settings`).
+DEFAULT_COST_PER_VIDEO = DEFAULT_COST_PER_VIDEO_USD
 
 
 @dataclass

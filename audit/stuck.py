@@ -12,11 +12,13 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from service.settings import DEFAULT_LEASE_SECONDS
+
 __all__ = ["DEFAULT_LEASE", "stuck_claims"]
 
-# The service's `lease_seconds` default: two missed heartbeats survive, a dead worker's claim
-# frees within half a minute. An audit with a different lease should pass the service's.
-DEFAULT_LEASE = timedelta(seconds=30)
+# The service's lease (see `service.settings`). An audit of a service run with another
+# `CLAIMFIRST_LEASE_SECONDS` should pass that one.
+DEFAULT_LEASE = timedelta(seconds=DEFAULT_LEASE_SECONDS)
 
 
 def stuck_claims(videos: pd.DataFrame, *, as_of: datetime, lease: timedelta = DEFAULT_LEASE) -> pd.DataFrame:

@@ -14,11 +14,20 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-__all__ = ["Settings", "Policy", "normalize_database_url", "DEFAULT_SQLITE_PATH"]
+__all__ = [
+    "Settings", "Policy", "normalize_database_url", "DEFAULT_SQLITE_PATH",
+    "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
+]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
 
 Policy = Literal["claim", "pending", "check", "none"]
+
+# Defaults the audit shares (it imports them), so the service and the audit apply one rule.
+# Why each value: see the field it sets below.
+DEFAULT_DUPLICATE_WINDOW_HOURS = 24.0
+DEFAULT_LEASE_SECONDS = 30.0
+DEFAULT_COST_PER_VIDEO_USD = 4.0
 
 
 def normalize_database_url(url: str) -> str:
@@ -45,14 +54,14 @@ class Settings(BaseSettings):
 
     # The duplicate window comes from the bot's own rule (the write-up checks the last 24 h):
     # a user who asks again a day later wants a new video, not yesterday's.
-    duplicate_window_hours: float = Field(default=24.0, gt=0)
+    duplicate_window_hours: float = Field(default=DEFAULT_DUPLICATE_WINDOW_HOURS, gt=0)
 
     # How long a `generating` claim stays valid without a heartbeat. Long enough that a
     # worker survives two missed heartbeats (a GC pause, a slow database round trip);
     # short enough that when a worker dies the user waits half a minute to retry, not the
     # write-up's 24 hours. Hosts sharing a database must keep clocks within a few seconds
     # (NTP does far better): leases are compared against the writer's clock.
-    lease_seconds: float = Field(default=30.0, gt=0)
+    lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, gt=0)
 
     # A generation that has not finished after this long is treated as hung and marked
     # failed: twice the slowest generation seen in production (5 minutes).
@@ -71,7 +80,7 @@ class Settings(BaseSettings):
     # replay can give each request its historical duration and outcome. Off in production.
     sim_hints: bool = False
 
-    cost_per_video_usd: float = Field(default=4.0, ge=0)
+    cost_per_video_usd: float = Field(default=DEFAULT_COST_PER_VIDEO_USD, ge=0)
 
     # Incident replay only: the historical behaviours. Production runs "claim".
     policy: Policy = "claim"
