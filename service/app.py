@@ -1,54 +1,46 @@
-"""The application: wires settings, storage, the claim rule, the generator and the runner,
+"""The application: wires settings, the store, the claim rule, the generator and the runner,
 and builds the FastAPI app around them (`create_app`).
 
-`Runtime.create` is the `/create` use case: validate, win the claim (committed before
-anything is spent), then hand the generation to the background runner and return at once.
+`Runtime.create` is the `/create` use case: check the backlog has room, win the claim
+(committed before anything is spent) within the request's time bound, then hand the
+generation to the background runner and return at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import anyio.to_thread
 from fastapi import FastAPI
 
 from service.claim import ClaimRule, NewVideo
+from service.errors import DuplicateRequest, StorageUnavailable
 from service.generators import GenerationJob, Generator, SimHints, SimulatedGenerator
 from service.policies import Admission, admit
 from service.runner import GenerationRunner
 from service.settings import Settings
-from service.storage import SqlStore, make_engine, migrate
+from service.storage import make_engine, migrate
+from service.stores import Store, open_store
 
-__all__ = ["Runtime", "create_app", "utc_now"]
+__all__ = ["Runtime", "create_app"]
 
 log = logging.getLogger("claimfirst")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
 class Runtime:
     settings: Settings
-    store: SqlStore
+    store: Store
     rule: ClaimRule
     runner: GenerationRunner
-    clock: Callable[[], datetime]
 
     @classmethod
-    def build(
-        cls,
-        settings: Settings,
-        *,
-        generator: Generator | None = None,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> Runtime:
-        store = SqlStore(make_engine(settings.database_url), round_trip_latency_ms=settings.db_latency_ms)
+    def build(cls, settings: Settings, *, generator: Generator | None = None) -> Runtime:
         rule = ClaimRule(
             window=timedelta(hours=settings.duplicate_window_hours),
             lease=timedelta(seconds=settings.lease_seconds),
@@ -59,49 +51,62 @@ class Runtime:
             seed=settings.sim_seed,
             cost_usd=settings.cost_per_video_usd,
         )
+        store = open_store(settings)
         runner = GenerationRunner(
-            store, generator, clock,
+            store, generator,
+            lease=rule.lease,
             max_concurrent=settings.max_concurrent_generations,
-            heartbeat_seconds=settings.heartbeat_seconds,
-            sweep_seconds=settings.sweep_seconds,
+            max_queued=settings.max_queued_generations,
             timeout_seconds=settings.generation_timeout_seconds,
+            db_timeout_seconds=settings.request_timeout_seconds,
         )
-        return cls(settings, store, rule, runner, clock)
+        return cls(settings, store, rule, runner)
 
     async def create(self, request: NewVideo, hints: SimHints | None = None) -> Admission:
-        # Admission is blocking SQL; run it off the event loop. It raises DuplicateRequest
-        # (409) or StorageUnavailable (503) before anything is submitted, so a request that
-        # fails here has started no generation.
-        admission = await anyio.to_thread.run_sync(
-            admit, self.settings.policy, self.store, self.rule, request, self.clock
-        )
+        # Throttled (429) before any claim; DuplicateRequest (409) or StorageUnavailable (503)
+        # before anything is submitted, so a request that fails here has started nothing.
+        if (throttled := self.runner.check_capacity()) is not None:
+            # A full backlog still tells a duplicate which video it duplicates: a read, no claim.
+            if self.settings.policy == "claim":
+                holder = await self.bounded(self.store.holder(request, self.rule))
+                if holder is not None and holder.blocks:
+                    raise DuplicateRequest(holder.video)
+            raise throttled
+        admission = await self.bounded(admit(self.settings.policy, self.store, self.rule, request))
         job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category, hints)
-        self.runner.submit(admission.recorder, job)
+        self.runner.submit(admission, job)
         return admission
 
+    async def bounded(self, call):  # type: ignore[no-untyped-def]
+        """Await a store call within the request's time bound; a database that does not answer
+        in time is StorageUnavailable (503). A claim that committed just after the bound has
+        no worker: its lease runs out and the key frees itself, nothing is generated."""
+        try:
+            return await asyncio.wait_for(call, self.settings.request_timeout_seconds)
+        except TimeoutError:
+            raise StorageUnavailable(
+                f"database unavailable: no answer within {self.settings.request_timeout_seconds:g} s"
+            ) from None
 
-def create_app(
-    settings: Settings | None = None,
-    *,
-    generator: Generator | None = None,
-    clock: Callable[[], datetime] = utc_now,
-) -> FastAPI:
+
+def create_app(settings: Settings | None = None, *, generator: Generator | None = None) -> FastAPI:
     """Build the app. Settings come from the environment unless given."""
     from service.routes import install
 
     settings = settings or Settings()
-    runtime = Runtime.build(settings, generator=generator, clock=clock)
+    runtime = Runtime.build(settings, generator=generator)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(migrate, runtime.store.engine)
+        await anyio.to_thread.run_sync(_migrate, settings.database_url)
+        await runtime.store.open()
         runtime.runner.start()
-        log.info("claimfirst ready: %s, policy=%s", runtime.store.engine.url.render_as_string(), settings.policy)
+        log.info("claimfirst ready: %s, policy=%s", runtime.store.dialect, settings.policy)
         try:
             yield
         finally:
             await runtime.runner.stop()
-            runtime.store.engine.dispose()
+            await runtime.store.close()
 
     app = FastAPI(
         title="claimfirst",
@@ -111,3 +116,11 @@ def create_app(
     app.state.runtime = runtime
     install(app)
     return app
+
+
+def _migrate(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()

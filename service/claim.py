@@ -8,22 +8,31 @@ A claim is the right to generate one video for one (user, prompt key). It moves
                         └──lease expires──▶ free again (taken over, or swept to failed)
 
 and a new request may take a key only when its current holder does not block it:
-`ClaimRule.blocks` below is the Python statement of the condition the storage layer writes
-into its one conditional upsert (`storage.SqlStore.try_claim`); a test holds them together.
+`ClaimRule.blocks` below is the Python statement of the condition the stores write into their
+one conditional upsert (`service.stores`); a test holds them together on both backends.
+
+Time is the database's. Every "now" in a decision (is the lease alive, is the holder inside
+the window, when does a new lease end) is read by the database inside the statement that acts
+on it, after any lock wait, so a claim that queued behind a lock is not born expired and a
+process whose clock is a minute off changes nothing. `ClaimRule.blocks` therefore takes `now`
+as an argument: the stores evaluate the same rule with the database's clock.
 
 `claim_video` is the request-time flow, after Powertools' idempotency handler: try the claim;
-if it is lost, read the holder and answer with it; if the holder turns out free by the time
-we read it (it failed or expired in between), try again, a bounded number of times.
+if it is lost, the same round trip brings the holder back; if that holder no longer blocks by
+the time it is read (it failed or expired in between, or the key changed hands concurrently),
+try again, a bounded number of times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from service.errors import ClaimContention, DuplicateRequest
+
+if TYPE_CHECKING:
+    from service.stores.base import VideoRecord
 
 __all__ = [
     "GENERATING",
@@ -46,8 +55,8 @@ FAILED = "failed"
 STATUSES = (GENERATING, READY, FAILED)
 
 # A lost claim whose holder is free by the time we read it means the key changed hands
-# between two statements; two more tries are plenty (each one is a single round trip) and
-# a bound keeps a pathological flapping key from spinning a request thread.
+# between the claim and the read; two more tries are plenty (each one is a single round trip)
+# and a bound keeps a pathological flapping key from spinning a request.
 MAX_CLAIM_RETRIES = 2
 
 
@@ -58,28 +67,20 @@ class ClaimRule:
     window: timedelta
     lease: timedelta
 
-    def window_start(self, now: datetime) -> datetime:
-        return now - self.window
-
-    def lease_expiry(self, now: datetime) -> datetime:
-        return now + self.lease
-
     def blocks(self, holder: ClaimState, now: datetime) -> bool:
-        """Whether the current holder of a key blocks a new request at `now`.
+        """Whether the current holder of a key blocks a new request at `now` (the database's).
 
-        A failed video never blocks; one claimed before the window never blocks (the audit's
-        rule: a duplicate is at most `window` after its original); a `generating` claim whose
-        lease ran out belongs to a dead worker and no longer blocks.
+        A failed video never blocks. A `generating` claim blocks exactly while its lease is
+        alive, whatever its age: its worker is still paying for it (a lease that ran out
+        belongs to a dead worker; no lease at all is a row the old bot left behind). A
+        finished video blocks for `window` after it was claimed (the audit's rule: a
+        duplicate is at most `window` after its original; the edge is inclusive).
         """
         if holder.status == FAILED:
             return False
-        if holder.claimed_at < self.window_start(now):
-            return False
-        if holder.status == GENERATING and (
-            holder.lease_expires_at is None or holder.lease_expires_at <= now
-        ):
-            return False
-        return True
+        if holder.status == GENERATING:
+            return holder.lease_expires_at is not None and holder.lease_expires_at > now
+        return holder.claimed_at >= now - self.window
 
 
 @dataclass(frozen=True)
@@ -102,39 +103,49 @@ class NewVideo:
 
 @dataclass(frozen=True)
 class ClaimTicket:
-    """What a worker holds while generating: the fencing token is `attempt`."""
+    """What a worker holds while generating: the fencing token is `attempt`.
+
+    `adopt_job_id` is the provider job of the attempt this one took over (its worker died while
+    the job ran): the new worker looks at that job before paying for another.
+    """
 
     video_id: int
     tg_user_id: int
     prompt_key: str
     attempt: int
     created_at: datetime
+    adopt_job_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Holder:
+    """The claim's current holder as the database saw it, and whether it blocks (its clock)."""
+
     claim: ClaimState
-    video: object  # storage.VideoRecord; kept opaque here so this module knows no storage
+    video: VideoRecord
+    blocks: bool
 
 
 class ClaimStore(Protocol):
-    def try_claim(self, request: NewVideo, *, now: datetime, rule: ClaimRule) -> ClaimTicket | None: ...
+    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+        """Try the claim: the ticket when won, else the holder (None if it could not be seen)."""
+        ...
 
-    def holder(self, tg_user_id: int, prompt_key: str) -> Holder | None: ...
+    async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None: ...
 
 
-def claim_video(
-    store: ClaimStore, rule: ClaimRule, request: NewVideo, clock: Callable[[], datetime]
-) -> ClaimTicket:
+async def claim_video(store: ClaimStore, rule: ClaimRule, request: NewVideo) -> ClaimTicket:
     """Win the claim for `request`, or raise `DuplicateRequest` with the video that holds it."""
     for _ in range(1 + MAX_CLAIM_RETRIES):
-        now = clock()
-        ticket = store.try_claim(request, now=now, rule=rule)
-        if ticket is not None:
-            return ticket
-        holder = store.holder(request.tg_user_id, request.prompt_key)
-        if holder is not None and rule.blocks(holder.claim, clock()):
-            raise DuplicateRequest(holder.video)  # type: ignore[arg-type]
+        outcome = await store.claim(request, rule)
+        if isinstance(outcome, ClaimTicket):
+            return outcome
+        # PostgreSQL reads the holder in the claim's own statement, under that statement's
+        # snapshot: a holder committed while we waited on its row lock is not in it. Then
+        # (rarely, only under a true race) one more plain read sees it.
+        holder = outcome or await store.holder(request, rule)
+        if holder is not None and holder.blocks:
+            raise DuplicateRequest(holder.video)
     raise ClaimContention(
         "The claim for this prompt changed hands several times while we looked; try again."
     )

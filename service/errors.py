@@ -5,7 +5,8 @@
      ├── DuplicateRequest           409  an equivalent video holds the claim (carries it)
      ├── ClaimContention            409  the claim kept changing hands while we looked; retry
      ├── VideoNotFound              404
-     ├── StorageUnavailable         503  the database did not answer; nothing was generated
+     ├── Throttled                  429  the backlog is full; nothing was claimed (Retry-After)
+     ├── StorageUnavailable         503  the database did not answer; nothing was generated (Retry-After)
      └── GenerationError            502  the generator failed (or timed out)
 
 `GenerationError` is raised inside the background runner and normally never reaches HTTP; it
@@ -28,6 +29,7 @@ __all__ = [
     "ClaimContention",
     "VideoNotFound",
     "StorageUnavailable",
+    "Throttled",
     "GenerationError",
 ]
 
@@ -41,6 +43,9 @@ class ClaimfirstError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.detail}
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
 
 class InvalidRequest(ClaimfirstError):
@@ -77,8 +82,30 @@ class VideoNotFound(ClaimfirstError):
     status_code = 404
 
 
-class StorageUnavailable(ClaimfirstError):
+class _RetryAfter:
+    """Errors that tell the client when to come back (the Retry-After header)."""
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)  # type: ignore[call-arg]
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Throttled(_RetryAfter, ClaimfirstError):
+    status_code = 429
+
+
+class StorageUnavailable(_RetryAfter, ClaimfirstError):
     status_code = 503
+
+    # A database that did not answer is usually back within seconds (a restart, a failover,
+    # a lock released); clients retrying sooner only add to the queue.
+    RETRY_AFTER_SECONDS = 5
+
+    def __init__(self, detail: str, *, retry_after: int = RETRY_AFTER_SECONDS) -> None:
+        super().__init__(detail, retry_after=retry_after)
 
 
 class GenerationError(ClaimfirstError):

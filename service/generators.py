@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Protocol
@@ -33,6 +34,12 @@ class GenerationJob:
     prompt: str
     category: str | None = None
     hints: SimHints | None = None
+    # The provider job of an earlier attempt of this claim (its worker died): adopt it — poll it and
+    # use its result — if it is still starting/processing or succeeded, instead of paying for a new one.
+    adopt_job_id: str | None = None
+    # Called with the provider's job id as soon as the job is created (or adopted), BEFORE waiting on
+    # it: the runner makes it durable on the claim. If it raises, cancel the provider job and re-raise.
+    on_job_started: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)

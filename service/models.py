@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -83,9 +83,14 @@ class Video(Base):
     # Set by `python -m audit cleanup --apply` on a historical duplicate: the id of the first
     # video of its group. Null for everything else.
     duplicate_of: Mapped[int | None] = mapped_column(BigInteger)
+    # The provider's id for this attempt's paid job, recorded before the worker waits on it, so
+    # that whoever takes the claim over after a crash adopts that job instead of paying again.
+    provider_job_id: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        Index("ix_videos_user_key_created", "tg_user_id", "prompt_key", "created_at"),
+        # Per user, not per prompt key: a btree entry holds at most ~2.7 kB, and a 2,000-character
+        # prompt key can be three times that (900 CJK characters already overflow it).
+        Index("ix_videos_user_created", "tg_user_id", "created_at"),
         Index("ix_videos_created_at", "created_at"),
     )
 
@@ -94,10 +99,19 @@ class VideoClaim(Base):
     __tablename__ = "video_claims"
 
     tg_user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    prompt_key: Mapped[str] = mapped_column(Text, primary_key=True)
-    # Null only inside the claiming transaction, between the claim and the video insert.
+    # SHA-256 of the prompt key (`service.stores.base.key_digest`): a fixed 32 bytes, so any prompt
+    # the API accepts fits the primary key's btree. The readable key stays on the video.
+    key_digest: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    # Null only inside the claiming transaction on SQLite, between the claim and the video insert.
     video_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("videos.id"))
     attempt: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16))
     claimed_at: Mapped[Timestamp]
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # The sweep asks every lease, in every process, for generating claims whose lease ran out:
+        # only live claims are in this index, so that question stays cheap at millions of claims.
+        Index("ix_claims_generating_lease", "lease_expires_at",
+              postgresql_where=text("status = 'generating'"), sqlite_where=text("status = 'generating'")),
+    )

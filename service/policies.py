@@ -17,27 +17,28 @@ lease:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Protocol
 
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimTicket, NewVideo, claim_video
 from service.errors import DuplicateRequest
 from service.generators import GenerationResult
-from service.storage import SqlStore
+from service.stores.base import Store
 
 __all__ = ["Admission", "Recorder", "admit", "POLICIES"]
 
 
 class Recorder(Protocol):
-    """How one admitted generation reports back (the runner calls these)."""
+    """How one admitted generation reports back (the runner calls these, retrying on outages)."""
 
-    def renew(self, now: datetime) -> bool: ...
+    async def record_job(self, job_id: str) -> bool: ...
 
-    def complete(self, result: GenerationResult, now: datetime) -> bool: ...
+    async def complete(self, result: GenerationResult) -> bool: ...
 
-    def fail(self, error: str, now: datetime) -> None: ...
+    async def fail(self, error: str, cost_usd: Decimal | None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,7 @@ class Admission:
     attempt: int
     created_at: datetime
     recorder: Recorder
-
-
-Clock = Callable[[], datetime]
+    ticket: ClaimTicket | None = None  # the claim whose lease the runner renews (claim only)
 
 
 # -- claim (production) ---------------------------------------------------------------------
@@ -56,23 +55,22 @@ Clock = Callable[[], datetime]
 
 @dataclass(frozen=True)
 class ClaimRecorder:
-    store: SqlStore
-    rule: ClaimRule
+    store: Store
     ticket: ClaimTicket
 
-    def renew(self, now: datetime) -> bool:
-        return self.store.renew(self.ticket, now=now, rule=self.rule)
+    async def record_job(self, job_id: str) -> bool:
+        return await self.store.record_job(self.ticket, job_id)
 
-    def complete(self, result: GenerationResult, now: datetime) -> bool:
-        return self.store.complete(self.ticket, result, now=now)
+    async def complete(self, result: GenerationResult) -> bool:
+        return await self.store.complete(self.ticket, result)
 
-    def fail(self, error: str, now: datetime) -> None:
-        self.store.fail(self.ticket, error, now=now)
+    async def fail(self, error: str, cost_usd: Decimal | None) -> None:
+        await self.store.fail(self.ticket, error, cost_usd)
 
 
-def _admit_claim(store: SqlStore, rule: ClaimRule, request: NewVideo, clock: Clock) -> Admission:
-    ticket = claim_video(store, rule, request, clock)
-    return Admission(ticket.video_id, ticket.attempt, ticket.created_at, ClaimRecorder(store, rule, ticket))
+async def _admit_claim(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+    ticket = await claim_video(store, rule, request)
+    return Admission(ticket.video_id, ticket.attempt, ticket.created_at, ClaimRecorder(store, ticket), ticket)
 
 
 # -- legacy (incident replay only) ----------------------------------------------------------
@@ -82,64 +80,67 @@ def _admit_claim(store: SqlStore, rule: ClaimRule, request: NewVideo, clock: Clo
 class PendingRowRecorder:
     """The write-up's fix: update the pending row; no lease to renew, nothing fences it."""
 
-    store: SqlStore
+    store: Store
     video_id: int
 
-    def renew(self, now: datetime) -> bool:
+    async def record_job(self, job_id: str) -> bool:
         return True
 
-    def complete(self, result: GenerationResult, now: datetime) -> bool:
-        self.store.set_outcome(self.video_id, READY, now=now, result=result)
+    async def complete(self, result: GenerationResult) -> bool:
+        await self.store.set_outcome(self.video_id, READY, result=result)
         return True
 
-    def fail(self, error: str, now: datetime) -> None:
-        self.store.set_outcome(self.video_id, FAILED, now=now, error=error)
+    async def fail(self, error: str, cost_usd: Decimal | None) -> None:
+        await self.store.set_outcome(self.video_id, FAILED, error=error)
 
 
 @dataclass(frozen=True)
 class SaveAtEndRecorder:
     """Before the fix: the row is written only when the video is done; a failure saves nothing."""
 
-    store: SqlStore
+    store: Store
     request: NewVideo
 
-    def renew(self, now: datetime) -> bool:
+    async def record_job(self, job_id: str) -> bool:
         return True
 
-    def complete(self, result: GenerationResult, now: datetime) -> bool:
-        self.store.insert_video(self.request, READY, now=now, result=result)
+    async def complete(self, result: GenerationResult) -> bool:
+        await self.store.insert_video(self.request, READY, result=result)
         return True
 
-    def fail(self, error: str, now: datetime) -> None:
+    async def fail(self, error: str, cost_usd: Decimal | None) -> None:
         return None
 
 
-def _admit_none(store: SqlStore, rule: ClaimRule, request: NewVideo, clock: Clock) -> Admission:
-    return Admission(None, 1, clock(), SaveAtEndRecorder(store, request))
+def _admitted_now() -> datetime:
+    # Only for the answer's `created_at` under `none`/`check`, which write no row to take it from.
+    return datetime.now(UTC)
 
 
-def _admit_check(store: SqlStore, rule: ClaimRule, request: NewVideo, clock: Clock) -> Admission:
-    now = clock()
-    existing = store.find_recent_by_prompt(request.tg_user_id, request.prompt, since=rule.window_start(now))
+async def _admit_none(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+    return Admission(None, 1, _admitted_now(), SaveAtEndRecorder(store, request))
+
+
+async def _admit_check(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+    existing = await store.find_recent_by_prompt(request.tg_user_id, request.prompt, rule.window)
     if existing is not None:
         raise DuplicateRequest(existing)
-    return Admission(None, 1, now, SaveAtEndRecorder(store, request))
+    return Admission(None, 1, _admitted_now(), SaveAtEndRecorder(store, request))
 
 
-def _admit_pending(store: SqlStore, rule: ClaimRule, request: NewVideo, clock: Clock) -> Admission:
-    now = clock()
-    existing = store.find_recent_by_prompt(
-        request.tg_user_id, request.prompt, since=rule.window_start(now), statuses=(GENERATING, READY)
+async def _admit_pending(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+    existing = await store.find_recent_by_prompt(
+        request.tg_user_id, request.prompt, rule.window, statuses=(GENERATING, READY)
     )
     if existing is not None:
         raise DuplicateRequest(existing)
     # The race the write-up left open: another request can pass the SELECT above before
     # this INSERT commits. Kept on purpose; it is what replay measures.
-    video = store.insert_video(request, GENERATING, now=clock())
+    video = await store.insert_video(request, GENERATING)
     return Admission(video.id, 1, video.created_at, PendingRowRecorder(store, video.id))
 
 
-POLICIES: dict[str, Callable[[SqlStore, ClaimRule, NewVideo, Clock], Admission]] = {
+POLICIES: dict[str, Callable[[Store, ClaimRule, NewVideo], Awaitable[Admission]]] = {
     "claim": _admit_claim,
     "pending": _admit_pending,
     "check": _admit_check,
@@ -147,6 +148,6 @@ POLICIES: dict[str, Callable[[SqlStore, ClaimRule, NewVideo, Clock], Admission]]
 }
 
 
-def admit(policy: str, store: SqlStore, rule: ClaimRule, request: NewVideo, clock: Clock) -> Admission:
+async def admit(policy: str, store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
     """Admit `request` under `policy`, or raise DuplicateRequest / StorageUnavailable."""
-    return POLICIES[policy](store, rule, request, clock)
+    return await POLICIES[policy](store, rule, request)

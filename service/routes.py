@@ -88,7 +88,8 @@ def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHi
 def install(app: FastAPI) -> None:
     @app.post("/create", status_code=202, response_model=CreateAccepted,
               responses={409: {"description": "duplicate: an equivalent video holds the claim"},
-                         503: {"description": "database unreachable; nothing was started"}})
+                         429: {"description": "backlog full; nothing was claimed (Retry-After)"},
+                         503: {"description": "database unreachable; nothing was started (Retry-After)"}})
     async def create(
         body: CreateRequest,
         runtime: RuntimeDep,
@@ -108,27 +109,29 @@ def install(app: FastAPI) -> None:
         )
 
     @app.get("/videos/{video_id}", response_model=VideoOut, responses={404: {"description": "unknown id"}})
-    def get_video(video_id: int, runtime: RuntimeDep) -> VideoOut:
-        record = runtime.store.get(video_id)
+    async def get_video(video_id: int, runtime: RuntimeDep) -> VideoOut:
+        record = await runtime.bounded(runtime.store.get(video_id))
         fields = {k: v for k, v in record.__dict__.items() if k != "id"}
         return VideoOut(video_id=record.id, **fields)
 
     @app.get("/healthz")
-    def healthz(runtime: RuntimeDep) -> dict[str, str]:
-        runtime.store.ping()
-        return {"status": "ok", "database": runtime.store.engine.dialect.name}
+    async def healthz(runtime: RuntimeDep) -> dict[str, str]:
+        await runtime.bounded(runtime.store.ping())
+        return {"status": "ok", "database": runtime.store.dialect}
 
     @app.get("/stats")
-    def stats(runtime: RuntimeDep) -> dict[str, Any]:
+    async def stats(runtime: RuntimeDep) -> dict[str, Any]:
         """This process's generation counters (a multi-process deployment sums them)."""
         s = runtime.runner.stats
         return {"policy": runtime.settings.policy, "submitted": s.submitted, "generations_started": s.started,
-                "ready": s.ready, "failed": s.failed, "lost": s.lost, "in_flight": s.in_flight}
+                "ready": s.ready, "failed": s.failed, "lost": s.lost, "unrecorded": s.unrecorded,
+                "in_flight": s.in_flight, "backlog": runtime.runner.backlog}
 
     @app.exception_handler(ClaimfirstError)
     async def _domain_error(_request: Request, exc: ClaimfirstError) -> JSONResponse:
         # Pydantic's JSON mode, as for the 2xx models: one timestamp format in every answer.
-        return JSONResponse(status_code=exc.status_code, content=_JSON_BODY.dump_python(exc.body(), mode="json"))
+        return JSONResponse(status_code=exc.status_code, content=_JSON_BODY.dump_python(exc.body(), mode="json"),
+                            headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,33 +1,61 @@
-"""The background runner: generates admitted requests with bounded concurrency, keeps their
-leases alive, and sweeps claims whose workers died.
+"""The background runner: generates admitted requests with bounded concurrency and a bounded
+backlog, keeps their leases alive, records every outcome, and sweeps claims whose workers died.
 
-Each submitted generation gets a heartbeat from the moment it is submitted (not from when a
-generation slot frees up), so a claim queued behind `max_concurrent_generations` others does
-not expire while it waits. If a heartbeat finds the claim gone (taken over after a stall, or
-swept), the generation is cancelled: nobody will accept its result, so stop paying for it.
+Leases. One heartbeat task renews every lease this process holds in one statement per
+interval (a third of the lease: two beats in a row may fail before a claim expires), on the
+store's reserved connections, so a burst of requests can never starve it. A failed beat is
+retried after `HEARTBEAT_RETRY_SECONDS`, not a full interval. A lease is lost only when the
+database says so (a newer attempt took the key over): then nobody will accept this
+generation's result, so it is cancelled to stop paying for it. While the database cannot be
+reached nobody else can take the key either, so an outage alone cancels nothing.
 
-Only the generation itself is ever cancelled, never the database write that records how it
-ended: a write interrupted half-way would leave its thread holding a connection after the
-service has closed its pool. So `stop` cancels the generations and the sweeper's sleep, then
-waits for every outcome to be recorded. Storage calls block and run in threads.
+Outcomes. A paid result is never dropped: the write that records how a generation ended is
+retried with backoff until the database answers (the heartbeat keeps the lease alive
+meanwhile), and the store accepts a late result that nobody superseded. Cancelled, timed-out
+and superseded generations still record what the generator charged. Only the generation is
+ever cancelled, never the write that records it; `stop` waits for those writes, for at most
+`STOP_GRACE_SECONDS` once the database stops answering.
+
+Backlog. Each queued generation holds a claim and a user waiting for it; past
+`max_concurrent + max_queued` generations, new work is refused (429) *before* any claim is
+taken (`check_capacity`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from decimal import Decimal
+from typing import TypeVar
 
-from service.errors import ClaimfirstError, StorageUnavailable
+from service.errors import ClaimfirstError, GenerationError, StorageUnavailable, Throttled
 from service.generators import GenerationJob, GenerationResult, Generator
-from service.policies import Recorder
-from service.storage import SqlStore
+from service.policies import Admission, Recorder
+from service.stores.base import Store
 
 __all__ = ["GenerationRunner", "RunnerStats"]
 
 log = logging.getLogger("claimfirst.runner")
+T = TypeVar("T")
+
+# A heartbeat that failed is retried this soon: a blip of a second or two must not eat the
+# lease's margin, and one statement per second per process is nothing to a database.
+HEARTBEAT_RETRY_SECONDS = 1.0
+# Outcome writes retry from this delay, doubling up to the cap: quick after a blip, gentle on
+# a database that is coming back from a restart.
+OUTCOME_RETRY_FIRST_SECONDS = 0.2
+OUTCOME_RETRY_MAX_SECONDS = 5.0
+# On shutdown, how long unrecordable outcomes are retried before they are logged and left to
+# the lease (the next request or the sweep frees the key). uvicorn's own grace is longer.
+STOP_GRACE_SECONDS = 10.0
+# Until a generation has finished here, Retry-After for a full backlog assumes this long
+# (real generations take 2-5 minutes; the figure only has to be of the right order).
+DEFAULT_GENERATION_SECONDS = 60.0
 
 
 @dataclass
@@ -37,134 +65,233 @@ class RunnerStats:
     ready: int = 0
     failed: int = 0
     lost: int = 0
+    unrecorded: int = 0  # outcomes the database never took before shutdown (logged)
 
     @property
     def in_flight(self) -> int:
-        return self.submitted - self.ready - self.failed - self.lost
+        return self.submitted - self.ready - self.failed - self.lost - self.unrecorded
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    result: GenerationResult | None = None
+    error: str = ""
+    cost_usd: Decimal | None = None
+    lost: bool = False
+
+
+@dataclass
+class _Hold:
+    """A lease this process renews, from admission until its outcome is recorded."""
+
+    ticket: object  # ClaimTicket
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class GenerationRunner:
     def __init__(
         self,
-        store: SqlStore,
+        store: Store,
         generator: Generator,
-        clock: Callable[[], datetime],
         *,
+        lease: timedelta,
         max_concurrent: int,
-        heartbeat_seconds: float,
-        sweep_seconds: float,
+        max_queued: int,
         timeout_seconds: float,
+        db_timeout_seconds: float,
     ) -> None:
         self.store = store
         self.generator = generator
-        self.clock = clock
-        self.heartbeat_seconds = heartbeat_seconds
-        self.sweep_seconds = sweep_seconds
+        self.lease = lease
+        self.heartbeat_seconds = lease.total_seconds() / 3
+        # Sweeping once per lease bounds how long an abandoned claim shows `generating` to two
+        # leases; a new request takes an expired claim over without waiting for the sweep.
+        self.sweep_seconds = lease.total_seconds()
         self.timeout_seconds = timeout_seconds
+        self.db_timeout_seconds = db_timeout_seconds
+        self.max_concurrent = max_concurrent
+        self.capacity = max_concurrent + max_queued
         self.stats = RunnerStats()
         self._slots = asyncio.Semaphore(max_concurrent)
+        self._holds: dict[int, _Hold] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._generations: set[asyncio.Task[GenerationResult]] = set()
         self._stopping = asyncio.Event()
-        self._sweeper: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._mean_seconds = DEFAULT_GENERATION_SECONDS
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_until_stopped(), name="sweeper")
+        loop = asyncio.get_running_loop()
+        self._background = [loop.create_task(self._heartbeat_forever(), name="heartbeat"),
+                            loop.create_task(self._sweep_until_stopped(), name="sweeper")]
 
     async def stop(self) -> None:
-        """Cancel in-flight generations, wait until each has marked its video failed."""
+        """Cancel in-flight generations, wait until each outcome is recorded (or given up)."""
         self._stopping.set()
         for generation in list(self._generations):
             generation.cancel()
         await self.drain()
-        if self._sweeper is not None:
-            await self._sweeper
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait until every submitted generation has finished and been recorded."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    # -- generation --------------------------------------------------------------------
+    # -- admission ---------------------------------------------------------------------
 
-    def submit(self, recorder: Recorder, job: GenerationJob) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(recorder, job), name=f"video-{job.video_id}")
+    @property
+    def backlog(self) -> int:
+        return self.stats.in_flight
+
+    def check_capacity(self) -> Throttled | None:
+        """Throttled (429) when the backlog is full, else None; asked before any claim.
+
+        A soft bound: requests being admitted at this instant are not counted yet (counting
+        them would turn a burst of duplicates into 429s instead of 409s), so the backlog can
+        overshoot by the requests in flight, which the server's concurrency limit bounds."""
+        if self.backlog < self.capacity:
+            return None
+        queued = max(1, self.backlog - self.max_concurrent)
+        retry_after = max(1, math.ceil(self._mean_seconds * queued / self.max_concurrent))
+        return Throttled(
+            f"{self.backlog} generations are running or queued here (the limit is {self.capacity}); "
+            "nothing was claimed, try again later.", retry_after=retry_after)
+
+    def submit(self, admission: Admission, job: GenerationJob) -> None:
+        """Start generating an admitted request in the background."""
         self.stats.submitted += 1
+        hold = None
+        if admission.ticket is not None:
+            hold = self._holds[admission.ticket.video_id] = _Hold(admission.ticket)
+        task = asyncio.get_running_loop().create_task(self._run(admission, job, hold), name=f"video-{job.video_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, recorder: Recorder, job: GenerationJob) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(recorder, job))
-        try:
-            result, failure = await self._generate(job, heartbeat)
-        finally:
-            heartbeat.cancel()
-        try:
-            if result is not None:
-                if await asyncio.to_thread(recorder.complete, result, self.clock()):
-                    self.stats.ready += 1
-                    return
-                log.warning("video %s: late result rejected, its claim was superseded", job.video_id)
-                self.stats.lost += 1
-            elif failure == _LEASE_LOST:
-                log.warning("video %s: lease lost, generation cancelled", job.video_id)
-                self.stats.lost += 1
-                await asyncio.to_thread(recorder.fail, failure, self.clock())
-            else:
-                log.info("video %s failed: %s", job.video_id, failure)
-                self.stats.failed += 1
-                await asyncio.to_thread(recorder.fail, failure, self.clock())
-        except ClaimfirstError as exc:
-            # The database is down: the lease will run out and the sweep (or the next
-            # request for this prompt) frees the key. Nothing else to do here.
-            log.error("video %s: could not record its outcome (%s)", job.video_id, exc)
+    # -- generation --------------------------------------------------------------------
 
-    async def _generate(self, job: GenerationJob, heartbeat: asyncio.Task[None]) -> tuple[GenerationResult | None, str]:
-        """Run the generator in a slot; return (result, "") or (None, why it failed)."""
+    async def _run(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> None:
+        try:
+            outcome = await self._generate(admission, job, hold)
+            await self._record(admission.recorder, outcome, job.video_id)
+        finally:
+            if hold is not None:
+                self._holds.pop(admission.ticket.video_id, None)  # type: ignore[union-attr]
+
+    async def _generate(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> _Outcome:
         async with self._slots:
             if self._stopping.is_set():
-                return None, _STOPPED
+                return _Outcome(error=_STOPPED)
             self.stats.started += 1
+            started = time.monotonic()
+            ticket = admission.ticket
+            job = replace(job, adopt_job_id=getattr(ticket, "adopt_job_id", None),
+                          on_job_started=lambda job_id: self._job_started(admission.recorder, job_id))
             generation = asyncio.create_task(asyncio.wait_for(self.generator.generate(job), self.timeout_seconds))
             self._generations.add(generation)
+            lost = asyncio.create_task(hold.lost.wait()) if hold is not None else None
             try:
-                await asyncio.wait({generation, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({generation, *([lost] if lost else [])}, return_when=asyncio.FIRST_COMPLETED)
                 if not generation.done():
                     generation.cancel()
                     await asyncio.wait({generation})
-                    if not heartbeat.cancelled() and heartbeat.exception() is not None:
-                        log.error("video %s: heartbeat crashed", job.video_id, exc_info=heartbeat.exception())
-                    return None, _LEASE_LOST
+                    return _Outcome(error=_LEASE_LOST, cost_usd=self._spent(), lost=True)
             finally:
                 self._generations.discard(generation)
+                if lost is not None:
+                    lost.cancel()
         if generation.cancelled():
-            return None, _STOPPED
+            return _Outcome(error=_STOPPED, cost_usd=self._spent())
         exc = generation.exception()
         if isinstance(exc, TimeoutError):
-            return None, f"generation timed out after {self.timeout_seconds:g} s"
+            return _Outcome(error=f"generation timed out after {self.timeout_seconds:g} s", cost_usd=self._spent())
         if exc is not None:  # any generator error marks the video failed, never leaks
-            return None, f"{type(exc).__name__}: {exc}"
-        return generation.result(), ""
+            return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=getattr(exc, "cost_usd", None))
+        # A running mean of how long generations take here, for Retry-After when full.
+        self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
+        return _Outcome(result=generation.result())
 
-    async def _heartbeat(self, recorder: Recorder, job: GenerationJob) -> None:
-        """Renew the lease until cancelled; return when the claim is no longer ours."""
-        while True:
-            await asyncio.sleep(self.heartbeat_seconds)
-            try:
-                still_ours = await asyncio.to_thread(recorder.renew, self.clock())
-            except StorageUnavailable as exc:
-                # The lease may still be valid; try again next beat rather than give up.
-                log.warning("video %s: heartbeat failed (%s)", job.video_id, exc)
-                continue
-            if not still_ours:
+    def _spent(self) -> Decimal | None:
+        """What a started, then abandoned, generation cost: the generator's price per video."""
+        return getattr(self.generator, "cost_usd", None)
+
+    async def _job_started(self, recorder: Recorder, job_id: str) -> None:
+        """Make the provider's job id durable on the claim before the generator waits on it."""
+        deadline = time.monotonic() + self.lease.total_seconds()
+        ours = await self._retrying(lambda: recorder.record_job(job_id), deadline=deadline, what="provider job id")
+        if not ours:
+            raise GenerationError(f"claim lost before provider job {job_id} was recorded")
+
+    async def _record(self, recorder: Recorder, outcome: _Outcome, video_id: int | None) -> None:
+        try:
+            if outcome.result is not None:
+                accepted = await self._retrying(lambda: recorder.complete(outcome.result), what="result")  # type: ignore[arg-type]
+                if accepted:
+                    self.stats.ready += 1
+                    return
+                log.warning("video %s: late result rejected, its claim was superseded", video_id)
+                self.stats.lost += 1
                 return
+            await self._retrying(lambda: recorder.fail(outcome.error, outcome.cost_usd), what="failure")
+        except StorageUnavailable as exc:
+            log.error("video %s: outcome never recorded (%s); the lease will free the key", video_id, exc)
+            self.stats.unrecorded += 1
+            return
+        if outcome.lost:
+            log.warning("video %s: lease lost, generation cancelled", video_id)
+            self.stats.lost += 1
+        else:
+            log.info("video %s failed: %s", video_id, outcome.error)
+            self.stats.failed += 1
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]], *, what: str, deadline: float | None = None) -> T:
+        """Run `write` until the database answers; give up only past `deadline` or the stop grace."""
+        delay = OUTCOME_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await asyncio.wait_for(write(), self.db_timeout_seconds)
+            except (StorageUnavailable, TimeoutError) as exc:
+                if self._stopping.is_set() and deadline is None:
+                    deadline = time.monotonic() + STOP_GRACE_SECONDS
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(f"gave up recording the {what}: {exc or 'timed out'}") from exc
+                log.warning("recording the %s failed (%s); retrying in %.1f s", what, exc or "timed out", delay)
+                await asyncio.sleep(delay)  # backoff between retries, not synchronisation
+                delay = min(delay * 2, OUTCOME_RETRY_MAX_SECONDS)
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def renew_once(self) -> bool:
+        """One heartbeat for every held lease; False when the database did not answer."""
+        holds = list(self._holds.values())
+        if not holds:
+            return True
+        try:
+            held = await asyncio.wait_for(self.store.renew([h.ticket for h in holds], self.lease),  # type: ignore[misc]
+                                          self.db_timeout_seconds)
+        except (StorageUnavailable, TimeoutError) as exc:
+            log.warning("heartbeat for %d leases failed (%s)", len(holds), exc or "timed out")
+            return False
+        for hold in holds:
+            if hold.ticket.video_id not in held:  # type: ignore[attr-defined]
+                hold.lost.set()
+        return True
+
+    async def _heartbeat_forever(self) -> None:
+        delay = self.heartbeat_seconds
+        while True:
+            await asyncio.sleep(delay)  # the heartbeat's cadence
+            ok = await self.renew_once()
+            delay = self.heartbeat_seconds if ok else min(HEARTBEAT_RETRY_SECONDS, self.heartbeat_seconds)
 
     # -- the sweep ---------------------------------------------------------------------
 
     async def sweep_once(self) -> list[int]:
-        return await asyncio.to_thread(self.store.expire_abandoned, now=self.clock())
+        return await asyncio.wait_for(self.store.expire_abandoned(), self.db_timeout_seconds)
 
     async def _sweep_until_stopped(self) -> None:
         while not self._stopping.is_set():
@@ -172,8 +299,8 @@ class GenerationRunner:
                 expired = await self.sweep_once()
                 if expired:
                     log.warning("sweep: marked abandoned videos failed: %s", expired)
-            except ClaimfirstError as exc:
-                log.warning("sweep failed: %s", exc)
+            except (ClaimfirstError, TimeoutError) as exc:
+                log.warning("sweep failed: %s", exc or "timed out")
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.sweep_seconds)
             except TimeoutError:

@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     # How long a `generating` claim stays valid without a heartbeat. Long enough that a
     # worker survives two missed heartbeats (a GC pause, a slow database round trip);
     # short enough that when a worker dies the user waits half a minute to retry, not the
-    # write-up's 24 hours. Hosts sharing a database must keep clocks within a few seconds
-    # (NTP does far better): leases are compared against the writer's clock.
+    # write-up's 24 hours. Leases (and the window) are judged by the database's clock, so
+    # hosts whose clocks disagree cannot take each other's live claims.
     lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, gt=0)
 
     # A generation that has not finished after this long is treated as hung and marked
@@ -70,6 +70,27 @@ class Settings(BaseSettings):
     # Generations run in the background, at most this many at once per process: the
     # provider rate-limits, and each one holds a lease that must keep being renewed.
     max_concurrent_generations: int = Field(default=4, ge=1)
+
+    # Admitted generations waiting for a slot, per process. Each holds a claim and a user
+    # waiting for a video: 32 behind 4 slots at 2-5 minutes each is already half an hour of
+    # backlog, so past it /create answers 429 with Retry-After before claiming anything.
+    max_queued_generations: int = Field(default=32, ge=0)
+
+    # Every request answers within this bound: a database that does not (down, frozen,
+    # behind a lock) gets 503 with Retry-After instead of a hung client. It also bounds each
+    # statement on the server (PostgreSQL statement_timeout, SQLite's busy timeout), so an
+    # abandoned statement does not hold locks. Five seconds is far above a healthy claim's
+    # few milliseconds and below the timeouts of Telegram and most HTTP clients.
+    request_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    # PostgreSQL connections per process for requests: `db_pool_size` kept open plus up to
+    # `db_max_overflow` more under a burst. Each process also keeps 2 reserved for its
+    # heartbeats and outcome writes. Size them so that, over every process and worker on the
+    # database, processes x (pool_size + max_overflow + 2) stays below the server's
+    # `max_connections` (PostgreSQL's default is 100, minus 3 reserved for superusers;
+    # Supabase's smallest plan allows 60 direct connections).
+    db_pool_size: int = Field(default=4, ge=1)
+    db_max_overflow: int = Field(default=6, ge=0)
 
     # Simulated generator: duration (one number, or "min,max" drawn uniformly), failure rate
     # and seed. The default is seconds, not the real 2-5 minutes, so a demo finishes.
@@ -113,18 +134,6 @@ class Settings(BaseSettings):
         if low < 0 or high < low:
             raise ValueError("need 0 <= min <= max")
         return value
-
-    @property
-    def heartbeat_seconds(self) -> float:
-        # A third of the lease: two heartbeats in a row may fail before the claim expires.
-        return self.lease_seconds / 3
-
-    @property
-    def sweep_seconds(self) -> float:
-        # Sweeping once per lease bounds how long an abandoned claim shows `generating`
-        # to two leases; sweeping more often only adds load for nothing a user waits on
-        # (a new request takes an expired claim over without waiting for the sweep).
-        return self.lease_seconds
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -12,6 +13,7 @@ from service.app import Runtime, create_app
 from service.generators import Generator
 from service.models import Video
 from service.settings import Settings
+from service.storage import make_engine
 
 
 @contextmanager
@@ -26,11 +28,25 @@ def runtime(client: TestClient) -> Runtime:
     return client.app.state.runtime
 
 
+def call(client: TestClient, method: str, *args: Any) -> Any:
+    """Call one of the running app's store methods on the app's own event loop."""
+    store = runtime(client).store
+
+    async def run() -> Any:
+        return await getattr(store, method)(*args)
+
+    return client.portal.call(run)
+
+
 def drain(client: TestClient) -> None:
     """Wait until every generation this app started has finished."""
     client.portal.call(runtime(client).runner.drain)
 
 
 def video_count(client: TestClient) -> int:
-    with runtime(client).store.engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(Video)).scalar_one()
+    engine = make_engine(runtime(client).settings.database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(Video)).scalar_one()
+    finally:
+        engine.dispose()

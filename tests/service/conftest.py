@@ -6,13 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.storage import SqlStore, make_engine, migrate
+from tests.stores import SyncStore, migrated_store
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[SqlStore]:
-    """A migrated store on SQLite and on PostgreSQL."""
-    engine = make_engine(db_url)
-    migrate(engine)
-    yield SqlStore(engine)
-    engine.dispose()
+def store(db_url: str) -> Iterator[SyncStore]:
+    """A migrated store on SQLite and on PostgreSQL (its URL is `store.url`)."""
+    with migrated_store(db_url) as opened:
+        opened.url = db_url
+        yield opened

@@ -7,16 +7,17 @@ only the incident's columns, as the bot's Supabase table has.
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from service.claim import ClaimRule, NewVideo
+from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.models import UTCDateTime, Video, VideoClaim
 from service.prompt_key import prompt_key
-from service.storage import SqlStore, make_engine, migrate
+from service.storage import make_engine, migrate
+from tests.stores import age, migrated_store
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "videos.csv"
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
@@ -74,18 +75,26 @@ def test_existing_history_is_adopted_keyed_and_claimed(history) -> None:
     live_keys = {(row["tg_user_id"], prompt_key(row["prompt"])) for row in rows if row["status"] != "failed"}
     assert claims == len(live_keys)
 
-    store = SqlStore(engine)
-    video_56 = store.get(56)
-    assert (video_56.attempt, video_56.updated_at) == (1, video_56.created_at)
-    an_hour_later = video_56.created_at + timedelta(hours=1)
-    request = NewVideo(INCIDENT_USER, INCIDENT_PROMPT, prompt_key(INCIDENT_PROMPT))
-    # The first request after the switch is already a duplicate of yesterday's history ...
-    assert store.try_claim(request, now=an_hour_later, rule=RULE) is None
-    holder = store.holder(request.tg_user_id, request.prompt_key)
-    assert holder.video.id == 56
-    # ... and once the window has passed, a new video gets the next id.
-    ticket = store.try_claim(request, now=video_56.created_at + timedelta(hours=25), rule=RULE)
-    assert ticket is not None and ticket.video_id == max(row["id"] for row in rows) + 1
+    with migrated_store(store_url(engine)) as store:
+        video_56 = store.get(56)
+        assert (video_56.attempt, video_56.updated_at) == (1, video_56.created_at)
+        request = NewVideo(INCIDENT_USER, INCIDENT_PROMPT, prompt_key(INCIDENT_PROMPT))
+        # Seen from inside the window, the first request after the switch is already a duplicate of
+        # the history ...
+        history_age = datetime.now(UTC) - video_56.created_at
+        age(store_url(engine), seconds=-(history_age - timedelta(hours=1)).total_seconds())
+        holder = store.claim(request, RULE)
+        assert isinstance(holder, Holder) and holder.blocks and holder.video.id == 56
+        # ... and once the window has passed, a new video gets an id past the history's (on
+        # PostgreSQL the claim draws ids from the sequence, so duplicates leave gaps).
+        age(store_url(engine), hours=25)
+        ticket = store.claim(request, RULE)
+        assert isinstance(ticket, ClaimTicket) and ticket.video_id > max(row["id"] for row in rows)
+        assert store.get(ticket.video_id).prompt_key == request.prompt_key
+
+
+def store_url(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
 
 
 def test_a_table_that_is_not_the_bots_is_refused(db_url: str) -> None:

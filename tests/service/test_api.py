@@ -6,8 +6,14 @@ import asyncio
 
 import pytest
 
+from datetime import timedelta
+
+from service.claim import ClaimRule, NewVideo
 from service.generators import GenerationJob, GenerationResult
 from tests.service.app_client import drain, running_app, runtime, video_count
+from tests.stores import migrated_store
+
+RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 
 PROMPT = "Smart wallets as digital assistants..."
 
@@ -96,11 +102,12 @@ def test_stopping_the_service_fails_running_and_queued_generations(sqlite_url: s
     with running_app(sqlite_url, sim_seconds="600", max_concurrent_generations=1) as client:
         running = create(client, "first").json()["video_id"]
         queued = create(client, "second").json()["video_id"]
-        store = runtime(client).store
-    for video_id in (running, queued):
-        video = store.get(video_id)
-        assert video.status == "failed" and "service stopped" in video.error
-    assert store.holder(42, "first").claim.status == "failed"  # the key is free for a retry
+    with migrated_store(sqlite_url) as store:
+        for video_id in (running, queued):
+            video = store.get(video_id)
+            assert video.status == "failed" and "service stopped" in video.error
+        holder = store.holder(NewVideo(42, "first", "first"), RULE)
+        assert holder.claim.status == "failed" and not holder.blocks  # the key is free for a retry
 
 
 def test_get_unknown_video_is_404(sqlite_url: str) -> None:

@@ -7,7 +7,7 @@ from service.errors import ClaimfirstError
 
 EXPECTED = {
     "InvalidRequest": 422, "DuplicateRequest": 409, "ClaimContention": 409, "VideoNotFound": 404,
-    "StorageUnavailable": 503, "GenerationError": 502,
+    "StorageUnavailable": 503, "Throttled": 429, "GenerationError": 502,
 }
 
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import signal
 
+from datetime import timedelta
+
 import httpx
 
-from service.storage import SqlStore, make_engine
+from service.claim import ClaimRule, NewVideo
 from tests.service.live import live_service, wait_until
+from tests.stores import migrated_store
+
+RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=1))
 
 BODY = {"tg_user_id": 5, "prompt": "Smart wallets as digital assistants..."}
 
@@ -33,7 +38,7 @@ def test_killed_worker_frees_the_key_after_the_lease(pg_url: str, tmp_path) -> N
 
     with live_service(pg_url, tmp_path, lease_seconds=1, sim_seconds=0.2) as survivor:
         # Once the dead worker's lease runs out, the next request takes the key over
-        # (that it blocks until then is test_storage's job, with a hand-moved clock).
+        # (that it blocks until then is test_storage's job, on aged rows).
         second = wait_until(lambda: accepted(survivor.url), what="the dead worker's lease to expire")
         assert second["attempt"] == 2
         wait_until(lambda: httpx.get(f"{survivor.url}/videos/{second['video_id']}").json()["status"] == "ready",
@@ -58,10 +63,9 @@ def test_frozen_worker_is_taken_over_and_its_late_result_rejected(pg_url: str, t
         stats = wait_until(lambda: (s := zombie.stats())["in_flight"] == 0 and s, what="the zombie to wake")
         assert (stats["ready"], stats["lost"]) == (0, 1)
 
-    store = SqlStore(make_engine(pg_url))
-    late, newer = store.get(first["video_id"]), store.get(second["video_id"])
-    assert (late.status, late.video_url) == ("failed", None)
-    assert (newer.status, newer.attempt) == ("ready", 2) and newer.video_url.endswith(f"/{newer.id}.mp4")
-    holder = store.holder(5, newer.prompt_key)
-    assert (holder.claim.status, holder.claim.attempt, holder.video.id) == ("ready", 2, newer.id)
-    store.engine.dispose()
+    with migrated_store(pg_url) as store:
+        late, newer = store.get(first["video_id"]), store.get(second["video_id"])
+        assert (late.status, late.video_url) == ("failed", None)
+        assert (newer.status, newer.attempt) == ("ready", 2) and newer.video_url.endswith(f"/{newer.id}.mp4")
+        holder = store.holder(NewVideo(5, BODY["prompt"], newer.prompt_key), RULE)
+        assert (holder.claim.status, holder.claim.attempt, holder.video.id) == ("ready", 2, newer.id)

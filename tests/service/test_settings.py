@@ -31,10 +31,15 @@ def test_environment_is_read_with_the_documented_names(monkeypatch) -> None:
     monkeypatch.setenv("CLAIMFIRST_SIM_SECONDS", "2,5")
     monkeypatch.setenv("CLAIMFIRST_SIM_FAILURE_RATE", "0.25")
     monkeypatch.setenv("CLAIMFIRST_COST_PER_VIDEO_USD", "3.5")
+    monkeypatch.setenv("CLAIMFIRST_REQUEST_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("CLAIMFIRST_DB_POOL_SIZE", "3")
+    monkeypatch.setenv("CLAIMFIRST_DB_MAX_OVERFLOW", "1")
+    monkeypatch.setenv("CLAIMFIRST_MAX_QUEUED_GENERATIONS", "7")
     s = Settings()
     assert (s.database_url, s.duplicate_window_hours, s.lease_seconds) == ("postgresql+psycopg://u:p@h/db", 12, 9)
     assert (s.sim_seconds, s.sim_failure_rate, s.cost_per_video_usd) == ((2.0, 5.0), 0.25, 3.5)
-    assert s.heartbeat_seconds == 3 and s.policy == "claim"
+    assert s.policy == "claim"
+    assert (s.request_timeout_seconds, s.db_pool_size, s.db_max_overflow, s.max_queued_generations) == (2.5, 3, 1, 7)
 
 
 def test_defaults(monkeypatch) -> None:

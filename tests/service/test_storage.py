@@ -1,8 +1,11 @@
-"""The claim's storage primitives on SQLite and a real PostgreSQL, with a hand-moved clock."""
+"""The claim's storage primitives on SQLite and a real PostgreSQL, on the database's clock.
+
+Time passes by ageing the stored rows (`tests.stores.age`), never by sleeping.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -13,8 +16,8 @@ from service.errors import DuplicateRequest, VideoNotFound
 from service.generators import GenerationResult
 from service.models import Video, VideoClaim
 from service.prompt_key import prompt_key
-from service.storage import SqlStore
-from tests.service.clock import ManualClock
+from service.storage import make_engine
+from tests.stores import SyncStore, age
 
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 RESULT = GenerationResult("https://v.example/1.mp4", None, Decimal("4.00"))
@@ -24,20 +27,30 @@ def request(prompt: str = "Smart wallets as digital assistants...", user: int = 
     return NewVideo(user, prompt, prompt_key(prompt))
 
 
-def count(store: SqlStore, model, **where) -> int:
+def claim(store: SyncStore, req: NewVideo | None = None, rule: ClaimRule = RULE):  # type: ignore[no-untyped-def]
+    return store._runner.run(claim_video(store._store, rule, req or request()))
+
+
+def count(store: SyncStore, model, **where) -> int:
+    engine = make_engine(store.url)
     query = select(func.count()).select_from(model)
     for column, value in where.items():
         query = query.where(getattr(model, column) == value)
-    with store.engine.connect() as conn:
-        return conn.execute(query).scalar_one()
+    try:
+        with engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+    finally:
+        engine.dispose()
 
 
-def test_first_request_wins_and_writes_one_generating_row(store: SqlStore) -> None:
-    clock = ManualClock()
-    ticket = claim_video(store, RULE, request(), clock)
+def test_first_request_wins_and_writes_one_generating_row(store: SyncStore) -> None:
+    before = datetime.now(UTC)
+    ticket = claim(store)
     video = store.get(ticket.video_id)
-    assert (video.status, video.attempt, video.created_at) == (GENERATING, 1, clock.now)
-    assert video.created_at.tzinfo is not None and video.created_at.utcoffset() == timedelta(0)
+    assert (video.status, video.attempt, video.created_at) == (GENERATING, 1, ticket.created_at)
+    assert video.created_at.utcoffset() == timedelta(0)
+    # The database's clock, and this machine's agrees with it to well within a minute.
+    assert abs(video.created_at - before) < timedelta(minutes=1)
     assert count(store, Video) == 1 and count(store, VideoClaim) == 1
 
 
@@ -46,133 +59,186 @@ def test_first_request_wins_and_writes_one_generating_row(store: SqlStore) -> No
     ["smart wallets as digital assistants", "SMART  wallets\tas digital assistants!",
      "  Smart wallets as digital assistants…", "Smart wallets as digital assistants ?!"],
 )
-def test_prompt_variants_are_duplicates_and_write_nothing(store: SqlStore, variant: str) -> None:
-    clock = ManualClock()
-    first = claim_video(store, RULE, request(), clock)
-    clock.advance(seconds=20)  # inside the lease: the first worker is still generating
+def test_prompt_variants_are_duplicates_and_write_nothing(store: SyncStore, variant: str) -> None:
+    first = claim(store)
+    age(store.url, seconds=20)  # inside the lease: the first worker is still generating
     with pytest.raises(DuplicateRequest) as raised:
-        claim_video(store, RULE, request(variant), clock)
+        claim(store, request(variant))
     assert raised.value.existing.id == first.video_id
     assert count(store, Video) == 1
 
 
-def test_ready_video_blocks_inside_the_window_and_not_after(store: SqlStore) -> None:
-    clock = ManualClock()
-    first = claim_video(store, RULE, request(), clock)
-    assert store.complete(first, RESULT, now=clock.advance(minutes=4))
-    clock.advance(hours=23)
+def test_ready_video_blocks_inside_the_window_and_not_after(store: SyncStore) -> None:
+    first = claim(store)
+    assert store.complete(first, RESULT)
+    age(store.url, hours=23, minutes=59)
     with pytest.raises(DuplicateRequest) as raised:
-        claim_video(store, RULE, request(), clock)
+        claim(store)
     assert raised.value.existing.status == READY
     assert raised.value.existing.video_url == RESULT.video_url
-    clock.now = first.created_at + RULE.window + timedelta(microseconds=1)
-    second = claim_video(store, RULE, request(), clock)
+    age(store.url, minutes=1, seconds=1)
+    second = claim(store)
     assert (second.video_id != first.video_id, second.attempt) == (True, 2)
     assert store.get(first.video_id).status == READY  # history is kept, not overwritten
 
 
-def test_window_edge_is_inclusive(store: SqlStore) -> None:
-    """Exactly `window` after the original is still a duplicate (the audit's `<= window`)."""
-    clock = ManualClock()
-    first = claim_video(store, RULE, request(), clock)
-    store.complete(first, RESULT, now=clock.now)
-    clock.now = first.created_at + RULE.window
+def test_a_live_generation_blocks_whatever_the_window_says(store: SyncStore) -> None:
+    """A window shorter than a generation must not let a second payment in while the first runs."""
+    short = ClaimRule(window=timedelta(seconds=20), lease=timedelta(seconds=30))
+    first = claim(store, rule=short)
+    age(store.url, seconds=25)  # past the window, inside the lease
     with pytest.raises(DuplicateRequest):
-        claim_video(store, RULE, request(), clock)
+        claim(store, rule=short)
+    assert store.renew([first], short.lease) == {first.video_id}
+    age(store.url, seconds=29)
+    with pytest.raises(DuplicateRequest):
+        claim(store, rule=short)
 
 
-def test_failed_video_never_blocks_a_retry(store: SqlStore) -> None:
-    clock = ManualClock()
-    first = claim_video(store, RULE, request(), clock)
-    store.fail(first, "provider said no", now=clock.advance(seconds=5))
-    retry = claim_video(store, RULE, request(), clock)
+def test_failed_video_never_blocks_a_retry(store: SyncStore) -> None:
+    first = claim(store)
+    store.fail(first, "provider said no", Decimal("4.00"))
+    retry = claim(store)
     assert retry.attempt == 2
     assert [store.get(first.video_id).status, store.get(retry.video_id).status] == [FAILED, GENERATING]
-    assert store.get(first.video_id).error == "provider said no"
+    failed = store.get(first.video_id)
+    assert (failed.error, failed.cost_usd) == ("provider said no", Decimal("4.00"))
 
 
-def test_another_users_video_never_blocks(store: SqlStore) -> None:
-    clock = ManualClock()
-    claim_video(store, RULE, request(user=1), clock)
-    other = claim_video(store, RULE, request(user=2), clock)
+def test_another_users_video_never_blocks(store: SyncStore) -> None:
+    claim(store, request(user=1))
+    other = claim(store, request(user=2))
     assert other.attempt == 1 and count(store, Video) == 2
 
 
-def test_a_different_prompt_is_not_a_duplicate(store: SqlStore) -> None:
-    clock = ManualClock()
-    claim_video(store, RULE, request("Smart wallets as digital assistants"), clock)
-    claim_video(store, RULE, request("Smart wallets as digital accountants"), clock)
+def test_a_different_prompt_is_not_a_duplicate(store: SyncStore) -> None:
+    claim(store, request("Smart wallets as digital assistants"))
+    claim(store, request("Smart wallets as digital accountants"))
     assert count(store, Video) == 2
 
 
-def test_expired_lease_is_taken_over_and_the_zombie_is_fenced_off(store: SqlStore) -> None:
-    clock = ManualClock()
-    zombie = claim_video(store, RULE, request(), clock)
-    clock.advance(seconds=10)
-    assert store.renew(zombie, now=clock.now, rule=RULE)  # alive: lease now ends at +40 s
-    clock.advance(seconds=29)
-    with pytest.raises(DuplicateRequest):  # still leased
-        claim_video(store, RULE, request(), clock)
+def test_a_prompt_of_two_thousand_cjk_characters_can_be_claimed(store: SyncStore) -> None:
+    """The claim is keyed on a digest: a key far past a btree entry's ~2.7 kB still fits."""
+    long_prompt = "智能钱包作为数字助理" * 200
+    ticket = claim(store, request(long_prompt))
+    with pytest.raises(DuplicateRequest):
+        claim(store, request(long_prompt + "!"))
+    assert store.get(ticket.video_id).prompt_key == prompt_key(long_prompt)
 
-    clock.advance(seconds=2)  # +41 s: the worker stopped renewing
-    newer = claim_video(store, RULE, request(), clock)
+
+def test_expired_lease_is_taken_over_and_the_zombie_is_fenced_off(store: SyncStore) -> None:
+    zombie = claim(store)
+    age(store.url, seconds=10)
+    assert store.renew([zombie], RULE.lease) == {zombie.video_id}  # alive: the lease now ends 30 s on
+    age(store.url, seconds=29)
+    with pytest.raises(DuplicateRequest):  # still leased
+        claim(store)
+
+    age(store.url, seconds=2)  # the worker stopped renewing
+    newer = claim(store)
     assert newer.attempt == 2
     old_row = store.get(zombie.video_id)
     assert old_row.status == FAILED and "superseded by attempt 2" in (old_row.error or "")
 
-    # The zombie wakes up: its heartbeat and its result are both refused.
-    assert not store.renew(zombie, now=clock.now, rule=RULE)
-    assert not store.complete(zombie, RESULT, now=clock.advance(seconds=1))
+    # The zombie wakes up: its heartbeat and its result are both refused, its cost is kept.
+    assert store.renew([zombie], RULE.lease) == set()
+    assert not store.complete(zombie, RESULT)
     late = store.get(zombie.video_id)
     assert (late.status, late.video_url, late.cost_usd) == (FAILED, None, Decimal("4.00"))
 
-    # The newer attempt's result stands.
     newer_result = GenerationResult("https://v.example/2.mp4", None, Decimal("4.00"))
-    assert store.complete(newer, newer_result, now=clock.advance(seconds=1))
+    assert store.complete(newer, newer_result)
     assert store.get(newer.video_id).video_url == newer_result.video_url
     with pytest.raises(DuplicateRequest) as raised:
-        claim_video(store, RULE, request(), clock)
+        claim(store)
     assert raised.value.existing.id == newer.video_id
 
 
-def test_sweep_marks_only_abandoned_claims_failed(store: SqlStore) -> None:
-    clock = ManualClock()
-    abandoned = claim_video(store, RULE, request("abandoned"), clock)
-    clock.advance(seconds=20)
-    alive = claim_video(store, RULE, request("alive"), clock)
-    finished = claim_video(store, RULE, request("finished"), clock)
-    store.complete(finished, RESULT, now=clock.now)
-    clock.advance(seconds=15)  # abandoned's lease (30 s) ran out; alive's did not
-    assert store.expire_abandoned(now=clock.now) == [abandoned.video_id]
+def test_one_heartbeat_renews_every_lease_and_names_the_lost_ones(store: SyncStore) -> None:
+    tickets = [claim(store, request(f"prompt {i}")) for i in range(5)]
+    store.fail(tickets[2], "boom")
+    assert store.renew(tickets, RULE.lease) == {t.video_id for i, t in enumerate(tickets) if i != 2}
+
+
+def test_sweep_marks_only_abandoned_claims_failed(store: SyncStore) -> None:
+    abandoned = claim(store, request("abandoned"))
+    age(store.url, seconds=20)
+    alive = claim(store, request("alive"))
+    finished = claim(store, request("finished"))
+    store.complete(finished, RESULT)
+    age(store.url, seconds=15)  # abandoned's lease (30 s) ran out; alive's did not
+    assert store.expire_abandoned() == [abandoned.video_id]
     statuses = [store.get(t.video_id).status for t in (abandoned, alive, finished)]
     assert statuses == [FAILED, GENERATING, READY]
-    assert store.expire_abandoned(now=clock.now) == []
+    assert store.expire_abandoned() == []
     # Swept means free: the user can retry at once.
-    assert claim_video(store, RULE, request("abandoned"), clock).attempt == 2
+    assert claim(store, request("abandoned")).attempt == 2
 
 
-def test_fail_after_takeover_does_not_free_the_newer_claim(store: SqlStore) -> None:
-    clock = ManualClock()
-    zombie = claim_video(store, RULE, request(), clock)
-    clock.advance(seconds=31)
-    newer = claim_video(store, RULE, request(), clock)
-    store.fail(zombie, "timed out", now=clock.now)
+def test_a_late_result_nobody_superseded_is_accepted_after_the_sweep(store: SyncStore) -> None:
+    """An outage longer than the lease: the sweep gave up on the claim, then the paid result came."""
+    ticket = claim(store)
+    age(store.url, seconds=31)
+    assert store.expire_abandoned() == [ticket.video_id]
+    assert store.complete(ticket, RESULT)
+    video = store.get(ticket.video_id)
+    assert (video.status, video.video_url, video.error) == (READY, RESULT.video_url, None)
+    with pytest.raises(DuplicateRequest):
+        claim(store)
+
+
+def test_a_heartbeat_takes_back_a_swept_claim_nobody_took_over(store: SyncStore) -> None:
+    ticket = claim(store)
+    age(store.url, seconds=31)
+    store.expire_abandoned()
+    assert store.renew([ticket], RULE.lease) == {ticket.video_id}
+    assert store.get(ticket.video_id).status == GENERATING
+    with pytest.raises(DuplicateRequest):
+        claim(store)
+
+
+def test_a_heartbeat_never_revives_a_claim_its_worker_failed(store: SyncStore) -> None:
+    ticket = claim(store)
+    store.fail(ticket, "provider said no")
+    assert store.renew([ticket], RULE.lease) == set()
+    assert claim(store).attempt == 2
+
+
+def test_fail_after_takeover_does_not_free_the_newer_claim(store: SyncStore) -> None:
+    zombie = claim(store)
+    age(store.url, seconds=31)
+    newer = claim(store)
+    store.fail(zombie, "timed out", Decimal("4.00"))
+    assert store.get(zombie.video_id).cost_usd == Decimal("4.00")  # the money it spent is recorded
     with pytest.raises(DuplicateRequest) as raised:
-        claim_video(store, RULE, request(), clock)
+        claim(store)
     assert raised.value.existing.id == newer.video_id
 
 
-def test_get_unknown_video_raises_not_found(store: SqlStore) -> None:
+def test_a_recorded_provider_job_is_handed_to_the_takeover(store: SyncStore) -> None:
+    dead = claim(store)
+    assert store.record_job(dead, "job-abc")
+    age(store.url, seconds=31)
+    newer = claim(store)
+    assert newer.adopt_job_id == "job-abc"
+    assert not store.record_job(dead, "job-late")  # fenced: the dead attempt records nothing now
+
+
+def test_get_unknown_video_raises_not_found(store: SyncStore) -> None:
     with pytest.raises(VideoNotFound):
         store.get(12345)
 
 
-def test_migrations_create_exactly_the_models_schema(store: SqlStore) -> None:
+def test_migrations_create_exactly_the_models_schema(store: SyncStore) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
     from service.models import Base
 
-    with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine = make_engine(store.url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    finally:
+        engine.dispose()
     assert diff == []

@@ -1,0 +1,125 @@
+"""What every store shares: the record types, the key digest, the interface, error mapping.
+
+A store is the only place that speaks SQL at run time. Its interface is narrow: the claim
+(one conditional write), the holder read, the worker's fenced writes (renew, record the
+provider job, complete, fail), the sweep, reads, and the three primitives the replay-only
+legacy policies need. Every time in a decision is the database's own clock, read inside the
+statement that acts on it (see `service.claim`); a store never takes a `now` from Python.
+
+Errors: a database that does not answer (refused, reset, frozen past the deadline, pool
+exhausted) is `StorageUnavailable` (503) with a message that names no host, port, index or
+table (those go to the log); a value the database cannot store is `InvalidRequest` (422).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Protocol
+
+from service.claim import ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
+from service.generators import GenerationResult
+
+__all__ = ["Store", "VideoRecord", "key_digest", "holder_from_row", "as_utc", "SUPERSEDED_ERROR", "LATE_ERROR",
+           "ABANDONED_ERROR"]
+
+# What the stores write into `videos.error` for the outcomes they decide themselves.
+SUPERSEDED_ERROR = "lease expired; superseded by attempt {attempt} (video {video_id})"
+LATE_ERROR = "late result rejected: claim lost"
+ABANDONED_ERROR = "abandoned: lease expired, worker gone"
+
+
+def key_digest(prompt_key: str) -> bytes:
+    """The claim's key: SHA-256 of the prompt key, a fixed 32 bytes whatever the prompt's length."""
+    return hashlib.sha256(prompt_key.encode("utf-8")).digest()
+
+
+def as_utc(value: datetime | str | None) -> datetime | None:
+    """A stored time as an aware UTC datetime (SQLite hands back naive text, PostgreSQL aware)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    id: int
+    tg_user_id: int
+    prompt: str
+    prompt_key: str
+    category: str | None
+    status: str
+    attempt: int
+    video_url: str | None
+    thumbnail_url: str | None
+    error: str | None
+    cost_usd: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_mapping(cls, row: Mapping[str, Any]) -> VideoRecord:
+        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values["created_at"] = as_utc(values["created_at"])
+        values["updated_at"] = as_utc(values["updated_at"])
+        if values["cost_usd"] is not None and not isinstance(values["cost_usd"], Decimal):
+            values["cost_usd"] = Decimal(str(values["cost_usd"])).quantize(Decimal("0.01"))
+        return cls(**values)
+
+
+def holder_from_row(row: Mapping[str, Any]) -> Holder:
+    """A holder from a row of `claim_*` columns, `blocks`, and the video's columns."""
+    state = ClaimState(row["claim_status"], row["claim_attempt"], as_utc(row["claim_claimed_at"]),  # type: ignore[arg-type]
+                       as_utc(row["claim_lease_expires_at"]))
+    return Holder(state, VideoRecord.from_mapping(row), bool(row["blocks"]))
+
+
+class Store(Protocol):
+    """The run-time storage interface (async). `service.stores.open_store` picks the backend."""
+
+    dialect: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    # the claim
+    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None: ...
+
+    async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None: ...
+
+    # the worker's side, every write fenced by the claim's attempt; reserved connections
+    async def renew(self, tickets: Sequence[ClaimTicket], lease: timedelta) -> set[int]:
+        """Extend the leases of `tickets` in one statement; the video ids still held."""
+        ...
+
+    async def record_job(self, ticket: ClaimTicket, job_id: str) -> bool: ...
+
+    async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool: ...
+
+    async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None: ...
+
+    async def expire_abandoned(self) -> list[int]: ...
+
+    # reads
+    async def get(self, video_id: int) -> VideoRecord: ...
+
+    # incident replay only (service.policies): the bot's separate round trips
+    async def find_recent_by_prompt(
+        self, tg_user_id: int, prompt: str, window: timedelta, statuses: tuple[str, ...] | None = None
+    ) -> VideoRecord | None: ...
+
+    async def insert_video(
+        self, request: NewVideo, status: str, result: GenerationResult | None = None
+    ) -> VideoRecord: ...
+
+    async def set_outcome(
+        self, video_id: int, status: str, result: GenerationResult | None = None, error: str | None = None
+    ) -> None: ...

@@ -1,0 +1,376 @@
+"""The PostgreSQL store: psycopg 3's async pools and hand-written SQL, one statement per decision.
+
+`claim` is one round trip: a data-modifying CTE that tries the conditional upsert
+
+    INSERT INTO video_claims … ON CONFLICT (tg_user_id, key_digest)
+        DO UPDATE SET … WHERE <the holder no longer blocks> RETURNING …
+
+and, in the same statement, inserts the winner's video, fences off the attempt it took over,
+or reads the holder for a loser. Autocommit: the statement is its own transaction, so the
+video row commits with the claim, before any money is spent.
+
+Time: every decision uses `clock_timestamp()`, the moment of evaluation. `now()` would be the
+transaction's start, before any lock wait; a lease computed from it could be born expired
+behind a slow lock. An ON CONFLICT DO UPDATE's SET and WHERE are evaluated after the row lock
+is taken; a fresh INSERT's VALUES after the table lock. The lease therefore runs from the
+moment the claim is decided, milliseconds before it commits.
+
+Ids: the video id is drawn from its sequence inside the upsert, so one statement can write
+both rows (PostgreSQL cannot update the claim row twice in one statement). The INSERT branch
+evaluates it even when it then conflicts, so duplicates leave gaps in the sequence; gaps are
+harmless (a bigint lasts centuries at any rate this service can serve).
+
+Pools: requests and workers never share connections. The request pool (`db_pool_size` +
+`db_max_overflow`) may be exhausted by a burst; heartbeats and outcome writes use their own
+small pool, so a burst can never starve a lease into expiry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
+from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
+from service.generators import GenerationResult
+from service.stores.base import (
+    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, VideoRecord, holder_from_row, key_digest,
+)
+
+__all__ = ["PostgresStore"]
+
+log = logging.getLogger("claimfirst.store")
+
+# Connections that sat idle longer than this are checked before use. A server restart kills
+# every pooled connection; checking the idle ones replaces them without failing a request,
+# while connections in steady use (the hot path) pay no extra round trip.
+IDLE_CHECK_SECONDS = 5.0
+# The workers' own pool: one connection for the heartbeat batch, one for outcome writes.
+LEASE_POOL_SIZE = 2
+
+# The rule, in SQL: `ClaimRule.blocks` negated, with the database's clock (`{now}`). Keep in
+# step with service.claim; tests/service/test_claim_rule.py evaluates both on the same rows.
+FREE_TEMPLATE = """(c.status = 'failed'
+       OR (c.status = 'generating' AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= {now}))
+       OR (c.status <> 'generating' AND c.claimed_at < {now} - %(window)s))"""
+_FREE_NOW = FREE_TEMPLATE.format(now="clock_timestamp()")
+
+_HOLDER_COLUMNS = f"""c.status AS claim_status, c.attempt AS claim_attempt, c.claimed_at AS claim_claimed_at,
+       c.lease_expires_at AS claim_lease_expires_at, NOT {_FREE_NOW} AS blocks, v.*"""
+
+CLAIM_SQL = f"""
+WITH claimed AS (
+    INSERT INTO video_claims AS c (tg_user_id, key_digest, video_id, attempt, status, claimed_at, lease_expires_at)
+    VALUES (%(user)s, %(digest)s, nextval(%(seq)s::regclass), 1, 'generating',
+            clock_timestamp(), clock_timestamp() + %(lease)s)
+    ON CONFLICT (tg_user_id, key_digest) DO UPDATE
+       SET video_id = nextval(%(seq)s::regclass), attempt = c.attempt + 1, status = 'generating',
+           claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + %(lease)s
+     WHERE {_FREE_NOW}
+    RETURNING c.video_id, c.attempt, c.claimed_at
+), video AS (
+    INSERT INTO videos (id, tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
+                        created_at, updated_at)
+    SELECT video_id, %(user)s, %(prompt)s, %(prompt)s, %(category)s, 'generating', %(key)s, attempt,
+           claimed_at, claimed_at
+      FROM claimed
+    RETURNING id, attempt, created_at
+), superseded AS (
+    -- A takeover: an earlier attempt still marked generating lost its lease (its worker died or
+    -- stalled). Fence it off now rather than wait for the sweep, and hand its provider job on.
+    UPDATE videos AS s
+       SET status = 'failed', updated_at = video.created_at,
+           error = replace(replace(%(superseded)s, '{{attempt}}', video.attempt::text), '{{video_id}}', video.id::text)
+      FROM video
+     WHERE s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
+       AND s.attempt < video.attempt
+    RETURNING s.provider_job_id, s.attempt
+), held AS (
+    SELECT {_HOLDER_COLUMNS}
+      FROM video_claims c JOIN videos v ON v.id = c.video_id
+     WHERE c.tg_user_id = %(user)s AND c.key_digest = %(digest)s AND NOT EXISTS (SELECT 1 FROM claimed)
+)
+SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won_created_at,
+       (SELECT provider_job_id FROM superseded WHERE provider_job_id IS NOT NULL
+         ORDER BY attempt DESC LIMIT 1) AS adopt_job_id,
+       held.*
+  FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON true
+"""
+
+HOLDER_SQL = f"""
+SELECT {_HOLDER_COLUMNS}
+  FROM video_claims c JOIN videos v ON v.id = c.video_id
+ WHERE c.tg_user_id = %(user)s AND c.key_digest = %(digest)s
+"""
+
+_FENCE = "c.tg_user_id = %(user)s AND c.key_digest = %(digest)s AND c.attempt = %(attempt)s"
+
+# Fenced on the attempt. A claim the sweep marked abandoned while this worker could not reach
+# the database (an outage longer than the lease) is still this attempt's if nobody took it
+# over since: the beat takes it back rather than cancel a generation that is being paid for.
+# A claim its own worker marked failed or ready is never revived.
+RENEW_SQL = """
+WITH renewed AS (
+    UPDATE video_claims c SET status = 'generating', lease_expires_at = clock_timestamp() + %(lease)s
+      FROM unnest(%(users)s::bigint[], %(digests)s::bytea[], %(attempts)s::int[]) AS t(u, d, a), videos v
+     WHERE c.tg_user_id = t.u AND c.key_digest = t.d AND c.attempt = t.a AND v.id = c.video_id
+       AND (c.status = 'generating' OR (c.status = 'failed' AND v.status = 'failed' AND v.error = %(abandoned)s))
+    RETURNING c.video_id
+), touched AS (
+    -- updated_at doubles as "last heard from its worker", so a reader of `videos` alone (the
+    -- audit's stuck-claim report, a Supabase dashboard) can tell a long generation from a dead one.
+    UPDATE videos v SET updated_at = clock_timestamp(),
+           status = CASE WHEN v.status = 'failed' THEN 'generating' ELSE v.status END,
+           error = CASE WHEN v.status = 'failed' THEN NULL ELSE v.error END
+      FROM renewed WHERE v.id = renewed.video_id
+)
+SELECT video_id FROM renewed
+"""
+
+RECORD_JOB_SQL = f"""
+UPDATE videos v SET provider_job_id = %(job)s, updated_at = clock_timestamp()
+  FROM video_claims c
+ WHERE v.id = %(video_id)s AND c.video_id = v.id AND {_FENCE} AND c.status = 'generating'
+RETURNING v.id
+"""
+
+# Fenced on the attempt only, not on status = 'generating': a result that arrives after an
+# outage, when the sweep has already marked its claim failed, is still this attempt's and
+# nobody superseded it, so it is accepted. Only a newer attempt (a takeover) fences it off.
+COMPLETE_SQL = f"""
+WITH won AS (
+    UPDATE video_claims c SET status = 'ready', lease_expires_at = NULL WHERE {_FENCE}
+    RETURNING c.video_id
+), published AS (
+    UPDATE videos v SET status = 'ready', video_url = %(url)s, thumbnail_url = %(thumb)s, cost_usd = %(cost)s,
+           error = NULL, updated_at = clock_timestamp()
+     WHERE v.id = %(video_id)s AND EXISTS (SELECT 1 FROM won)
+), rejected AS (
+    -- Too late: the claim was taken over. The money is spent, so the cost is kept on this
+    -- attempt's row, but its result is not published.
+    UPDATE videos v SET status = 'failed', cost_usd = %(cost)s, updated_at = clock_timestamp(),
+           error = coalesce(v.error, %(late)s)
+     WHERE v.id = %(video_id)s AND v.status <> 'ready' AND NOT EXISTS (SELECT 1 FROM won)
+)
+SELECT EXISTS (SELECT 1 FROM won) AS won
+"""
+
+FAIL_SQL = f"""
+WITH freed AS (
+    UPDATE video_claims c SET status = 'failed', lease_expires_at = NULL WHERE {_FENCE} AND c.status = 'generating'
+)
+UPDATE videos v SET status = 'failed', cost_usd = coalesce(%(cost)s, v.cost_usd), updated_at = clock_timestamp(),
+       -- The worker's own word replaces the sweep's "abandoned" (so no late heartbeat revives
+       -- it) but never a takeover's "superseded".
+       error = CASE WHEN v.status = 'generating' OR v.error = %(abandoned)s THEN %(error)s
+                    ELSE coalesce(v.error, %(error)s) END
+ WHERE v.id = %(video_id)s AND v.status <> 'ready'
+"""
+
+SWEEP_SQL = """
+WITH expired AS (
+    UPDATE video_claims SET status = 'failed', lease_expires_at = NULL
+     WHERE status = 'generating' AND lease_expires_at <= clock_timestamp()
+    RETURNING video_id
+), marked AS (
+    UPDATE videos v SET status = 'failed', error = %(error)s, updated_at = clock_timestamp()
+      FROM expired WHERE v.id = expired.video_id AND v.status = 'generating'
+)
+SELECT video_id FROM expired ORDER BY video_id
+"""
+
+_INSERT_VIDEO_SQL = """
+INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
+                    video_url, thumbnail_url, cost_usd, created_at, updated_at)
+VALUES (%(user)s, %(prompt)s, %(prompt)s, %(category)s, %(status)s, %(key)s, 1, %(url)s, %(thumb)s, %(cost)s,
+        clock_timestamp(), clock_timestamp())
+RETURNING *
+"""
+
+
+def _result_params(result: GenerationResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"url": None, "thumb": None, "cost": None}
+    return {"url": result.video_url, "thumb": result.thumbnail_url, "cost": result.cost_usd}
+
+
+def _fence(ticket: ClaimTicket) -> dict[str, Any]:
+    return {"user": ticket.tg_user_id, "digest": key_digest(ticket.prompt_key), "attempt": ticket.attempt,
+            "video_id": ticket.video_id}
+
+
+class PostgresStore:
+    dialect = "postgresql"
+
+    def __init__(self, conninfo: str, *, pool_size: int, max_overflow: int, timeout_seconds: float) -> None:
+        self._timeout = timeout_seconds
+        self._seq: str | None = None
+        self._returned: dict[int, float] = {}
+        common = dict(
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row},
+            configure=self._configure, open=False, reconnect_timeout=0,
+        )
+        self._requests = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=pool_size + max_overflow, timeout=timeout_seconds,
+            check=self._check_if_idle, reset=self._mark_returned, name="requests", **common,
+        )
+        self._leases = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=LEASE_POOL_SIZE, timeout=timeout_seconds,
+            check=self._check_if_idle, reset=self._mark_returned, name="leases", **common,
+        )
+
+    # -- pool plumbing -------------------------------------------------------------------
+
+    async def _configure(self, conn: psycopg.AsyncConnection) -> None:
+        # The server gives up too, so a statement abandoned by a timed-out request does not
+        # hold its locks; UTC so timestamps come back in one zone.
+        await conn.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
+        await conn.execute("SET TIME ZONE 'UTC'")
+
+    async def _mark_returned(self, conn: psycopg.AsyncConnection) -> None:
+        self._returned[id(conn)] = time.monotonic()
+
+    async def _check_if_idle(self, conn: psycopg.AsyncConnection) -> None:
+        returned = self._returned.pop(id(conn), None)
+        if returned is None or time.monotonic() - returned > IDLE_CHECK_SECONDS:
+            await conn.execute("SELECT 1")
+
+    async def open(self) -> None:
+        # Not waiting for the pools to fill: a database that is down at start is reported by
+        # the first request (503) and by /healthz, never by a crash.
+        await self._requests.open(wait=False)
+        await self._leases.open(wait=False)
+
+    async def close(self) -> None:
+        await self._requests.close()
+        await self._leases.close()
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+        try:
+            async with pool.connection() as conn:
+                yield conn
+        except PoolTimeout as exc:
+            log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
+            raise StorageUnavailable("database unavailable: no connection in time") from exc
+        except psycopg.DataError as exc:
+            raise InvalidRequest(f"the database cannot store this value: {_first_line(exc)}") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("database error: %s", _first_line(exc))
+            raise StorageUnavailable("database unavailable") from exc
+
+    async def _one(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        async with self._connection(pool) as conn:
+            return await (await conn.execute(sql, params)).fetchone()
+
+    async def _all(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        async with self._connection(pool) as conn:
+            return await (await conn.execute(sql, params)).fetchall()
+
+    async def _sequence(self) -> str:
+        if self._seq is None:
+            row = await self._one(self._requests, "SELECT pg_get_serial_sequence('videos', 'id') AS seq", {})
+            assert row is not None and row["seq"], "videos.id has no sequence: is the schema migrated?"
+            self._seq = row["seq"]
+        return self._seq
+
+    async def ping(self) -> None:
+        await self._one(self._requests, "SELECT 1", {})
+
+    # -- the claim -----------------------------------------------------------------------
+
+    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+        params = {
+            "user": request.tg_user_id, "digest": key_digest(request.prompt_key), "key": request.prompt_key,
+            "prompt": request.prompt, "category": request.category, "lease": rule.lease, "window": rule.window,
+            "seq": await self._sequence(), "superseded": SUPERSEDED_ERROR,
+        }
+        row = await self._one(self._requests, CLAIM_SQL, params)
+        assert row is not None  # the statement always returns its one row
+        if row["won_id"] is not None:
+            return ClaimTicket(row["won_id"], request.tg_user_id, request.prompt_key, row["won_attempt"],
+                               row["won_created_at"], row["adopt_job_id"])
+        return None if row["claim_status"] is None else holder_from_row(row)
+
+    async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None:
+        row = await self._one(self._requests, HOLDER_SQL, {
+            "user": request.tg_user_id, "digest": key_digest(request.prompt_key), "window": rule.window})
+        return None if row is None else holder_from_row(row)
+
+    # -- the worker's side ---------------------------------------------------------------
+
+    async def renew(self, tickets: Sequence[ClaimTicket], lease: timedelta) -> set[int]:
+        if not tickets:
+            return set()
+        rows = await self._all(self._leases, RENEW_SQL, {
+            "lease": lease, "users": [t.tg_user_id for t in tickets],
+            "digests": [key_digest(t.prompt_key) for t in tickets], "attempts": [t.attempt for t in tickets],
+            "abandoned": ABANDONED_ERROR,
+        })
+        return {row["video_id"] for row in rows}
+
+    async def record_job(self, ticket: ClaimTicket, job_id: str) -> bool:
+        return await self._one(self._leases, RECORD_JOB_SQL, {**_fence(ticket), "job": job_id}) is not None
+
+    async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
+        row = await self._one(self._leases, COMPLETE_SQL, {**_fence(ticket), **_result_params(result), "late": LATE_ERROR})
+        return bool(row and row["won"])
+
+    async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None:
+        async with self._connection(self._leases) as conn:
+            await conn.execute(FAIL_SQL, {**_fence(ticket), "error": error[:2000], "cost": cost_usd,
+                                          "abandoned": ABANDONED_ERROR})
+
+    async def expire_abandoned(self) -> list[int]:
+        return [row["video_id"] for row in await self._all(self._leases, SWEEP_SQL, {"error": ABANDONED_ERROR})]
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, video_id: int) -> VideoRecord:
+        row = await self._one(self._requests, "SELECT * FROM videos WHERE id = %(id)s", {"id": video_id})
+        if row is None:
+            raise VideoNotFound(f"no video with id {video_id}")
+        return VideoRecord.from_mapping(row)
+
+    # -- incident replay only ------------------------------------------------------------
+
+    async def find_recent_by_prompt(
+        self, tg_user_id: int, prompt: str, window: timedelta, statuses: tuple[str, ...] | None = None
+    ) -> VideoRecord | None:
+        sql = ("SELECT * FROM videos WHERE tg_user_id = %(user)s AND prompt = %(prompt)s"
+               " AND created_at >= clock_timestamp() - %(window)s")
+        if statuses is not None:
+            sql += " AND status = ANY(%(statuses)s)"
+        row = await self._one(self._requests, sql + " ORDER BY created_at, id LIMIT 1",
+                              {"user": tg_user_id, "prompt": prompt, "window": window, "statuses": list(statuses or ())})
+        return None if row is None else VideoRecord.from_mapping(row)
+
+    async def insert_video(self, request: NewVideo, status: str, result: GenerationResult | None = None) -> VideoRecord:
+        row = await self._one(self._leases if result else self._requests, _INSERT_VIDEO_SQL, {
+            "user": request.tg_user_id, "prompt": request.prompt, "category": request.category,
+            "status": status, "key": request.prompt_key, **_result_params(result)})
+        assert row is not None
+        return VideoRecord.from_mapping(row)
+
+    async def set_outcome(
+        self, video_id: int, status: str, result: GenerationResult | None = None, error: str | None = None
+    ) -> None:
+        async with self._connection(self._leases) as conn:
+            await conn.execute(
+                "UPDATE videos SET status = %(status)s, error = %(error)s, updated_at = clock_timestamp(),"
+                " video_url = %(url)s, thumbnail_url = %(thumb)s, cost_usd = %(cost)s WHERE id = %(id)s",
+                {"id": video_id, "status": status, "error": error, **_result_params(result)})
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+

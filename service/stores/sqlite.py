@@ -1,0 +1,340 @@
+"""The SQLite store (the embedded default): stdlib sqlite3 on dedicated threads.
+
+SQLite has one writer at a time per file, so a claim is one transaction that takes the write
+lock up front (BEGIN IMMEDIATE) and then runs the conditional upsert
+
+    INSERT INTO video_claims … ON CONFLICT (tg_user_id, key_digest)
+        DO UPDATE SET … WHERE <the holder no longer blocks> RETURNING …
+
+followed, in the same transaction, by the winner's video row (or the loser's holder read).
+Deferred transactions would deadlock (SQLITE_BUSY) when two readers both try to upgrade.
+
+Threads, each with its own connection: one for request writes (claims), one for the workers'
+writes (heartbeats, outcomes: they never queue behind a burst of claims in this process), and
+a small pool for reads, which never take the write lock (WAL lets them run beside a writer),
+so `/healthz` and `GET /videos/{id}` answer while claims queue.
+
+Time: SQLite's own clock, `strftime(…, 'now')`, read inside each statement, in the same text
+form SQLAlchemy stores (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC), so stored times compare as text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
+from service.errors import StorageUnavailable, VideoNotFound
+from service.generators import GenerationResult
+from service.stores.base import (
+    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, VideoRecord, as_utc, holder_from_row, key_digest,
+)
+
+__all__ = ["SqliteStore"]
+
+T = TypeVar("T")
+
+READER_THREADS = 2
+
+# The database's "now", and "now" moved by a modifier such as '+30.000000 seconds'.
+NOW = "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
+
+
+def _now_plus(param: str) -> str:
+    return f"strftime('%Y-%m-%d %H:%M:%f000', 'now', :{param})"
+
+
+def _seconds(delta: timedelta, sign: str) -> str:
+    return f"{sign}{delta.total_seconds():.6f} seconds"
+
+
+# `ClaimRule.blocks` negated, with `{now}` and `{window_start}` (= now - window) the database's;
+# tests/service/test_claim_rule.py evaluates it beside the Python rule on the same rows.
+FREE_TEMPLATE = """(c.status = 'failed'
+       OR (c.status = 'generating' AND (c.lease_expires_at IS NULL OR c.lease_expires_at <= {now}))
+       OR (c.status <> 'generating' AND c.claimed_at < {window_start}))"""
+FREE = FREE_TEMPLATE.format(now=NOW, window_start=_now_plus("window_ago"))
+
+UPSERT_SQL = f"""
+INSERT INTO video_claims AS c (tg_user_id, key_digest, video_id, attempt, status, claimed_at, lease_expires_at)
+VALUES (:user, :digest, NULL, 1, 'generating', {NOW}, {_now_plus('lease_ahead')})
+ON CONFLICT (tg_user_id, key_digest) DO UPDATE
+   SET video_id = NULL, attempt = c.attempt + 1, status = 'generating',
+       claimed_at = {NOW}, lease_expires_at = {_now_plus('lease_ahead')}
+ WHERE {FREE}
+RETURNING attempt, claimed_at
+"""
+
+INSERT_CLAIMED_VIDEO_SQL = """
+INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt, created_at, updated_at)
+VALUES (:user, :prompt, :prompt, :category, 'generating', :key, :attempt, :claimed_at, :claimed_at)
+RETURNING id
+"""
+
+SUPERSEDE_SQL = """
+UPDATE videos SET status = 'failed', error = :error, updated_at = :claimed_at
+ WHERE tg_user_id = :user AND prompt_key = :key AND status = 'generating' AND attempt < :attempt
+RETURNING provider_job_id, attempt
+"""
+
+HOLDER_SQL = f"""
+SELECT c.status AS claim_status, c.attempt AS claim_attempt, c.claimed_at AS claim_claimed_at,
+       c.lease_expires_at AS claim_lease_expires_at, NOT {FREE} AS blocks, v.*
+  FROM video_claims c JOIN videos v ON v.id = c.video_id
+ WHERE c.tg_user_id = :user AND c.key_digest = :digest
+"""
+
+_FENCE = "tg_user_id = :user AND key_digest = :digest AND attempt = :attempt"
+
+
+def _fence(ticket: ClaimTicket) -> dict[str, Any]:
+    return {"user": ticket.tg_user_id, "digest": key_digest(ticket.prompt_key), "attempt": ticket.attempt,
+            "video_id": ticket.video_id}
+
+
+def _result_params(result: GenerationResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"url": None, "thumb": None, "cost": None}
+    return {"url": result.video_url, "thumb": result.thumbnail_url, "cost": _money(result.cost_usd)}
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+class SqliteStore:
+    dialect = "sqlite"
+
+    def __init__(self, path: str, *, timeout_seconds: float) -> None:
+        self._path = path
+        self._busy_ms = int(timeout_seconds * 1000)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._claims = ThreadPoolExecutor(1, thread_name_prefix="sqlite-claims")
+        self._leases = ThreadPoolExecutor(1, thread_name_prefix="sqlite-leases")
+        self._reads = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="sqlite-reads")
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._path != ":memory:" and not Path(self._path).exists():
+                # sqlite3 would create an empty file and fail later on a missing table.
+                raise sqlite3.OperationalError(f"no database file at {self._path}")
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = work(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def _run(self, executor: ThreadPoolExecutor, work: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, work)
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(f"database unavailable: {_first_line(exc)}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StorageUnavailable("database unavailable: not a usable SQLite database") from exc
+
+    def _read_one(self, sql: str, params: dict[str, Any]) -> sqlite3.Row | None:
+        return self._conn().execute(sql, params).fetchone()
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        for executor in (self._claims, self._leases, self._reads):
+            executor.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    async def ping(self) -> None:
+        await self._run(self._reads, partial(self._read_one, "SELECT 1", {}))
+
+    # -- the claim -----------------------------------------------------------------------
+
+    def _claim(self, conn: sqlite3.Connection, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+        params = {"user": request.tg_user_id, "digest": key_digest(request.prompt_key), "key": request.prompt_key,
+                  "prompt": request.prompt, "category": request.category,
+                  "lease_ahead": _seconds(rule.lease, "+"), "window_ago": _seconds(rule.window, "-")}
+        won = conn.execute(UPSERT_SQL, params).fetchone()
+        if won is None:
+            row = conn.execute(HOLDER_SQL, params).fetchone()
+            return None if row is None else holder_from_row(row)
+        params.update(attempt=won["attempt"], claimed_at=won["claimed_at"])
+        video_id = conn.execute(INSERT_CLAIMED_VIDEO_SQL, params).fetchone()["id"]
+        conn.execute("UPDATE video_claims SET video_id = :video_id WHERE tg_user_id = :user AND key_digest = :digest",
+                     {**params, "video_id": video_id})
+        error = SUPERSEDED_ERROR.format(attempt=won["attempt"], video_id=video_id)
+        superseded = conn.execute(SUPERSEDE_SQL, {**params, "error": error}).fetchall()
+        jobs = sorted((row["attempt"], row["provider_job_id"]) for row in superseded if row["provider_job_id"])
+        return ClaimTicket(video_id, request.tg_user_id, request.prompt_key, won["attempt"],
+                           as_utc(won["claimed_at"]), jobs[-1][1] if jobs else None)
+
+    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+        return await self._run(self._claims, partial(self._write, partial(self._claim, request=request, rule=rule)))
+
+    async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None:
+        params = {"user": request.tg_user_id, "digest": key_digest(request.prompt_key),
+                  "window_ago": _seconds(rule.window, "-")}
+        row = await self._run(self._reads, partial(self._read_one, HOLDER_SQL, params))
+        return None if row is None else holder_from_row(row)
+
+    # -- the worker's side ---------------------------------------------------------------
+
+    def _renew(self, conn: sqlite3.Connection, tickets: Sequence[ClaimTicket], lease: timedelta) -> set[int]:
+        # Fenced on the attempt; a claim the sweep marked abandoned during an outage is taken
+        # back if nobody took it over since (see the PostgreSQL store's RENEW_SQL).
+        held: set[int] = set()
+        ahead = _seconds(lease, "+")
+        for ticket in tickets:
+            row = conn.execute(
+                f"UPDATE video_claims AS c SET status = 'generating', lease_expires_at = {_now_plus('lease_ahead')}"
+                f" WHERE {_FENCE} AND (status = 'generating' OR (status = 'failed' AND EXISTS ("
+                "   SELECT 1 FROM videos v WHERE v.id = c.video_id AND v.status = 'failed' AND v.error = :abandoned)))"
+                " RETURNING video_id",
+                {**_fence(ticket), "lease_ahead": ahead, "abandoned": ABANDONED_ERROR}).fetchone()
+            if row is not None:
+                held.add(row["video_id"])
+                conn.execute(f"UPDATE videos SET updated_at = {NOW},"
+                             " status = CASE WHEN status = 'failed' THEN 'generating' ELSE status END,"
+                             " error = CASE WHEN status = 'failed' THEN NULL ELSE error END WHERE id = :id",
+                             {"id": row["video_id"]})
+        return held
+
+    async def renew(self, tickets: Sequence[ClaimTicket], lease: timedelta) -> set[int]:
+        if not tickets:
+            return set()
+        return await self._run(self._leases, partial(self._write, partial(self._renew, tickets=tickets, lease=lease)))
+
+    def _record_job(self, conn: sqlite3.Connection, ticket: ClaimTicket, job_id: str) -> bool:
+        ours = conn.execute(f"SELECT 1 FROM video_claims WHERE {_FENCE} AND status = 'generating' AND video_id = :video_id",
+                            _fence(ticket)).fetchone()
+        if ours is not None:
+            conn.execute(f"UPDATE videos SET provider_job_id = :job, updated_at = {NOW} WHERE id = :id",
+                         {"job": job_id, "id": ticket.video_id})
+        return ours is not None
+
+    async def record_job(self, ticket: ClaimTicket, job_id: str) -> bool:
+        return await self._run(self._leases, partial(self._write, partial(self._record_job, ticket=ticket, job_id=job_id)))
+
+    def _complete(self, conn: sqlite3.Connection, ticket: ClaimTicket, result: GenerationResult) -> bool:
+        # Fenced on the attempt only (see the PostgreSQL store): a late result nobody
+        # superseded is accepted even after the sweep marked its claim failed.
+        params = {**_fence(ticket), **_result_params(result), "late": LATE_ERROR}
+        won = conn.execute(f"UPDATE video_claims SET status = 'ready', lease_expires_at = NULL WHERE {_FENCE}",
+                           params).rowcount == 1
+        if won:
+            conn.execute(f"UPDATE videos SET status = 'ready', video_url = :url, thumbnail_url = :thumb, cost_usd = :cost,"
+                         f" error = NULL, updated_at = {NOW} WHERE id = :video_id", params)
+        else:
+            conn.execute(f"UPDATE videos SET status = 'failed', cost_usd = :cost, updated_at = {NOW},"
+                         f" error = coalesce(error, :late) WHERE id = :video_id AND status <> 'ready'", params)
+        return won
+
+    async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
+        return await self._run(self._leases, partial(self._write, partial(self._complete, ticket=ticket, result=result)))
+
+    def _fail(self, conn: sqlite3.Connection, ticket: ClaimTicket, error: str, cost_usd: Decimal | None) -> None:
+        params = {**_fence(ticket), "error": error[:2000], "cost": _money(cost_usd), "abandoned": ABANDONED_ERROR}
+        conn.execute(f"UPDATE video_claims SET status = 'failed', lease_expires_at = NULL"
+                     f" WHERE {_FENCE} AND status = 'generating'", params)
+        conn.execute(f"UPDATE videos SET status = 'failed', cost_usd = coalesce(:cost, cost_usd), updated_at = {NOW},"
+                     # the worker's word replaces the sweep's "abandoned", never a takeover's note
+                     " error = CASE WHEN status = 'generating' OR error = :abandoned THEN :error"
+                     " ELSE coalesce(error, :error) END"
+                     " WHERE id = :video_id AND status <> 'ready'", params)
+
+    async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None:
+        await self._run(self._leases, partial(self._write, partial(self._fail, ticket=ticket, error=error, cost_usd=cost_usd)))
+
+    def _sweep(self, conn: sqlite3.Connection) -> list[int]:
+        expired = [row["video_id"] for row in conn.execute(
+            "UPDATE video_claims SET status = 'failed', lease_expires_at = NULL"
+            f" WHERE status = 'generating' AND lease_expires_at <= {NOW} RETURNING video_id").fetchall()]
+        for video_id in expired:
+            conn.execute(f"UPDATE videos SET status = 'failed', error = :error, updated_at = {NOW}"
+                         " WHERE id = :id AND status = 'generating'", {"id": video_id, "error": ABANDONED_ERROR})
+        return sorted(expired)
+
+    async def expire_abandoned(self) -> list[int]:
+        return await self._run(self._leases, partial(self._write, self._sweep))
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, video_id: int) -> VideoRecord:
+        row = await self._run(self._reads, partial(self._read_one, "SELECT * FROM videos WHERE id = :id", {"id": video_id}))
+        if row is None:
+            raise VideoNotFound(f"no video with id {video_id}")
+        return VideoRecord.from_mapping(row)
+
+    # -- incident replay only ------------------------------------------------------------
+
+    async def find_recent_by_prompt(
+        self, tg_user_id: int, prompt: str, window: timedelta, statuses: tuple[str, ...] | None = None
+    ) -> VideoRecord | None:
+        sql = f"SELECT * FROM videos WHERE tg_user_id = :user AND prompt = :prompt AND created_at >= {_now_plus('ago')}"
+        params: dict[str, Any] = {"user": tg_user_id, "prompt": prompt, "ago": _seconds(window, "-")}
+        if statuses is not None:
+            sql += " AND status IN (" + ", ".join(f":s{i}" for i in range(len(statuses))) + ")"
+            params.update({f"s{i}": status for i, status in enumerate(statuses)})
+        row = await self._run(self._reads, partial(self._read_one, sql + " ORDER BY created_at, id LIMIT 1", params))
+        return None if row is None else VideoRecord.from_mapping(row)
+
+    def _insert_video(self, conn: sqlite3.Connection, request: NewVideo, status: str,
+                      result: GenerationResult | None) -> sqlite3.Row:
+        return conn.execute(
+            "INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,"
+            " video_url, thumbnail_url, cost_usd, created_at, updated_at)"
+            f" VALUES (:user, :prompt, :prompt, :category, :status, :key, 1, :url, :thumb, :cost, {NOW}, {NOW})"
+            " RETURNING *",
+            {"user": request.tg_user_id, "prompt": request.prompt, "category": request.category,
+             "status": status, "key": request.prompt_key, **_result_params(result)}).fetchone()
+
+    async def insert_video(self, request: NewVideo, status: str, result: GenerationResult | None = None) -> VideoRecord:
+        executor = self._leases if result else self._claims
+        row = await self._run(executor, partial(self._write, partial(
+            self._insert_video, request=request, status=status, result=result)))
+        return VideoRecord.from_mapping(row)
+
+    def _set_outcome(self, conn: sqlite3.Connection, video_id: int, status: str,
+                     result: GenerationResult | None, error: str | None) -> None:
+        conn.execute(f"UPDATE videos SET status = :status, error = :error, updated_at = {NOW}, video_url = :url,"
+                     " thumbnail_url = :thumb, cost_usd = :cost WHERE id = :id",
+                     {"id": video_id, "status": status, "error": error, **_result_params(result)})
+
+    async def set_outcome(
+        self, video_id: int, status: str, result: GenerationResult | None = None, error: str | None = None
+    ) -> None:
+        await self._run(self._leases, partial(self._write, partial(
+            self._set_outcome, video_id=video_id, status=status, result=result, error=error)))
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
