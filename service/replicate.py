@@ -145,7 +145,9 @@ class ReplicateGenerator:
         """The earlier attempt's prediction if it is worth waiting for, else None."""
         job_id = job.adopt_job_id or ""
         try:
-            prediction = await self._request(client, "GET", _prediction_path(job_id), what=f"adopting {job_id}")
+            prediction = await self._request(
+                client, "GET", _prediction_path(job_id), what=f"adopting {job_id}", missing_ok=True
+            )
         except _NotFound:
             log.warning("video %s: earlier prediction %s is unknown to Replicate; creating one", job.video_id, job_id)
             return None
@@ -195,9 +197,12 @@ class ReplicateGenerator:
 
     async def _request(
         self, client: httpx.AsyncClient, method: str, path: str, *, what: str,
-        json: dict[str, Any] | None = None, repeatable: bool = True,
+        json: dict[str, Any] | None = None, repeatable: bool = True, missing_ok: bool = False,
     ) -> Prediction:
-        """Send until answered 2xx (→ the prediction) or a failure that retrying cannot fix."""
+        """Send until answered 2xx (→ the prediction) or a failure that retrying cannot fix.
+
+        A 404 raises `_NotFound` when `missing_ok` (the caller has a plan for it), else fails.
+        """
         for attempt in range(1, self.retry.attempts + 1):
             retry_after = None
             try:
@@ -210,7 +215,7 @@ class ReplicateGenerator:
                 if response.is_success:
                     return _prediction(response, what)
                 failure = f"{_problem(response)} (while {what})"
-                if response.status_code == 404:
+                if response.status_code == 404 and missing_ok:
                     raise _NotFound(failure)
                 if not _transient(response.status_code, repeatable):
                     raise GenerationError(failure)
@@ -223,8 +228,8 @@ class ReplicateGenerator:
         raise AssertionError("unreachable: the loop returns or raises")
 
 
-class _NotFound(GenerationError):
-    """404: the prediction (or the model) does not exist for this token."""
+class _NotFound(Exception):
+    """404 for a prediction the caller expected might be gone; never leaves this module."""
 
 
 def _prediction_path(job_id: str) -> str:
