@@ -22,7 +22,7 @@ from service.replicate import ReplicateGenerator, RetryPolicy
 from service.settings import Settings
 
 from tests.service.app_client import drain
-from tests.service.live import ROOT
+from tests.service.live import ROOT, live_service, wait_until
 from tests.stand_ins.replicate import DEFAULT_MODEL, DEFAULT_TOKEN, RECORDINGS, Fate, StandInReplicate
 
 PROMPT = "Smart wallets as digital assistants..."
@@ -59,6 +59,26 @@ def test_a_provider_failure_is_the_videos_error(sqlite_url: str) -> None:
         drain(client)
         video = client.get(f"/videos/{video_id}").json()
         assert video["status"] == "failed" and "The model timed out" in video["error"]
+
+
+def test_the_service_as_a_process_generates_through_the_stand_in(sqlite_url: str, tmp_path) -> None:
+    # What the crash test builds on: the stand-in lives in the test, the service in a child.
+    with StandInReplicate() as replicate, live_service(
+        sqlite_url, tmp_path, generator="replicate", replicate_model=replicate.model,
+        replicate_api_token=replicate.token, replicate_base_url=replicate.base_url, replicate_poll_seconds=0.05,
+    ) as service:
+        replicate.script(Fate(polls=None))
+        video_id = httpx.post(f"{service.url}/create", json={"tg_user_id": 42, "prompt": PROMPT}).json()["video_id"]
+        job_id = wait_until(lambda: replicate.created_ids and replicate.created_ids[0], what="a prediction")
+        wait_until(lambda: replicate.prediction(job_id)["status"] == "processing", what="a poll")
+        replicate.release(job_id)
+
+        def ready() -> dict | None:
+            video = httpx.get(f"{service.url}/videos/{video_id}").json()
+            return video if video["status"] == "ready" else None
+
+        video = wait_until(ready, what="the video ready")
+        assert video["video_url"] == replicate.prediction(job_id)["output"] and replicate.creations == 1
 
 
 # -- settings ----------------------------------------------------------------------------
