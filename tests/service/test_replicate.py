@@ -21,6 +21,9 @@ from tests.stand_ins.replicate import DEFAULT_MODEL, DEFAULT_TOKEN, Fate, StandI
 # Retries as in production, with backoff in milliseconds so a test of four tries is quick.
 FAST_RETRY = RetryPolicy(attempts=4, backoff_base_seconds=0.01, backoff_cap_seconds=0.02)
 DEADLINE_SECONDS = 10.0
+# A read timeout for the tests that hold an answer (for 5 s): long enough that a loaded CI
+# runner answers every other loopback request within it.
+SHORT_TIMEOUT = 1.0
 
 
 @pytest.fixture
@@ -89,13 +92,13 @@ def test_the_cost_is_on_the_generator_for_jobs_that_never_return(replicate) -> N
     [("get", {"status": 500}, 2),
      ("get", {"status": 502}, 3),
      ("get", {"status": 429, "retry_after": "0"}, 2),
-     ("get", {"hang_seconds": 1.0}, 1),  # answered after the client's read timeout
+     ("get", {"hang_seconds": 5.0}, 1),  # answered after the client's read timeout
      ("create", {"status": 503}, 2),
      ("create", {"status": 429, "retry_after": "0"}, 3)],
 )
 def test_transient_failures_are_retried_then_succeed(replicate, route, fault, times) -> None:
     replicate.fault(route, times=times, **fault)
-    result = generate(generator_for(replicate, request_timeout_seconds=0.3), job())
+    result = generate(generator_for(replicate, request_timeout_seconds=SHORT_TIMEOUT), job())
     assert result.video_url.startswith("https://replicate.delivery/stand-in/")
     assert replicate.creations == 1
     faulted = requests_to(replicate, "POST" if route == "create" else "GET", "/predictions")
@@ -162,11 +165,11 @@ def test_an_unknown_model_fails_at_once(replicate) -> None:
     assert len(replicate.seen) == 1
 
 
-@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 504}, {"hang_seconds": 1.0}], ids=["500", "504", "lost answer"])
+@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 504}, {"hang_seconds": 5.0}], ids=["500", "504", "lost answer"])
 def test_a_create_that_may_have_been_processed_is_never_sent_twice(replicate, fault) -> None:
     replicate.fault("create", **fault)
     with pytest.raises(GenerationError, match="not retried|Replicate 50"):
-        generate(generator_for(replicate, request_timeout_seconds=0.3), job())
+        generate(generator_for(replicate, request_timeout_seconds=SHORT_TIMEOUT), job())
     assert len(requests_to(replicate, "POST", "/models/")) == 1
     assert replicate.creations == (1 if "hang_seconds" in fault else 0)
 
