@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from service.claim import ClaimRule, NewVideo
 from service.errors import DuplicateRequest, StorageUnavailable
-from service.generators import GenerationJob, Generator, SimHints, SimulatedGenerator
+from service.generators import GenerationJob, Generator, SimHints, make_generator
 from service.policies import Admission, admit
 from service.runner import GenerationRunner
 from service.settings import Settings
@@ -45,12 +45,7 @@ class Runtime:
             window=timedelta(hours=settings.duplicate_window_hours),
             lease=timedelta(seconds=settings.lease_seconds),
         )
-        generator = generator or SimulatedGenerator(
-            seconds=settings.sim_seconds,
-            failure_rate=settings.sim_failure_rate,
-            seed=settings.sim_seed,
-            cost_usd=settings.cost_per_video_usd,
-        )
+        generator = generator or make_generator(settings)
         store = open_store(settings)
         runner = GenerationRunner(
             store, generator,

@@ -1,8 +1,15 @@
 """Generators: what turns a won claim into a video, behind one small interface.
 
-The service only ever calls `Generator.generate`; a real provider client would be one more
-class here. `SimulatedGenerator` is the default: no network, configurable duration and
-failure rate, seedable so a run can be repeated.
+The service only ever calls `Generator.generate`. `SimulatedGenerator` is the default: no
+network, configurable duration and failure rate, seedable so a run can be repeated.
+`service.replicate.ReplicateGenerator` is the real provider; `make_generator` picks one from
+the settings.
+
+A provider job costs money the moment it is created, so a job carries two hooks for not
+paying twice across a crash: `on_job_started` hands the provider's job id to the runner to
+make durable before any waiting, and `adopt_job_id` gives a later attempt of the same claim
+the id to resume instead of creating a second job. The simulated generator has no provider
+job and ignores both.
 """
 
 from __future__ import annotations
@@ -12,11 +19,21 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from service.errors import GenerationError
 
-__all__ = ["GenerationJob", "GenerationResult", "Generator", "SimulatedGenerator", "SimHints"]
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+__all__ = [
+    "GenerationJob", "GenerationResult", "Generator", "SimulatedGenerator", "SimHints", "make_generator", "usd",
+]
+
+
+def usd(amount: float) -> Decimal:
+    """A configured price as the cents the database stores (floats from the environment)."""
+    return Decimal(str(amount)).quantize(Decimal("0.01"))
 
 
 @dataclass(frozen=True)
@@ -34,11 +51,13 @@ class GenerationJob:
     prompt: str
     category: str | None = None
     hints: SimHints | None = None
-    # The provider job of an earlier attempt of this claim (its worker died): adopt it — poll it and
-    # use its result — if it is still starting/processing or succeeded, instead of paying for a new one.
+    # The provider job of an earlier attempt of this claim (its worker died): adopt it (poll
+    # it and use its result) if it is still starting/processing or succeeded, instead of
+    # paying for a new one.
     adopt_job_id: str | None = None
-    # Called with the provider's job id as soon as the job is created (or adopted), BEFORE waiting on
-    # it: the runner makes it durable on the claim. If it raises, cancel the provider job and re-raise.
+    # Called with the provider's job id as soon as the job is created (or adopted), BEFORE
+    # waiting on it: the runner makes it durable on the claim. If it raises, the generator
+    # cancels the provider job and re-raises.
     on_job_started: Callable[[str], Awaitable[None]] | None = None
 
 
@@ -50,6 +69,10 @@ class GenerationResult:
 
 
 class Generator(Protocol):
+    # The price of one generation: what the runner records as spent when a started job is
+    # cancelled or superseded and so never returns a result.
+    cost_usd: Decimal
+
     async def generate(self, job: GenerationJob) -> GenerationResult:
         """Produce the video, or raise (any exception marks the video failed)."""
         ...
@@ -65,7 +88,7 @@ class SimulatedGenerator:
     ) -> None:
         self.seconds = seconds
         self.failure_rate = failure_rate
-        self.cost_usd = Decimal(str(cost_usd)).quantize(Decimal("0.01"))
+        self.cost_usd = usd(cost_usd)
         self._random = random.Random(seed)
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
@@ -84,3 +107,25 @@ class SimulatedGenerator:
             thumbnail_url=f"https://videos.example.invalid/sim/{job.video_id}.jpg",
             cost_usd=self.cost_usd,
         )
+
+
+def make_generator(settings: Settings) -> Generator:
+    """The generator the settings name (`CLAIMFIRST_GENERATOR`)."""
+    if settings.generator == "replicate":
+        # Imported here: service.replicate imports this module's job and result types.
+        from service.replicate import ReplicateGenerator
+
+        assert settings.replicate_model and settings.replicate_api_token  # the settings validated it
+        return ReplicateGenerator(
+            model=settings.replicate_model,
+            api_token=settings.replicate_api_token.get_secret_value(),
+            base_url=settings.replicate_base_url,
+            poll_seconds=settings.replicate_poll_seconds,
+            cost_usd=settings.cost_per_video_usd,
+        )
+    return SimulatedGenerator(
+        seconds=settings.sim_seconds,
+        failure_rate=settings.sim_failure_rate,
+        seed=settings.sim_seed,
+        cost_usd=settings.cost_per_video_usd,
+    )

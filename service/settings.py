@@ -10,18 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 __all__ = [
-    "Settings", "Policy", "normalize_database_url", "DEFAULT_SQLITE_PATH",
+    "Settings", "Policy", "GeneratorName", "normalize_database_url", "DEFAULT_SQLITE_PATH",
     "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
 ]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
 
 Policy = Literal["claim", "pending", "check", "none"]
+GeneratorName = Literal["sim", "replicate"]
 
 # Defaults the audit shares (it imports them), so the service and the audit apply one rule.
 # Why each value: see the field it sets below.
@@ -103,6 +104,29 @@ class Settings(BaseSettings):
 
     cost_per_video_usd: float = Field(default=DEFAULT_COST_PER_VIDEO_USD, ge=0)
 
+    # Replicate (CLAIMFIRST_GENERATOR=replicate). The model is the official model's
+    # "owner/name": its predictions endpoint needs no version hash, so a model update on
+    # Replicate's side needs no redeploy here.
+    replicate_model: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+    # A setting rather than a constant so tests (and a proxy, if one is ever put in front)
+    # can point it at a stand-in.
+    replicate_base_url: str = "https://api.replicate.com/v1"
+    # Replicate's own name for it, unprefixed, as its clients read it. A SecretStr so it
+    # never shows in a repr, a log line or a validation error.
+    replicate_api_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REPLICATE_API_TOKEN", "CLAIMFIRST_REPLICATE_API_TOKEN", "replicate_api_token"),
+    )
+    # Between two polls of a running prediction. A 2-5 minute video polled every 2 s is
+    # about 150 GETs, far inside Replicate's rate limit for reads, and a result reaches the
+    # user at most 2 s after the provider has it.
+    replicate_poll_seconds: float = Field(default=2.0, gt=0)
+
+    # Which generator turns a won claim into a video: "sim" (no network, the default, so
+    # a checkout runs with nothing configured) or "replicate". Declared after the
+    # replicate_* settings on purpose: its validator checks them (see `_check_generator`).
+    generator: GeneratorName = Field(default="sim", validate_default=True)
+
     # Incident replay only: the historical behaviours. Production runs "claim".
     policy: Policy = "claim"
     # Incident replay only: extra delay per database round trip (one store call, one
@@ -133,6 +157,27 @@ class Settings(BaseSettings):
         low, high = value
         if low < 0 or high < low:
             raise ValueError("need 0 <= min <= max")
+        return value
+
+    @field_validator("replicate_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s) URL, e.g. https://api.replicate.com/v1")
+        return value.rstrip("/")
+
+    @field_validator("generator")
+    @classmethod
+    def _check_generator(cls, value: str, info: ValidationInfo) -> str:
+        # A field validator on the last field, not a model validator: pydantic prints a
+        # model validator's whole input in its error, which would put the API token on
+        # stderr. Fields that failed their own validation are absent from info.data and
+        # already reported, so only settings that are really missing are named here.
+        if value == "replicate":
+            for name, env in (("replicate_model", "CLAIMFIRST_REPLICATE_MODEL"),
+                              ("replicate_api_token", "REPLICATE_API_TOKEN")):
+                if name in info.data and not info.data[name]:
+                    raise ValueError(f"{env} is required when CLAIMFIRST_GENERATOR=replicate")
         return value
 
     @property
