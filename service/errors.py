@@ -2,6 +2,8 @@
 
     ClaimfirstError                 500  base: anything the service raises on purpose
      ├── InvalidRequest             422  bad input; nothing was written
+     ├── Unauthenticated            401  no or unknown API key (carries WWW-Authenticate)
+     ├── RequestTooLarge            413  body over the limit; refused before it was read
      ├── DuplicateRequest           409  an equivalent video holds the claim (carries it)
      ├── ClaimContention            409  the claim kept changing hands while we looked; retry
      ├── VideoNotFound              404
@@ -11,12 +13,14 @@
 `GenerationError` is raised inside the background runner and normally never reaches HTTP; it
 still maps to a status so no error is left unmapped (a test checks that). A fenced-off worker
 is not an error: the store's fenced writes answer False and the runner records the loss.
-Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`).
+Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
+FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http_errors`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from service.storage import VideoRecord
@@ -24,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ClaimfirstError",
     "InvalidRequest",
+    "Unauthenticated",
+    "RequestTooLarge",
     "DuplicateRequest",
     "ClaimContention",
     "VideoNotFound",
@@ -34,6 +40,8 @@ __all__ = [
 
 class ClaimfirstError(Exception):
     status_code = 500
+    # Response headers the status needs (RFC 9110: a 401 names its scheme).
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -45,6 +53,15 @@ class ClaimfirstError(Exception):
 
 class InvalidRequest(ClaimfirstError):
     status_code = 422
+
+
+class Unauthenticated(ClaimfirstError):
+    status_code = 401
+    headers: ClassVar[Mapping[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class RequestTooLarge(ClaimfirstError):
+    status_code = 413
 
 
 class DuplicateRequest(ClaimfirstError):
