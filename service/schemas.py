@@ -42,8 +42,13 @@ class CreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tg_user_id: StrictInt = Field(gt=0, le=MAX_ID)
-    prompt: StrictStr = Field(max_length=MAX_PROMPT_CHARS)
-    category: StrictStr | None = Field(default=None, max_length=MAX_CATEGORY_CHARS)
+    prompt: StrictStr = Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="must have text once whitespace, invisible characters (Unicode Cf) and trailing . ! ? … are"
+                    " removed; no NUL (U+0000) or lone surrogate",
+    )
+    category: StrictStr | None = Field(default=None, max_length=MAX_CATEGORY_CHARS,
+                                       description="no NUL (U+0000) or lone surrogate")
 
     @field_validator("prompt")
     @classmethod
