@@ -1,45 +1,111 @@
-"""`python -m service [--host H] [--port P]`: serve the claim-first API with uvicorn."""
+"""`python -m service [--host H] [--port P] [--workers N]`: serve the claim-first API with uvicorn.
+
+Anything wrong before serving (a bad setting, no API key on a public address, a database URL
+that is not SQLite or PostgreSQL, a file that is not a database) stops it with one line
+`service: error: ...` and exit 2; a database that does not answer, with exit 1.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
-from service.app import create_app
+from service.auth import anonymous_refusal
 from service.errors import StorageUnavailable
+from service.limits import uvicorn_options
 from service.settings import Settings
 from service.storage import make_engine, migrate
 
+# Every SQLite database file starts with these 16 bytes (sqlite.org/fileformat.html).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"service: error: {message}\n")
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _env_name(field: str) -> str:
+    # pydantic names the database URL by its alias (DATABASE_URL), the rest by field name.
+    name = field.upper()
+    return name if name in ("DATABASE_URL", "CLAIMFIRST_DATABASE_URL") else f"CLAIMFIRST_{name}"
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad setting as it is spelled in the environment, never its value."""
+    return "; ".join(
+        f"{_env_name(str(error['loc'][0])) if error['loc'] else 'settings'}: "
+        f"{error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors(include_input=False)
+    )
+
+
+def not_a_database(database_url: str) -> str | None:
+    """Why a SQLite URL's existing file cannot be the database, or None."""
+    parsed = make_url(database_url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    if path.is_dir():
+        return f"{path} is a directory, not a SQLite database file"
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as file:
+            if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return f"{path} is not a SQLite database"
+    return None
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser = _OneLineParser(prog="python -m service", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=_positive, default=None,
+                        help="worker processes on one socket (default CLAIMFIRST_WORKERS, 1)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"service: error: bad setting: {exc}", file=sys.stderr)
-        return 2
+        parser.error(f"bad setting: {describe_settings_error(exc)}")
+    if refusal := anonymous_refusal(args.host, settings):
+        parser.error(refusal)
+    if problem := not_a_database(settings.database_url):
+        parser.error(f"DATABASE_URL: {problem}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at start
     # Migrate before serving (the app does it again at start, finding nothing to do): a
     # database that is down or a table that is not the bot's gets one line, not a traceback.
     engine = make_engine(settings.database_url)
+    where = engine.url.render_as_string(hide_password=True)
     try:
         migrate(engine)
     except (StorageUnavailable, RuntimeError) as exc:
-        where = engine.url.render_as_string(hide_password=True)
         print(f"service: error: cannot prepare the database {where}: {exc}", file=sys.stderr)
         return 1
+    except sa_exc.DatabaseError as exc:  # answered, but not as a database we can use
+        parser.error(f"DATABASE_URL {where} is not a usable database: {str(exc.orig).splitlines()[0]}")
     finally:
         engine.dispose()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    # An import string and a factory, so that each worker process builds its own app (and
+    # its own pools and runner) from the same environment; the claim lives in the database.
+    uvicorn.run(
+        "service.app:create_app", factory=True, host=args.host, port=args.port,
+        workers=args.workers or settings.workers, log_level=args.log_level, **uvicorn_options(settings),
+    )
     return 0
 
 

@@ -2,6 +2,8 @@
 
     ClaimfirstError                 500  base: anything the service raises on purpose
      ├── InvalidRequest             422  bad input; nothing was written
+     ├── Unauthenticated            401  no or unknown API key (carries WWW-Authenticate)
+     ├── RequestTooLarge            413  body over the limit; refused before it was read
      ├── DuplicateRequest           409  an equivalent video holds the claim (carries it)
      ├── ClaimContention            409  the claim kept changing hands while we looked; retry
      ├── VideoNotFound              404
@@ -12,7 +14,8 @@
 `GenerationError` is raised inside the background runner and normally never reaches HTTP; it
 still maps to a status so no error is left unmapped (a test checks that). A fenced-off worker
 is not an error: the store's fenced writes answer False and the runner records the loss.
-Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`).
+Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
+FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http_errors`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ClaimfirstError",
     "InvalidRequest",
+    "Unauthenticated",
+    "RequestTooLarge",
     "DuplicateRequest",
     "ClaimContention",
     "VideoNotFound",
@@ -45,11 +50,23 @@ class ClaimfirstError(Exception):
         return {"detail": self.detail}
 
     def headers(self) -> dict[str, str]:
+        """Response headers the status needs (a 401 names its scheme, a 503 says when to retry)."""
         return {}
 
 
 class InvalidRequest(ClaimfirstError):
     status_code = 422
+
+
+class Unauthenticated(ClaimfirstError):
+    status_code = 401
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}  # RFC 9110: a 401 names its scheme
+
+
+class RequestTooLarge(ClaimfirstError):
+    status_code = 413
 
 
 class DuplicateRequest(ClaimfirstError):

@@ -1,68 +1,30 @@
-"""HTTP routes and error mapping. Routes stay thin: parse, call `Runtime`, shape the answer."""
+"""HTTP routes. Routes stay thin: parse, call `Runtime`, shape the answer.
+
+`install` also sets what guards every route: the body limit (CLAIMFIRST_MAX_BODY_BYTES,
+`service.limits`), the API-key guard (`service.auth`), and the error handlers
+(`service.http_errors`). Each route's `responses` lists every error status it can answer.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from decimal import Decimal
-from typing import Annotated, Any
+import os
+from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, field_validator
+from fastapi import Depends, FastAPI, Header, Path, Request
 
 from service.app import Runtime
+from service.auth import caller_guard
 from service.claim import NewVideo
-from service.errors import ClaimfirstError, InvalidRequest
+from service.errors import InvalidRequest
 from service.generators import SimHints
+from service.http_errors import install_error_handlers
+from service.limits import ContentLengthLimit
 from service.prompt_key import prompt_key
+from service.schemas import (
+    MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
+)
 
 __all__ = ["install", "CreateRequest"]
-
-MAX_PROMPT_CHARS = 2000
-# Telegram user ids are positive and fit a signed 64-bit column.
-MAX_TG_USER_ID = 2**63 - 1
-
-
-class CreateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    tg_user_id: StrictInt = Field(gt=0, le=MAX_TG_USER_ID)
-    prompt: StrictStr = Field(max_length=MAX_PROMPT_CHARS)
-    category: StrictStr | None = Field(default=None, max_length=64)
-
-    @field_validator("prompt")
-    @classmethod
-    def _has_content(cls, value: str) -> str:
-        if not prompt_key(value):
-            raise ValueError("prompt is empty: it has no text once whitespace and trailing punctuation are removed")
-        return value
-
-
-class VideoOut(BaseModel):
-    video_id: int
-    tg_user_id: int
-    prompt: str
-    prompt_key: str
-    category: str | None
-    status: str
-    attempt: int
-    video_url: str | None
-    thumbnail_url: str | None
-    error: str | None
-    cost_usd: Decimal | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class CreateAccepted(BaseModel):
-    video_id: int | None  # None only under the replay-only policies `check` and `none`
-    status: str
-    prompt_key: str
-    attempt: int
-    created_at: datetime
-    detail: str
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -70,7 +32,7 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-_JSON_BODY = TypeAdapter(dict[str, Any])
+VideoId = Annotated[int, Path(ge=1, le=MAX_ID, description="a video id from a 202 or 409 answer")]
 
 
 def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHints | None:
@@ -86,10 +48,18 @@ def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHi
 
 
 def install(app: FastAPI) -> None:
-    @app.post("/create", status_code=202, response_model=CreateAccepted,
-              responses={409: {"description": "duplicate: an equivalent video holds the claim"},
-                         429: {"description": "backlog full; nothing was claimed (Retry-After)"},
-                         503: {"description": "database unreachable; nothing was started (Retry-After)"}})
+    settings = app.state.runtime.settings
+    # An announced oversized body is refused before routing; a chunked one is counted by
+    # FastAPI's per-route `max_body_size` below (its app-level one would answer in plain text).
+    app.add_middleware(ContentLengthLimit, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
+    guarded = caller_guard(settings)
+    # With keys, every route but /healthz answers 401 without one; anonymous, none does.
+    auth_errors = (401,) if guarded else ()
+
+    @app.post("/create", status_code=202, response_model=CreateAccepted, dependencies=guarded,
+              max_body_size=settings.max_body_bytes,
+              responses=error_responses(*auth_errors, 409, 413, 422, 429, 503))
     async def create(
         body: CreateRequest,
         runtime: RuntimeDep,
@@ -108,43 +78,23 @@ def install(app: FastAPI) -> None:
             attempt=admission.attempt, created_at=admission.created_at, detail=detail,
         )
 
-    @app.get("/videos/{video_id}", response_model=VideoOut, responses={404: {"description": "unknown id"}})
-    async def get_video(video_id: int, runtime: RuntimeDep) -> VideoOut:
+    @app.get("/videos/{video_id}", response_model=VideoOut, dependencies=guarded,
+             responses=error_responses(*auth_errors, 404, 422, 503))
+    async def get_video(video_id: VideoId, runtime: RuntimeDep) -> VideoOut:
         record = await runtime.bounded(runtime.store.get(video_id))
         fields = {k: v for k, v in record.__dict__.items() if k != "id"}
         return VideoOut(video_id=record.id, **fields)
 
-    @app.get("/healthz")
-    async def healthz(runtime: RuntimeDep) -> dict[str, str]:
+    @app.get("/healthz", response_model=HealthOut, responses={503: {"model": ErrorOut,
+             "description": "the database did not answer"}})
+    async def healthz(runtime: RuntimeDep) -> HealthOut:
         await runtime.bounded(runtime.store.ping())
-        return {"status": "ok", "database": runtime.store.dialect}
+        return HealthOut(status="ok", database=runtime.store.dialect)
 
-    @app.get("/stats")
-    async def stats(runtime: RuntimeDep) -> dict[str, Any]:
-        """This process's generation counters (a multi-process deployment sums them)."""
+    @app.get("/stats", response_model=StatsOut, dependencies=guarded, responses=error_responses(*auth_errors))
+    async def stats(runtime: RuntimeDep) -> StatsOut:
+        """This worker process's generation counters (a multi-process deployment sums them)."""
         s = runtime.runner.stats
-        return {"policy": runtime.settings.policy, "submitted": s.submitted, "generations_started": s.started,
-                "ready": s.ready, "failed": s.failed, "lost": s.lost, "unrecorded": s.unrecorded,
-                "in_flight": s.in_flight, "backlog": runtime.runner.backlog}
-
-    @app.exception_handler(ClaimfirstError)
-    async def _domain_error(_request: Request, exc: ClaimfirstError) -> JSONResponse:
-        # Pydantic's JSON mode, as for the 2xx models: one timestamp format in every answer.
-        return JSONResponse(status_code=exc.status_code, content=_JSON_BODY.dump_python(exc.body(), mode="json"),
-                            headers=exc.headers())
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=422, content=validation_body(exc.errors()))
-
-
-def validation_body(errors: Any) -> dict[str, Any]:
-    """A one-line `detail` a person can read, plus pydantic's structured `errors`."""
-    parts = []
-    for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if error.get("type") == "json_invalid":
-            where, message = "body", "request body is not valid JSON"
-        parts.append(f"{where}: {message}")
-    return {"detail": "Invalid request: " + "; ".join(parts), "errors": jsonable_encoder(errors)}
+        return StatsOut(pid=os.getpid(), policy=runtime.settings.policy, submitted=s.submitted,
+                        generations_started=s.started, ready=s.ready, failed=s.failed, lost=s.lost,
+                        unrecorded=s.unrecorded, in_flight=s.in_flight, backlog=runtime.runner.backlog)

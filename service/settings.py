@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 __all__ = [
     "Settings", "Policy", "GeneratorName", "normalize_database_url", "DEFAULT_SQLITE_PATH",
     "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
+    "MIN_API_KEY_CHARS",
 ]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
@@ -29,6 +30,9 @@ GeneratorName = Literal["sim", "replicate"]
 DEFAULT_DUPLICATE_WINDOW_HOURS = 24.0
 DEFAULT_LEASE_SECONDS = 30.0
 DEFAULT_COST_PER_VIDEO_USD = 4.0
+# An API key shorter than this is guessable; `openssl rand -hex 16` gives 32 characters.
+MIN_API_KEY_CHARS = 16
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
 
 
 def normalize_database_url(url: str) -> str:
@@ -39,14 +43,23 @@ def normalize_database_url(url: str) -> str:
     """
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - any parse failure; its message may quote the URL
+        raise ValueError(
+            "not a database URL; expected sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DATABASE"
+        ) from exc
+    if parsed.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL")
     if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed.render_as_string(hide_password=False)
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CLAIMFIRST_", extra="ignore")
+    # hide_input_in_errors: a rejected value is never echoed (a DATABASE_URL carries a password,
+    # CLAIMFIRST_API_KEYS are secrets); the message names the setting and what is wrong.
+    model_config = SettingsConfigDict(env_prefix="CLAIMFIRST_", extra="ignore", hide_input_in_errors=True)
 
     database_url: str = Field(
         default=f"sqlite:///{DEFAULT_SQLITE_PATH}",
@@ -132,6 +145,50 @@ class Settings(BaseSettings):
     # Incident replay only: extra delay per database round trip (one store call, one
     # transaction), to imitate the bot's Supabase calls over HTTP.
     db_latency_ms: float = Field(default=0.0, ge=0)
+
+    # --- Who may call, and how much one request may cost us (service.auth, service.http) ---
+    # Comma-separated bearer keys; every endpoint but /healthz requires one of them. Secret:
+    # never logged, echoed or shown in an error.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Serve without keys on a non-loopback address anyway (behind a gateway that authenticates).
+    allow_anonymous: bool = False
+    # The largest valid /create is a 2,000-character prompt and a 64-character category: at
+    # most ~25 KB even with every character \u-escaped as a surrogate pair. 64 KiB admits all
+    # of them and refuses a 10 MB body (413) from its Content-Length, before reading it.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # --- uvicorn (python -m service) ---
+    # Open connections plus running requests per worker process; past it uvicorn answers 503
+    # at once instead of letting a flood of sockets starve everyone. Half the usual 1,024
+    # open-file limit, so a worker always keeps descriptors for its database pool and logs,
+    # and above the 200-connection bursts the concurrency tests and the replay send.
+    limit_concurrency: int = Field(default=512, ge=1)
+    # An idle keep-alive connection is closed after this long: long enough for a client to
+    # reuse its connection within a burst of requests, short enough that idle sockets give
+    # their limit_concurrency slot back within seconds (uvicorn's own default).
+    keepalive_seconds: int = Field(default=5, ge=1)
+    # OS processes serving one socket (uvicorn workers) on one database: the claim is decided
+    # by the database, so any number is safe; one per core is the usual choice.
+    workers: int = Field(default=1, ge=1)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        for number, key in enumerate(value, start=1):
+            secret = key.get_secret_value()
+            # A bearer token is sent in a header: visible ASCII only (RFC 6750 token68).
+            if len(secret) < MIN_API_KEY_CHARS or not (secret.isascii() and secret.isprintable()) or " " in secret:
+                raise ValueError(
+                    f"key {number} must be at least {MIN_API_KEY_CHARS} visible ASCII characters without spaces"
+                )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -127,3 +127,56 @@ def test_downgrade_removes_only_what_the_claim_added(history) -> None:
     assert columns == {c.name for c in bot_table(sa.MetaData()).columns} | {"updated_at"}
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(sa.table("videos"))).scalar_one() == len(rows)
+
+
+def test_sqlite_iso_text_timestamps_are_rewritten_so_the_window_compares_as_time(sqlite_url: str) -> None:
+    """The bot wrote `…T12:37:15+00:00`; compared as text against the service's own
+    `… 12:37:15.000000`, a video 24 h 05 min old still blocked and answered a confusing 409."""
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "CREATE TABLE videos (id INTEGER PRIMARY KEY, tg_user_id BIGINT NOT NULL, prompt TEXT NOT NULL,"
+            " enhanced_prompt TEXT, duration_seconds INTEGER, category VARCHAR(64), status VARCHAR(16) NOT NULL,"
+            " video_url TEXT, thumbnail_url TEXT, created_at TEXT NOT NULL, updated_at TEXT)"))
+        conn.execute(sa.text(
+            "INSERT INTO videos (id, tg_user_id, prompt, status, created_at, updated_at) VALUES (1, 7, 'Old prompt', 'ready', '2025-10-15T12:37:15+00:00', NULL),"
+            " (2, 7, 'Other prompt', 'ready', '2025-10-15T14:37:15.250000+02:00', '2025-10-15T12:40:00Z'),"
+            " (3, 8, 'Naive prompt', 'ready', '2025-10-15 12:37:15', NULL)"))
+    try:
+        migrate(engine)
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT id, created_at, updated_at FROM videos ORDER BY id")).all()
+            claimed = conn.execute(sa.text("SELECT claimed_at FROM video_claims ORDER BY video_id")).scalars().all()
+        assert [tuple(row) for row in stored] == [
+            (1, "2025-10-15 12:37:15.000000", "2025-10-15 12:37:15.000000"),
+            (2, "2025-10-15 12:37:15.250000", "2025-10-15 12:40:00.000000"),
+            (3, "2025-10-15 12:37:15.000000", "2025-10-15 12:37:15.000000"),
+        ]
+        assert claimed == [row[1] for row in stored]
+
+        with migrated_store(sqlite_url) as store:
+            request = NewVideo(7, "Old prompt", prompt_key("Old prompt"))
+            # Bring the history forward until video 1 is 23 h 55 min old: it still blocks ...
+            history_age = datetime.now(UTC) - store.get(1).created_at
+            age(sqlite_url, seconds=-(history_age - timedelta(hours=23, minutes=55)).total_seconds())
+            assert isinstance(store.claim(request, RULE), Holder)
+            # ... and ten minutes later it no longer does.
+            age(sqlite_url, minutes=10)
+            ticket = store.claim(request, RULE)
+            assert isinstance(ticket, ClaimTicket) and ticket.attempt == 2
+    finally:
+        engine.dispose()
+
+
+def test_an_adopted_timestamp_that_is_not_a_time_stops_the_migration(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE videos (id INTEGER PRIMARY KEY, tg_user_id BIGINT, prompt TEXT,"
+                             " status TEXT, created_at TEXT)"))
+        conn.execute(sa.text("INSERT INTO videos VALUES (4, 7, 'p', 'ready', 'yesterday')"))
+    try:
+        with pytest.raises(RuntimeError, match="videos.created_at of row 4 is not an ISO timestamp: 'yesterday'"):
+            migrate(engine)
+        assert not sa.inspect(engine).has_table("video_claims")  # rolled back: nothing half-adopted
+    finally:
+        engine.dispose()

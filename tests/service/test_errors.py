@@ -6,8 +6,9 @@ import service.errors as errors
 from service.errors import ClaimfirstError
 
 EXPECTED = {
-    "InvalidRequest": 422, "DuplicateRequest": 409, "ClaimContention": 409, "VideoNotFound": 404,
-    "StorageUnavailable": 503, "Throttled": 429, "GenerationError": 502,
+    "InvalidRequest": 422, "Unauthenticated": 401, "RequestTooLarge": 413, "DuplicateRequest": 409,
+    "ClaimContention": 409, "VideoNotFound": 404, "Throttled": 429, "StorageUnavailable": 503,
+    "GenerationError": 502,
 }
 
 

@@ -13,6 +13,8 @@ latest non-failed video. Stop the old bot first: its rows still `generating` get
 they do not block (the audit lists them as stuck claims).
 """
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -26,6 +28,9 @@ depends_on = None
 BigIntPK = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # Rows read and updated per round trip while computing prompt keys of an existing table.
 BACKFILL_BATCH = 5000
+# How SQLAlchemy stores a DateTime in SQLite (naive UTC, microseconds): the claim compares
+# these columns as text, so an adopted '2025-10-15T12:37:15+00:00' must be rewritten to it.
+SQLITE_STORED_FORM = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def claim_columns(*, nullable: bool = False) -> list[sa.Column]:
@@ -110,12 +115,47 @@ def _adopt_existing_videos(bind: sa.Connection) -> None:
             [{"row_id": row.id, "key": prompt_key(row.prompt or "")} for row in rows],
         )
         last_id = rows[-1].id
+    if bind.dialect.name == "sqlite":
+        _sqlite_timestamps_to_stored_form(bind, "created_at", "updated_at" if "updated_at" in existing else None)
     op.execute("UPDATE videos SET updated_at = created_at WHERE updated_at IS NULL")
     op.execute("UPDATE videos SET attempt = 1 WHERE attempt IS NULL")
     with op.batch_alter_table("videos") as batch:
         batch.alter_column("prompt_key", existing_type=sa.Text(), nullable=False)
         batch.alter_column("attempt", existing_type=sa.Integer(), nullable=False)
         batch.alter_column("updated_at", existing_type=sa.DateTime(timezone=True), nullable=False)
+
+
+def _sqlite_timestamps_to_stored_form(bind: sa.Connection, *columns: str | None) -> None:
+    """Rewrite the bot's ISO text timestamps (any offset) as the service stores them, in UTC.
+
+    PostgreSQL needs nothing: its timestamptz columns are typed and compare as times.
+    """
+    names = [name for name in columns if name]
+    videos = sa.table("videos", sa.column("id"), *(sa.column(name) for name in names))
+    rows = bind.execute(sa.select(videos.c.id, *(videos.c[name] for name in names))).all()
+    updates = []
+    for row in rows:
+        values = {name: _stored_form(row.id, name, getattr(row, name)) for name in names}
+        if any(values[name] != getattr(row, name) for name in names):
+            updates.append({"row_id": row.id, **{f"new_{name}": value for name, value in values.items()}})
+    if updates:
+        bind.execute(
+            sa.update(videos).where(videos.c.id == sa.bindparam("row_id"))
+            .values({name: sa.bindparam(f"new_{name}") for name in names}),
+            updates,
+        )
+
+
+def _stored_form(row_id: int, column: str, value: object) -> object:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError as exc:
+        raise RuntimeError(f"videos.{column} of row {row_id} is not an ISO timestamp: {value!r}") from exc
+    # Naive text is taken as UTC: it is what the service itself writes.
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).strftime(SQLITE_STORED_FORM)
 
 
 def downgrade() -> None:

@@ -1,0 +1,90 @@
+"""Who may call the API: bearer API keys (`CLAIMFIRST_API_KEYS`), as a FastAPI dependency.
+
+`caller_guard(settings)` gives the dependencies a route lists to require a key; a route that
+lists none is open (`/healthz`, and later a Telegram webhook, which checks its own secret).
+With no key configured the guard is empty and the service is anonymous: allowed on loopback,
+and refused on any other address by `anonymous_refusal` unless CLAIMFIRST_ALLOW_ANONYMOUS.
+
+Keys are compared in constant time against every configured key (no early exit, so timing
+tells neither which key nor how much of it matched), and never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+from collections.abc import Iterable
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.params import Depends as DependsParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+
+from service.errors import Unauthenticated
+from service.settings import Settings
+
+__all__ = ["ApiKeys", "caller_guard", "anonymous_refusal", "is_loopback"]
+
+log = logging.getLogger("claimfirst")
+
+# auto_error=False: a missing or non-Bearer header reaches our check, which answers 401 with
+# our error body (FastAPI's own would be 403 on older versions and a different body).
+_bearer = HTTPBearer(auto_error=False, description="one of CLAIMFIRST_API_KEYS")
+
+
+class ApiKeys:
+    def __init__(self, keys: Iterable[SecretStr]) -> None:
+        self._keys = tuple(key.get_secret_value().encode() for key in keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __repr__(self) -> str:
+        return f"ApiKeys({len(self._keys)} keys)"
+
+    def matches(self, presented: str) -> bool:
+        # Header values arrive decoded as latin-1, so this encoding never fails.
+        candidate = presented.encode("latin-1")
+        found = False
+        for key in self._keys:
+            found |= hmac.compare_digest(key, candidate)
+        return found
+
+
+def caller_guard(settings: Settings) -> list[DependsParam]:
+    """The dependencies that make a route require an API key (empty when anonymous)."""
+    keys = ApiKeys(settings.api_keys)
+    if not keys:
+        log.warning(
+            "no CLAIMFIRST_API_KEYS: the API is anonymous, anyone who reaches it can start generations"
+        )
+        return []
+
+    async def require_api_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
+        if credentials is None or not keys.matches(credentials.credentials):
+            raise Unauthenticated("Unauthorized: send `Authorization: Bearer <key>` with a key of this service.")
+
+    return [Depends(require_api_key)]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve anywhere
+
+
+def anonymous_refusal(host: str, settings: Settings) -> str | None:
+    """Why serving on `host` with these settings is refused, or None when it may start."""
+    if settings.api_keys or settings.allow_anonymous or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve {host} without CLAIMFIRST_API_KEYS: anyone could start paid generations"
+        " (set keys, or CLAIMFIRST_ALLOW_ANONYMOUS=true behind a gateway that authenticates)"
+    )

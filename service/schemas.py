@@ -1,0 +1,156 @@
+"""The HTTP API's bodies: what `/create` accepts, what every endpoint answers, errors included.
+
+The error models are what `service.http_errors` really sends, so the OpenAPI schema documents
+every status the service answers (schemathesis checks the two against each other).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from service.prompt_key import prompt_key
+
+__all__ = [
+    "CreateRequest", "VideoOut", "CreateAccepted", "StatsOut", "HealthOut",
+    "ErrorOut", "ConflictOut", "ValidationErrorOut", "error_responses",
+    "MAX_PROMPT_CHARS", "MAX_CATEGORY_CHARS", "MAX_ID",
+]
+
+MAX_PROMPT_CHARS = 2000
+MAX_CATEGORY_CHARS = 64
+# Telegram user ids and video ids are positive and fit a signed 64-bit column.
+MAX_ID = 2**63 - 1
+
+
+def _storable(value: str) -> str:
+    """Refuse text no database stores faithfully, before it reaches one."""
+    if "\x00" in value:
+        # PostgreSQL text cannot hold U+0000 (it fails the statement); SQLite would store it
+        # and the two backends would disagree on the same request.
+        raise ValueError("contains a NUL character (U+0000)")
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        # A lone surrogate (JSON "\ud800") is not a character: it has no UTF-8 encoding.
+        raise ValueError("contains a lone surrogate (U+D800..U+DFFF), which is not text")
+    return value
+
+
+class CreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tg_user_id: StrictInt = Field(gt=0, le=MAX_ID)
+    prompt: StrictStr = Field(
+        max_length=MAX_PROMPT_CHARS,
+        description="must have text once whitespace, invisible characters (Unicode Cf) and trailing . ! ? … are"
+                    " removed; no NUL (U+0000) or lone surrogate",
+    )
+    category: StrictStr | None = Field(default=None, max_length=MAX_CATEGORY_CHARS,
+                                       description="no NUL (U+0000) or lone surrogate")
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_content(cls, value: str) -> str:
+        _storable(value)
+        if not prompt_key(value):
+            raise ValueError(
+                "prompt is empty: it has no text once whitespace, invisible characters and trailing"
+                " punctuation are removed"
+            )
+        return value
+
+    @field_validator("category")
+    @classmethod
+    def _category_storable(cls, value: str | None) -> str | None:
+        return None if value is None else _storable(value)
+
+
+class VideoOut(BaseModel):
+    video_id: int
+    tg_user_id: int
+    prompt: str
+    prompt_key: str
+    category: str | None
+    status: str
+    attempt: int
+    video_url: str | None
+    thumbnail_url: str | None
+    error: str | None
+    cost_usd: Decimal | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CreateAccepted(BaseModel):
+    video_id: int | None  # None only under the replay-only policies `check` and `none`
+    status: str
+    prompt_key: str
+    attempt: int
+    created_at: datetime
+    detail: str
+
+
+class StatsOut(BaseModel):
+    """This worker process's generation counters (a multi-process deployment sums them)."""
+
+    pid: int = Field(description="the OS process that answered (one of the uvicorn workers)")
+    policy: str
+    submitted: int
+    generations_started: int
+    ready: int
+    failed: int
+    lost: int
+    unrecorded: int = Field(description="outcomes the database never took before a shutdown (logged)")
+    in_flight: int
+    backlog: int = Field(description="generations running or queued here; past the limit /create answers 429")
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="one line a person can read")
+
+
+class ConflictOut(ErrorOut):
+    """409: the video holding the claim, or (ids absent) a claim that kept changing hands: retry."""
+
+    video_id: int | None = None
+    status: str | None = None
+    created_at: datetime | None = None
+    video_url: str | None = None
+
+
+class ValidationErrorOut(ErrorOut):
+    """422: `detail` sums up, `errors` are pydantic's, each `input` shortened."""
+
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+_RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
+    401: (ErrorOut, "no or unknown API key (`Authorization: Bearer <key>`)"),
+    404: (ErrorOut, "unknown video id"),
+    409: (ConflictOut, "an equivalent video holds the claim; nothing was started"),
+    413: (ErrorOut, "request body over CLAIMFIRST_MAX_BODY_BYTES; it was not read"),
+    422: (ValidationErrorOut, "invalid input (body, path or header); nothing was written"),
+    429: (ErrorOut, "too many generations queued; retry after `Retry-After` seconds"),
+    503: (ErrorOut, "the database did not answer; nothing was started"),
+}
+_HEADERS = {
+    401: {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}},
+    503: {"Retry-After": {"description": "seconds", "schema": {"type": "string"}}},
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, with the bodies the handlers send."""
+    return {
+        code: {"model": _RESPONSES[code][0], "description": _RESPONSES[code][1],
+               **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
+        for code in codes
+    }

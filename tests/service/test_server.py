@@ -1,0 +1,78 @@
+"""uvicorn's bounds and worker processes, against real `python -m service` processes."""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from contextlib import ExitStack
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.service.live import live_service, wait_until
+from tests.service.test_concurrency import burst, rows_for_user
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def _read_all(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection (socket.timeout if it does not)."""
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_two_workers_answer_on_one_port_and_one_burst_still_wins_once(pg_url: str, tmp_path) -> None:
+    with live_service(pg_url, tmp_path, workers=2, sim_seconds=30) as service:
+        pids: set[int] = set()
+
+        def both_workers_answered() -> bool:
+            # A new connection each time: the kernel hands connections to either worker.
+            pids.add(httpx.get(f"{service.url}/stats", timeout=5).json()["pid"])
+            return len(pids) == 2
+
+        wait_until(both_workers_answered, timeout=30, what="two distinct worker pids")
+        assert service.process.pid not in pids  # workers, not the supervising parent
+        responses = burst([service.url], 80)
+        codes = Counter(r.status_code for r in responses)
+        assert codes == {202: 1, 409: 79}, codes
+    assert rows_for_user(pg_url) == 1
+
+
+def test_past_the_concurrency_limit_new_requests_get_503_at_once(sqlite_url: str, tmp_path) -> None:
+    with live_service(sqlite_url, tmp_path, limit_concurrency=4) as service, ExitStack() as stack:
+        idle = [stack.enter_context(socket.create_connection(_address(service.url))) for _ in range(4)]
+
+        def refused() -> bool:
+            return httpx.get(f"{service.url}/healthz", timeout=5).status_code == 503
+
+        wait_until(refused, timeout=10, what="a 503 while four idle sockets hold the limit")
+        for sock in idle:
+            sock.close()
+        wait_until(lambda: httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200,
+                   timeout=10, what="the service to answer again once the sockets are gone")
+
+
+def test_an_idle_keep_alive_connection_is_closed(sqlite_url: str, tmp_path) -> None:
+    with live_service(sqlite_url, tmp_path, keepalive_seconds=1) as service:
+        with socket.create_connection(_address(service.url)) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            # The answer, then the server's close after a second of silence (recv returns b""),
+            # well before uvicorn's default of 5 s would have closed it.
+            assert _read_all(sock, timeout=3).startswith(b"HTTP/1.1 200 ")
+
+
+def test_an_announced_oversized_body_is_413_before_it_is_sent(sqlite_url: str, tmp_path) -> None:
+    with live_service(sqlite_url, tmp_path) as service:
+        with socket.create_connection(_address(service.url)) as sock:
+            sock.sendall(b"POST /create HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 10000000\r\n\r\n" + b'{"tg_user_id": 1, "prompt": "' + b"x" * 1000)
+            answer = _read_all(sock)  # only 1 KB of the announced 10 MB was sent
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        assert answer.endswith(b'{"detail":"Request body too large: at most 65536 bytes are accepted."}')
+        assert service.stats()["submitted"] == 0
