@@ -90,14 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_replay(commands: argparse._SubParsersAction) -> None:
-    # `audit/replay.py` is another engineer's; it adds its own subcommand when it exists.
-    try:
-        from audit import replay
-    except ImportError:
-        return
-    register = getattr(replay, "register", None)
-    if callable(register):
-        register(commands)
+    from audit.replay.cli import register  # the replay package owns its subcommand's flags
+
+    register(commands)
 
 
 def _period(args: argparse.Namespace, *, is_database: bool) -> Period:

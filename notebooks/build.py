@@ -81,8 +81,8 @@ What varies from run to run (send lag, exact burst counts under the racy policie
 only in cells whose output is not compared.
 '''),
         code(SETUP + '''
-from audit.replay_compare import burst_verdict, generations_figure, replay_policies, windows_vs_history
-from audit.replay_schedule import burst_requests
+from audit.replay.compare import burst_verdict, generations_figure, replay_policies, windows_vs_history
+from audit.replay.schedule import burst_requests
 
 SPEEDUP = 60.0
 DB_LATENCY_MS = 50.0
