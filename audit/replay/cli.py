@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from audit.cli import OneLineParser, one_line
 from audit.frames import AuditError, normalise_requests, normalise_videos
 from audit.replay.run import POLICIES, ReplayResult, replay
 from audit.replay.schedule import DEFAULT_SPEEDUP
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
                         api_key=api_key if args.url is not None else None)
         summary_path, requests_path = write_outputs(result, args.out)
     except (AuditError, OSError) as exc:
-        print(f"audit: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"audit: error: {one_line(exc)}", file=sys.stderr)
         return 2
     s = result.summary
     print(f"replay {s['policy']}: {s['requests']} requests, {s['generations_started']} generations started, "
@@ -115,6 +116,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="audit replay", description=DESCRIPTION)
+    parser = OneLineParser(prog="audit replay", description=DESCRIPTION)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -138,7 +138,7 @@ videos_strategy = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=videos_strategy, window_minutes=st.sampled_from([5, 10, 30]), ids=st.randoms(use_true_random=False))
 def test_class_and_policies_agree_with_brute_force(rows, window_minutes, ids):
     numbers = list(range(1, len(rows) + 1))
