@@ -13,10 +13,10 @@ import sqlalchemy as sa
 
 from audit.cli import main
 from audit.pipeline import run_audit
-from audit.sources import load_database, load_files
+from audit.sources import load_database, load_files, load_supabase
 from audit.sources.base import Period
 from audit.synthetic import synthetic_videos
-from tests.audit.conftest import AS_OF, EXPECTED_DUPLICATES, REQUESTS_CSV, VIDEOS_CSV, seed_service_db
+from tests.audit.conftest import AS_OF, EXPECTED_DUPLICATES, REQUESTS_CSV, VIDEOS_CSV, seed_external_db, seed_service_db
 
 
 def _duplicates(loaded, period: Period) -> list[tuple[int, int]]:
@@ -117,14 +117,26 @@ def test_stuck_claims_are_the_same_from_every_source(db_url, tmp_path):
     frame.to_csv(csv, index=False)
     seed_service_db(db_url, frame)
     period = Period(since=datetime(2025, 10, 14, tzinfo=UTC), until=datetime(2025, 10, 15, 23, 59, tzinfo=UTC))
+    sources = {"csv": load_files(csv, REQUESTS_CSV, period=period), "database": load_database(db_url, period=period)}
     stuck = {}
-    for name, loaded in {"csv": load_files(csv, REQUESTS_CSV, period=period),
-                         "database": load_database(db_url, period=period)}.items():
+    for name, loaded in sources.items():
         result = run_audit(loaded.videos, loaded.requests, as_of=AS_OF, since=period.since, until=period.until,
                            videos_scanned=loaded.videos_scanned)
         stuck[name] = list(result.stuck_claims["id"])
         assert result.summary["videos_scanned"] == 17  # 40-56: the old claim is not counted
-    assert stuck == {"csv": [999], "database": [999]}
+    assert stuck == {name: [999] for name in sources}
+
+
+def test_supabase_lists_the_same_stuck_claims(pg_url):
+    # The user's Supabase: PostgREST stood in for at the HTTP boundary, over the same rows.
+    from tests.audit.test_supabase import KEY, URL, PostgrestOnPostgres, client
+
+    seed_external_db(pg_url, _with_old_generating_row(pd.read_csv(VIDEOS_CSV, dtype=str)))
+    period = Period(since=datetime(2025, 10, 14, tzinfo=UTC), until=datetime(2025, 10, 15, 23, 59, tzinfo=UTC))
+    loaded = load_supabase(URL, KEY, period=period, http_client=client(PostgrestOnPostgres(pg_url)))
+    result = run_audit(loaded.videos, as_of=AS_OF, since=period.since, until=period.until)
+    assert list(result.stuck_claims["id"]) == [999]
+    assert result.summary["videos_scanned"] == 17
 
 
 def test_an_empty_default_period_says_older_videos_exist(db_url, tmp_path, capsys):
