@@ -8,9 +8,10 @@ CLI (``python -m audit``) and the notebooks::
     result = audit.run_audit(loaded.videos, loaded.requests, as_of=AS_OF)
     result.summary["duplicate_count"], result.policies, result.race_windows
 
-Modules: `frames` (canonical schema), `detect` (the rule), `classify` (sequential / race,
-in-flight windows), `policies`, `stuck`, `near`, `pipeline` (`run_audit`), `sources`
-(CSV, SQLAlchemy, Supabase), `report`, `cleanup`, `cli`, `synthetic`.
+Modules: `frames` (canonical schema), `detect` (the rule), `visible` (what a check at an
+instant saw), `classify` (sequential / race, in-flight windows), `policies`, `stuck`, `near`,
+`pipeline` (`run_audit`), `sources` (CSV, SQLAlchemy, Supabase), `report`, `cleanup`, `cli`,
+`synthetic`, `replay` (the request log against the service).
 """
 
 from audit.classify import DEFAULT_GENERATION_RANGE, classify_duplicates, race_windows, request_times
@@ -18,7 +19,7 @@ from audit.detect import DEFAULT_WINDOW, duplicate_pairs, mark_duplicates
 from audit.frames import AuditError, SchemaError, normalise_requests, normalise_videos
 from audit.near import DEFAULT_SIMILARITY, near_duplicates
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, AuditResult, run_audit
-from audit.policies import DEFAULT_PENDING_GAP, POLICIES, compare_policies, prevented_by
+from audit.policies import DEFAULT_PENDING_GAP, POLICIES, POLICY_ROWS, compare_policies, prevented_by
 from audit.sources import Loaded, SourceError, detect_duplicates_sql, load_database, load_files, load_supabase
 from audit.sources.base import Period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_WINDOW",
     "Loaded",
     "POLICIES",
+    "POLICY_ROWS",
     "Period",
     "SchemaError",
     "SourceError",

@@ -1,9 +1,23 @@
 """Why each duplicate happened: ``sequential`` or ``race``, and the in-flight windows behind it.
 
-- **sequential**: when V was requested, an equivalent non-failed video within the window was
-  already saved. Any check would have blocked V.
+- **sequential**: when V was requested, an equivalent (same user and prompt key) non-failed
+  video earlier than V had already been saved, at most the window before V's request. A
+  check by prompt key at V's request would have blocked V.
 - **race**: none was saved yet, so V's generation overlapped an equivalent one in flight. Only
   a claim taken before generating blocks it.
+
+Two instants, decided so that "sequential" means exactly "a check at V's request would have
+found it":
+
+- **Saved** is the row's ``created_at``: from then on the row is in the table for any check
+  to find. An original still ``generating`` (the service's claim rows, the write-up's pending
+  rows) therefore counts as saved from its ``created_at``; a failed one never counts, as in
+  the duplicate rule.
+- **The window** is measured back from V's *request*, as the bot's check did
+  (``created_at >= now - 24 h`` at request time), not from V's save.
+
+A request logged at, or by clock skew after, its own save is clamped to the save; a video
+saved at that same instant still counts as earlier (by id, as in the rule), V itself never.
 
 The request time of each video comes from the bot's request log (``requests.video_id``; the
 earliest request that produced the video). Without a log, or for a video the log does not
@@ -25,6 +39,7 @@ from datetime import timedelta
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
+from audit.visible import seen_by_check
 
 __all__ = [
     "DEFAULT_GENERATION_RANGE",
@@ -73,28 +88,25 @@ def classify_duplicates(
 ) -> pd.DataFrame:
     """Add ``requested_at``, ``basis`` and ``class`` to `audit.detect.duplicate_pairs` rows.
 
-    Sequential means: the latest non-failed equivalent video saved at or before V's request is
-    earlier than V and within the window of V. Otherwise the duplicate is a race.
+    Sequential means: some non-failed video of the same user and prompt key, earlier than V
+    by ``(created_at, id)``, was saved at or before V's request and at most the window before
+    it. Otherwise the duplicate is a race.
     """
     out = pairs.merge(requested.rename(columns={"id": "video_id"}), on="video_id", how="left")
     if out.empty:
         out["class"] = pd.Series([], dtype=object)
         return out
     saved = marked.loc[marked["status"] != "failed", [*_GROUP, "id", "created_at"]]
-    saved = saved.rename(columns={"id": "saved_id", "created_at": "saved_at"}).sort_values("saved_at")
-    probe = out[["video_id", *_GROUP, "requested_at", "created_at"]].sort_values("requested_at")
-    matched = pd.merge_asof(
-        probe, saved, left_on="requested_at", right_on="saved_at", by=_GROUP, direction="backward"
+    sequential = seen_by_check(
+        out[[*_GROUP, "video_id", "requested_at", "created_at"]].rename(
+            columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
+        ),
+        saved.rename(columns={"id": "row_id", "created_at": "visible_at"}),
+        by=_GROUP,
+        window=window,
+        ties="earlier",
     )
-    earlier = (matched["saved_at"] < matched["created_at"]) | (
-        (matched["saved_at"] == matched["created_at"]) & (matched["saved_id"] < matched["video_id"])
-    )
-    within = (matched["created_at"] - matched["saved_at"]) <= pd.Timedelta(window)
-    sequential = (matched["saved_id"].notna() & earlier & within).fillna(False)
-    classes = pd.Series(sequential.to_numpy(), index=matched["video_id"].to_numpy()).map(
-        {True: "sequential", False: "race"}
-    )
-    out["class"] = out["video_id"].map(classes)
+    out["class"] = pd.Series(sequential, index=out.index).map({True: "sequential", False: "race"})
     return out
 
 

@@ -88,7 +88,10 @@ def apply_cleanup(plan: CleanupPlan, *, backup_dir: str | Path, as_of: datetime)
     if plan.marks.empty:
         return None
     backup_dir = Path(backup_dir)
-    backup_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        backup_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SourceError(f"cannot create the backup directory {backup_dir}: {exc.strerror or exc}; nothing changed") from exc
     stamp = pd.Timestamp(as_of).tz_convert("UTC").strftime("%Y%m%dT%H%M%SZ")
     backup = backup_dir / f"cleanup-{stamp}.jsonl"
     if backup.exists():
@@ -112,6 +115,8 @@ def apply_cleanup(plan: CleanupPlan, *, backup_dir: str | Path, as_of: datetime)
             conn.execute(sa.text("UPDATE videos SET duplicate_of = :original WHERE id = :vid"), updates)
     except sa.exc.DBAPIError as exc:
         raise SourceError(f"cleanup failed, nothing changed: {str(exc.orig).splitlines()[0]}") from exc
+    except OSError as exc:  # the backup could not be written: the transaction rolled back
+        raise SourceError(f"cannot write the backup {backup}: {exc.strerror or exc}; nothing changed") from exc
     finally:
         engine.dispose()
     return backup

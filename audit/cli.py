@@ -2,7 +2,8 @@
 
 Exit codes: 0 the command ran; 1 ``sweep --fail-on-duplicates`` found duplicates; 2 it could
 not run (missing file, bad column, unreachable database, bad argument), with one line
-``audit: error: …`` on stderr and no output files written.
+``audit: error: …`` (``audit <command>: error: …`` for a bad argument) on stderr and no
+output files written.
 
 Times on the command line: ``--since``/``--until``/``--as-of`` take ISO dates or datetimes.
 Without an offset they are read as UTC (a convenience for typing; files must carry offsets).
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
@@ -22,10 +24,22 @@ from audit.near import DEFAULT_SIMILARITY
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
 from audit.sources.base import Period
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "OneLineParser", "one_line"]
 
 # A database sweep without --since covers the last week: the sweep is weekly.
 DEFAULT_DATABASE_PERIOD = timedelta(days=7)
+
+
+def one_line(message: object) -> str:
+    """A message on one line: cron mails and log scrapers read errors line by line."""
+    return " ".join(str(message).split())
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``prog: error: …``, exit 2), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _moment(text: str, *, end_of_day: bool = False) -> datetime:
@@ -43,8 +57,11 @@ def _until(text: str) -> datetime:
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value
 
@@ -58,7 +75,7 @@ def _add_period(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="audit", description="Find duplicate video generations and what they cost.")
+    parser = OneLineParser(prog="audit", description="Find duplicate video generations and what they cost.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="the weekly duplicate sweep (read-only)")
@@ -90,14 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_replay(commands: argparse._SubParsersAction) -> None:
-    # `audit/replay.py` is another engineer's; it adds its own subcommand when it exists.
-    try:
-        from audit import replay
-    except ImportError:
-        return
-    register = getattr(replay, "register", None)
-    if callable(register):
-        register(commands)
+    from audit.replay.cli import register  # the replay package owns its subcommand's flags
+
+    register(commands)
 
 
 def _period(args: argparse.Namespace, *, is_database: bool) -> Period:
@@ -144,11 +156,14 @@ def _sweep(args: argparse.Namespace) -> int:
         similarity_threshold=DEFAULT_SIMILARITY if args.near_duplicates is None else args.near_duplicates,
         videos_scanned=loaded.videos_scanned,
     )
+    result.summary["notes"] = list(loaded.notes)
     try:
         paths = write_reports(result, args.out, source=loaded.description)
     except OSError as exc:
         raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
     print(summary_text(result))
+    for note in loaded.notes:
+        print(f"Note: {note}")
     print(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
     return 1 if args.fail_on_duplicates and result.summary["duplicate_count"] else 0
 
@@ -156,6 +171,8 @@ def _sweep(args: argparse.Namespace) -> int:
 def _cleanup(args: argparse.Namespace) -> int:
     from audit.cleanup import apply_cleanup, plan_cleanup
 
+    if args.apply and args.backup_dir.exists() and not args.backup_dir.is_dir():
+        raise AuditError(f"--backup-dir {args.backup_dir} is not a directory")
     period = Period(since=args.since, until=args.until, window=timedelta(hours=args.window_hours))
     plan = plan_cleanup(args.database_url, period=period, progress=not args.no_progress and sys.stderr.isatty())
     marks = plan.marks
@@ -179,5 +196,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except AuditError as exc:
-        print(f"audit: error: {exc}", file=sys.stderr)
+        print(f"audit: error: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -62,6 +62,13 @@ REQUIRED_VIDEO_COLUMNS = ["id", "tg_user_id", "prompt", "status", "created_at"]
 REQUEST_COLUMNS = ["request_id", "received_at", "tg_user_id", "prompt", "video_id"]
 
 
+# An ISO 8601 time with a UTC offset: a time of day, then Z or ±HH[:MM]. The short ``+00``
+# is how PostgreSQL (and so Supabase's CSV export) writes timestamptz. The time of day is
+# required so a bare date's day ("2025-10-15") is not read as an offset of -15 h.
+_WITH_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
     """Parse ISO strings or datetimes to ``datetime64[us, UTC]``; refuse naive or bad values."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
@@ -70,9 +77,8 @@ def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
         raise SchemaError(f"{source}: column {column!r} has naive timestamps; give a UTC offset")
     present = values.dropna()
     if len(present):
-        text = present.astype(str)
-        # An ISO 8601 time with an offset ends in Z or ±HH:MM / ±HHMM.
-        naive = ~text.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True)
+        text = present.astype(str).str.strip()
+        naive = ~text.str.contains(_WITH_OFFSET, regex=True)
         if naive.any():
             example = text[naive].iloc[0]
             raise SchemaError(
@@ -81,20 +87,35 @@ def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
             )
     try:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise SchemaError(f"{source}: column {column!r} has a value that is not a timestamp: {exc}") from exc
     return parsed.dt.as_unit("us")
 
 
 def _integers(values: pd.Series, column: str, source: str, *, nullable: bool = False) -> pd.Series:
+    if pd.api.types.is_float_dtype(values.dtype):
+        values = values.astype("Float64")  # NaN (a database NULL read as float) becomes NA
     try:
-        converted = pd.to_numeric(values, errors="raise")
+        # Nullable dtypes keep integers exact: a float64 detour would round ids past 2**53.
+        converted = pd.to_numeric(values, errors="raise", dtype_backend="numpy_nullable")
     except (ValueError, TypeError) as exc:
         raise SchemaError(f"{source}: column {column!r} must hold integers: {exc}") from exc
     if not nullable and converted.isna().any():
         raise SchemaError(f"{source}: column {column!r} has empty values")
-    if (converted.dropna() % 1 != 0).any():
+    present = converted.dropna()
+    if pd.api.types.is_float_dtype(present.dtype) and (present % 1 != 0).any():
         raise SchemaError(f"{source}: column {column!r} must hold integers")
+    # Past 64 bits pandas hands back UInt64, Python ints (object) or huge floats: out of every
+    # store's range. Signed 64-bit dtypes are in range by construction, so the common case
+    # skips the per-value check.
+    if not pd.api.types.is_signed_integer_dtype(present.dtype):
+        if pd.api.types.is_object_dtype(present.dtype) and not all(isinstance(v, int) for v in present):
+            raise SchemaError(f"{source}: column {column!r} must hold integers")
+        outside = [v for v in present if not _INT64[0] <= int(v) <= _INT64[1]]
+        if outside:
+            raise SchemaError(
+                f"{source}: column {column!r} has a value outside the 64-bit integer range: {int(outside[0])}"
+            )
     return converted.astype("Int64" if nullable else "int64")
 
 

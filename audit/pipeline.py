@@ -7,7 +7,9 @@ report.
 Scope: a sweep of a period ``[since, until]`` counts the duplicates *created* in it, but needs
 the videos of one window before ``since`` to see their originals. Pass that look-back in
 ``videos``; rows before ``since`` are context, never counted. A chain that started before
-the look-back is reported from its first video inside it.
+the look-back is reported from its first video inside it: rows older than the look-back
+(sources load every ``generating`` row, for the stuck claims) take no part in detection, so
+every source gives the same chains for the same period.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from audit.frames import normalise_requests, normalise_videos
 from audit.near import DEFAULT_SIMILARITY
 from audit.near import near_duplicates as find_near_duplicates
 from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
+from audit.sources.base import in_period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
 from service.settings import DEFAULT_COST_PER_VIDEO_USD
 
@@ -44,15 +47,6 @@ class AuditResult:
     stuck_claims: pd.DataFrame
     near_duplicates: pd.DataFrame | None  # None unless asked for
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _in_scope(times: pd.Series, since: datetime | None, until: datetime | None) -> pd.Series:
-    keep = pd.Series(True, index=times.index)
-    if since is not None:
-        keep &= times >= pd.Timestamp(since)
-    if until is not None:
-        keep &= times <= pd.Timestamp(until)
-    return keep
 
 
 def run_audit(
@@ -83,8 +77,9 @@ def run_audit(
             raise ValueError(f"{name} must be timezone-aware (UTC), got {moment!r}")
     videos = normalise_videos(videos)
     requests = normalise_requests(requests) if requests is not None else None
-    marked = mark_duplicates(videos, window=window)
-    in_scope = _in_scope(marked["created_at"], since, until)
+    look_back = in_period(videos["created_at"], None if since is None else since - window, None)
+    marked = mark_duplicates(videos.loc[look_back], window=window)
+    in_scope = in_period(marked["created_at"], since, until)
     marked.loc[~in_scope, "is_duplicate"] = False  # look-back rows are context only
     marked.loc[~in_scope, ["previous_id", "original_id"]] = pd.NA
 
@@ -100,7 +95,7 @@ def run_audit(
     scanned = int(in_scope.sum()) if videos_scanned is None else int(videos_scanned)
     policies = compare_policies(prevented, videos_scanned=scanned, cost_per_video=cost_per_video)
     # Stuck claims are current state, not history: every loaded row counts.
-    stuck = stuck_claims(marked, as_of=as_of, lease=lease)
+    stuck = stuck_claims(videos, as_of=as_of, lease=lease)
     near = None
     if near_duplicates:
         near = find_near_duplicates(marked, window=window, threshold=similarity_threshold)

@@ -1,21 +1,27 @@
 """What each duplicate-prevention policy would have prevented, judged from the history.
 
-The four policies, in the order the bot went through them:
+The four policies, in the order the bot went through them, with the same names and the same
+behaviour as the replay's (`service.policies`, `python -m audit replay`):
 
 - ``none``: generate every request. Prevents nothing.
-- ``check``: check for an equivalent video, generate, save (commit ``efcb167``). The
-  check only sees saved videos, so it prevents the **sequential** duplicates and no race.
-  "Equivalent" is the prompt key here, as the issue's rule says ("any check would have
-  blocked it"); the bot's real check matched the prompt exactly (`.eq("prompt", prompt)`), so
-  it would also have let the case and spacing variants through. The replay's `check` and
-  `pending` policies (`service.policies`) reproduce that exact match.
-- ``pending``: check, then immediately insert a ``generating`` row, generate, update (the
-  write-up's fix). It also prevents a race when the duplicate's request arrived after the
-  other request's pending row was written: ``r_W + pending_gap <= r_V`` for some non-failed
-  equivalent video W whose request is within the window before V's. Two requests inside
-  ``pending_gap`` of each other both pass the check before either row exists: a double tap.
-- ``claim``: one conditional write on a unique key before generating (the service). Prevents
-  every duplicate.
+- ``check``: look for a saved video, generate, save (the check of commit ``efcb167``). It
+  matched the **exact prompt text** (``.eq("prompt", prompt)``) of any status, saved at most
+  the window before the request (``.gte("created_at", now - 24 h)``). It only sees saved
+  videos, so it prevents no race, and it lets every case, spacing or punctuation variant
+  through ("Fireworks over Sydney harbour!").
+- ``pending``: look for a ``generating``/``ready`` row with the exact text, insert a
+  ``generating`` row, generate, update it (the write-up's fix). V is prevented when another
+  non-failed request W of the same user and exact text had its pending row visible when V
+  checked: ``r_W + pending_gap <= r_V`` and at most the window before ``r_V``. Two requests
+  inside ``pending_gap`` of each other both pass the check before either row exists: a double
+  tap (video 46).
+- ``claim``: one conditional write on a unique (user, prompt key) before generating (the
+  service). Prevents every duplicate.
+
+Two extra rows say what the legacy checks would have done had they matched the prompt key,
+as the service does: ``check-by-key`` (the ``sequential`` duplicates, plus any that only a
+failed row would have blocked) and ``pending-by-key``. They are comparisons, not policies
+anyone ran.
 
 Assumptions, stated because the numbers depend on them:
 
@@ -25,6 +31,9 @@ Assumptions, stated because the numbers depend on them:
   estimate for ``check``/``pending`` slightly generous.
 - ``pending_gap`` is how long after a request its pending row becomes visible to others: the
   check and the insert, two round trips to Supabase over HTTP. One second by default.
+- Under ``pending`` a request that later failed is ignored, although its row was
+  ``generating`` (and so blocking) while it ran: that makes ``pending`` slightly pessimistic
+  where failed generations overlap a duplicate (none in the fixtures).
 """
 
 from __future__ import annotations
@@ -34,13 +43,17 @@ from datetime import timedelta
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
+from audit.visible import seen_by_check
 
-__all__ = ["POLICIES", "DEFAULT_PENDING_GAP", "prevented_by", "compare_policies"]
+__all__ = ["POLICIES", "KEYED_VARIANTS", "POLICY_ROWS", "DEFAULT_PENDING_GAP", "prevented_by", "compare_policies"]
 
 POLICIES = ("none", "check", "pending", "claim")
+KEYED_VARIANTS = ("check-by-key", "pending-by-key")
+POLICY_ROWS = POLICIES + KEYED_VARIANTS
 # Two HTTP round trips to Supabase (check, then insert) from the bot's host: about a second.
 DEFAULT_PENDING_GAP = timedelta(seconds=1)
-_GROUP = ["tg_user_id", "prompt_key"]
+_EXACT = ["tg_user_id", "prompt"]
+_KEYED = ["tg_user_id", "prompt_key"]
 
 
 def prevented_by(
@@ -51,55 +64,39 @@ def prevented_by(
     window: timedelta = DEFAULT_WINDOW,
     pending_gap: timedelta = DEFAULT_PENDING_GAP,
 ) -> pd.DataFrame:
-    """One boolean column per policy (``none, check, pending, claim``), one row per
-    classified duplicate (same order), True where that policy would have prevented it."""
+    """One boolean column per `POLICY_ROWS` name, one row per classified duplicate (same
+    order), True where that policy would have prevented it."""
     out = pd.DataFrame(index=classified.index)
-    sequential = classified["class"] == "sequential"
     out["none"] = False
-    out["check"] = sequential
     out["claim"] = True
-    if classified.empty:
-        out["pending"] = pd.Series([], dtype=bool)
-        return out[list(POLICIES)]
-    ok = marked.loc[marked["status"] != "failed", [*_GROUP, "id"]].merge(
-        requested, on="id", how="left"
+    probes = classified[[*_KEYED, "prompt", "video_id", "requested_at", "created_at"]].rename(
+        columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
     )
-    ok = ok.rename(columns={"id": "other_id", "requested_at": "other_requested_at"})
-    ok = ok[[*_GROUP, "other_id", "other_requested_at"]].sort_values("other_requested_at")
-    probe = classified[["video_id", *_GROUP, "requested_at"]].copy()
-    probe["visible_before"] = probe["requested_at"] - pd.Timedelta(pending_gap)
-    probe = probe.reset_index().sort_values("visible_before")
-    # The latest other request whose pending row was visible when V checked.
-    matched = pd.merge_asof(
-        probe,
-        ok,
-        left_on="visible_before",
-        right_on="other_requested_at",
-        by=_GROUP,
-        direction="backward",
-        allow_exact_matches=True,
-    )
-    blocked = (
-        matched["other_id"].notna()
-        & (matched["other_id"] != matched["video_id"])
-        & ((matched["requested_at"] - matched["other_requested_at"]) <= pd.Timedelta(window))
-    ).fillna(False)
-    pending = pd.Series(blocked.to_numpy(), index=matched["index"].to_numpy()).reindex(out.index)
-    out["pending"] = sequential | pending.astype(bool)
-    return out[list(POLICIES)]
+    # What `check` can see: every saved row, of any status, from its save on.
+    saved = marked[[*_KEYED, "prompt", "id", "created_at"]].rename(columns={"id": "row_id", "created_at": "visible_at"})
+    # What `pending` can see: each non-failed request's row, from its insert on.
+    pending_rows = marked.loc[marked["status"] != "failed", [*_KEYED, "prompt", "id"]].merge(requested, on="id")
+    pending_rows = pending_rows.assign(visible_at=(pending_rows["requested_at"] + pd.Timedelta(pending_gap)).dt.as_unit("us"))
+    pending_rows = pending_rows.rename(columns={"id": "row_id"})
+    for name, by in (("check", _EXACT), ("check-by-key", _KEYED)):
+        out[name] = seen_by_check(probes, saved, by=by, window=window, ties="earlier")
+    for name, by in (("pending", _EXACT), ("pending-by-key", _KEYED)):
+        out[name] = seen_by_check(probes, pending_rows, by=by, window=window, ties="any")
+    return out[list(POLICY_ROWS)].astype(bool)
 
 
 def compare_policies(
     prevented: pd.DataFrame, *, videos_scanned: int, cost_per_video: float
 ) -> pd.DataFrame:
-    """``policy, duplicates_prevented, generations, wasted_usd``: one row per policy.
+    """``policy, duplicates_prevented, generations, wasted_usd``: one row per `POLICY_ROWS`
+    name, the four policies first.
 
     ``generations`` is how many videos would have been generated (scanned minus prevented);
     ``wasted_usd`` what the duplicates left unprevented cost.
     """
     total = len(prevented)
     rows = []
-    for policy in POLICIES:
+    for policy in POLICY_ROWS:
         count = int(prevented[policy].sum()) if total else 0
         rows.append(
             {

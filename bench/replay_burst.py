@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from audit.replay_service import ServiceConfig, started_service
+from audit.replay.service import ServiceConfig, started_service
 
 PROMPT = "Smart wallets as digital assistants..."
 

@@ -3,17 +3,22 @@
     .venv/bin/python notebooks/build.py [01 02 03]
 
 The cells live here so a change to a notebook is a reviewable diff of Python, not of JSON;
-the executed ``.ipynb`` files (outputs included) are what nbval checks. Needs ``nbclient``.
-Cells only call `audit` and `service`: a number a notebook shows is computed there.
+the executed ``.ipynb`` files (outputs included) are what nbval checks. Needs ``nbclient``,
+and ``kaleido`` with a Chrome/Chromium for the figures' PNGs (``pip install -e ".[dev,notebooks]"``;
+see `audit.notebook`). Cells only call `audit` and `service`: a number a notebook shows is
+computed there.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 import nbformat
+
+from audit.notebook import IMAGES_ENV
 
 try:
     from nbclient import NotebookClient
@@ -27,12 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
-import plotly.io as pio
 
 import audit
+from audit.notebook import setup_figures
 
-# JSON only: no plotly.js embedded in the committed notebook, nothing fetched from a CDN.
-pio.renderers.default = "plotly_mimetype"
+# Each figure: plotly's JSON for JupyterLab and a PNG where no JavaScript runs (nbconvert's
+# HTML, static previews); no plotly.js embedded, nothing fetched from a CDN.
+_ = setup_figures()
 pd.set_option("display.width", 160)
 pd.set_option("display.max_columns", 20)
 FIXTURES = Path("..") / "data" / "fixtures"
@@ -40,7 +46,7 @@ FIXTURES = Path("..") / "data" / "fixtures"
 AS_OF = datetime(2025, 10, 20, tzinfo=UTC)
 '''
 
-FIGURE_NOTE = "# NBVAL_IGNORE_OUTPUT\n# A figure (its JSON is not compared); the next cell prints its numbers.\n"
+FIGURE_NOTE = "# NBVAL_IGNORE_OUTPUT\n# A figure (its JSON and PNG are not compared); the next cell prints its numbers.\n"
 
 
 def md(text: str) -> nbformat.NotebookNode:
@@ -81,8 +87,8 @@ What varies from run to run (send lag, exact burst counts under the racy policie
 only in cells whose output is not compared.
 '''),
         code(SETUP + '''
-from audit.replay_compare import burst_verdict, generations_figure, replay_policies, windows_vs_history
-from audit.replay_schedule import burst_requests
+from audit.replay.compare import burst_verdict, generations_figure, replay_policies, windows_vs_history
+from audit.replay.schedule import burst_requests
 
 SPEEDUP = 60.0
 DB_LATENCY_MS = 50.0
@@ -123,12 +129,31 @@ policy the time the replay's generation was saved (in the history's clock), or `
 windows = windows_vs_history(incident_runs, history.race_windows)
 print(windows.to_string(index=False))
 '''),
+        md('''
+## Video 46: a double tap in the real data
+
+The write-up's fix is not beaten only by a synthetic burst. On 2025-10-14 at 08:58:00 the same
+user sent "A fox sleeping under falling snow" twice within the same second (`req-0047`,
+`req-0048`): videos 44 and 46. From the history, the audit already says the pending row
+would not have stopped 46: its request came less than one round trip (the check, then the
+insert) after 44's. Replayed under the write-up's fix and under the claim:
+'''),
+        code('''
+fox = loaded.requests[loaded.requests["video_id"].isin([44, 46])]
+print(fox.to_string(index=False))
+verdicts = history.duplicates.set_index("video_id").loc[[46], ["original_id", "class", "prevented_by_pending", "prevented_by_claim"]]
+print(verdicts.to_string())
+fox_table, fox_runs = replay_policies(
+    fox, loaded.videos, policies=("pending", "claim"), speedup=SPEEDUP, db_latency_ms=DB_LATENCY_MS, seed=SEED
+)
+print(burst_verdict(fox_table).to_string(index=False))
+'''),
         md(f'''
 ## A burst: {10} identical requests at once
 
-The write-up's own test ("send 3 `/create` within 10 seconds") taken to its limit: identical
-requests arriving within one database round trip of each other, as a double-tapped button or
-a client retry does. Each generation takes 4 minutes (4 s replayed).
+The write-up's own test ("send 3 `/create` within 10 seconds") taken to its limit: 46's double
+tap, ten times over, as a client retrying in a loop does. Each generation takes 4 minutes
+(4 s replayed).
 '''),
         code('''
 burst, burst_videos = burst_requests(
@@ -162,9 +187,11 @@ print("send lag p50/p99 (ms) of the burst replays:", lags)
 ## Conclusion
 
 - Before the fix (`check`), every request of a race generates: the incident's 3 videos.
-- The write-up's fix (`pending`) closes the minutes-long window but not the one between its
-  SELECT and its INSERT, two round trips to Supabase: a burst still generates more than once.
-- The atomic claim generates exactly once in both cases.
+- The write-up's fix (`pending`) closes the minutes-long window of 54–56, but not the one
+  between its SELECT and its INSERT, two round trips to Supabase. The real data already has
+  a request inside it: **video 46**, a double tap under one second after 44, which the fix
+  would still have generated (and paid for). A burst of ten does the same, more than once.
+- The atomic claim generates exactly once in every case: the incident, 44/46, and the burst.
 '''),
     ]
 
@@ -210,8 +237,9 @@ print(incident_windows[["video_id", "role", "class", "requested_at", "saved_at",
 
 - `original_id`: the first video of the chain, the one a cleanup keeps; `previous_id`: the
   nearest earlier equivalent video, the evidence.
-- `class`: **sequential** when an equivalent video was already saved when the duplicate was
-  requested (any check would have caught it), **race** when the original was still in flight.
+- `class`: **sequential** when an equivalent video (same user, same prompt key) was already
+  saved when the duplicate was requested, at most 24 h before (a check on the prompt key would
+  have caught it), **race** when the original was still in flight.
 - `basis`: `request_log` when the request time comes from the log, not estimated.
 """),
         code("""
@@ -223,7 +251,7 @@ print(result.duplicates[columns].to_string(index=False))
 
 The write-up counts 3 videos × $4 = $12 for the incident, but video 54 was wanted: the waste is
 the duplicates, 55 and 56. And the incident was not alone: the same week had nine more
-duplicates (45–53), most of them sequential, which the check added in `efcb167` does catch.
+duplicates (45–53).
 """),
         code("""
 incident = audit.run_audit(
@@ -234,6 +262,34 @@ for name, audited in {"incident 05:30-06:00": incident, "whole history": result}
     s = audited.summary
     print(f"{name}: {s['duplicate_count']} duplicates {[d['video_id'] for d in s['duplicates']]}, "
           f"${s['wasted_usd']:.2f} wasted, by class {s['by_class']}")
+"""),
+        md("""
+## Which duplicates the bot's own checks caught
+
+Seven of the eleven are sequential: an equivalent video was already saved when they were
+requested. But the check added in `efcb167` compared the **exact prompt text**
+(`.eq("prompt", prompt)`), and the write-up's fix kept that comparison. Per duplicate, whether
+each policy would have prevented it (`audit.policies`; `check` is the check of `efcb167`,
+`pending` the write-up's fix, `claim` the service):
+"""),
+        code("""
+caught = result.duplicates[["video_id", "class", "prompt", "prevented_by_check", "prevented_by_pending", "prevented_by_claim"]]
+print(caught.rename(columns=lambda c: c.replace("prevented_by_", "")).to_string(index=False))
+sequential = caught[caught["class"] == "sequential"]
+print(f"sequential: {len(sequential)}, caught by the check of efcb167: {int(sequential['prevented_by_check'].sum())} "
+      f"{list(sequential.loc[sequential['prevented_by_check'], 'video_id'])}")
+"""),
+        md("""
+## Conclusion
+
+- The incident cost **$8**, not $12: 54 was the video the user asked for; 55 and 56 are the
+  waste, and both are races (requested while 54 was still generating).
+- The week cost **$44** in 11 duplicates. Only **2 of the 7 sequential** ones (48, 50) were
+  caught by the check of `efcb167`: it matched the exact text, so a resend differing by case,
+  spacing or a trailing "!" or "." (47, 49, 51, 52, 53) went through.
+- The write-up's fix (pending row) would also have stopped the races 45, 55 and 56, but not 46
+  (two requests in the same second) and none of the five variants: it would have left **$24**.
+  A claim on the prompt key prevents all 11.
 """),
     ]
 
@@ -282,10 +338,18 @@ for trace in by_week.data:
         md("""
 ## What each policy would have saved
 
-Each duplicate judged against the history (`audit.policies`): `check` (the check of
-`efcb167`) prevents the sequential duplicates; `pending` (the write-up's fix) also prevents a
-race whose request came after the other's pending row was written (one second after its
-request: two round trips to Supabase); `claim` prevents every duplicate.
+Each duplicate judged against the history (`audit.policies`), each policy as the bot ran it:
+
+- `none`: no check;
+- `check`, the check of `efcb167`: a saved video with the **exact same prompt text** in the
+  last 24 h;
+- `pending`, the write-up's fix: the same exact-text check, but against a `generating` row
+  inserted right after it (visible one second after its request: two round trips to
+  Supabase), so it also stops races that are not double taps;
+- `claim`, the service: one atomic claim on the prompt key; prevents every duplicate.
+
+`check-by-key` and `pending-by-key` are what the two legacy checks would have done had they
+matched the prompt key as the service does: a comparison, not something that ran.
 """),
         code("""
 print(result.policies.to_string(index=False))
@@ -308,6 +372,25 @@ Eight days with one incident is a small sample: read the projection as an order 
 projection = monthly_projection(result.policies, observed=UNTIL - SINCE + timedelta(microseconds=1))
 print(f"observed {(UNTIL - SINCE).days + 1} days, month {AVERAGE_MONTH.total_seconds() / 86400:.2f} days")
 print(projection.to_string(index=False))
+"""),
+        code("""
+per_month = projection.set_index("policy")["wasted_usd_per_month"]
+print(f"wasted per month: no check ${per_month['none']:.2f}, the write-up's fix (pending) ${per_month['pending']:.2f}, "
+      f"claim-first ${per_month['claim']:.2f}")
+"""),
+        md("""
+## Conclusion
+
+At the rate of these 8 days (one incident: read it as an order of magnitude), duplicates
+cost about **$167 a month** with no check.
+
+- **The write-up's fix still wastes about $91 a month** ($24 of the $44 observed): it compares
+  the exact prompt text, so a resend with another case, spacing or a trailing "!" passes, and
+  a double tap like 46 beats its two round trips.
+- **Claim-first wastes $0 a month**: it saves the $91 the fix leaves, on top of the $76 the
+  fix saves.
+- The write-up's "$50-200/month" brackets the waste; what its fix would have saved is about
+  $76 of it.
 """),
     ]
 
@@ -334,5 +417,10 @@ def build(key: str) -> float:
 
 
 if __name__ == "__main__":
+    try:
+        import kaleido  # noqa: F401  (plotly's PNG export)
+    except ImportError:
+        sys.exit('notebooks/build.py draws PNGs with kaleido: .venv/bin/pip install -e ".[dev,notebooks]"')
+    os.environ[IMAGES_ENV] = "1"  # the kernels inherit it: figures get their PNG
     for key in sys.argv[1:] or sorted(NOTEBOOKS):
         print(f"{NOTEBOOKS[key][0]}: executed in {build(key):.1f} s")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import pandas as pd
 
 from audit.frames import AuditError
 
-__all__ = ["Loaded", "SourceError", "Period", "progress_bar"]
+__all__ = ["Loaded", "SourceError", "Period", "in_period", "progress_bar"]
 
 
 class SourceError(AuditError):
@@ -39,9 +39,11 @@ class Period:
 class Loaded:
     """Canonical frames from one source.
 
-    ``videos`` holds the period plus its look-back; a PostgreSQL source that searched in SQL
-    holds only the groups with a duplicate, and says how many videos the period has in
-    ``videos_scanned``. ``requests`` is None when the source has no request log.
+    ``videos`` holds the period plus its look-back, and every ``generating`` row (stuck
+    claims are current state); a PostgreSQL source that searched in SQL holds only the
+    groups with a duplicate, and says how many videos the period has in ``videos_scanned``.
+    ``requests`` is None when the source has no request log. ``notes``: one-line remarks
+    for the user (a fallback from SQL to pandas, an empty period with older rows).
     """
 
     videos: pd.DataFrame
@@ -49,6 +51,17 @@ class Loaded:
     description: str
     videos_scanned: int | None = None
     pushed_down: bool = False
+    notes: list[str] = field(default_factory=list)  # what the user should know about the load
+
+
+def in_period(times: pd.Series, start: datetime | None, end: datetime | None) -> pd.Series:
+    """``start <= times <= end`` (either end open when None), as a boolean Series."""
+    keep = pd.Series(True, index=times.index)
+    if start is not None:
+        keep &= times >= pd.Timestamp(start)
+    if end is not None:
+        keep &= times <= pd.Timestamp(end)
+    return keep
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Two ways to read it:
 
-- **Chunked load** (any database, and any table without a ``prompt_key`` column, such as an
+- **Chunked load** (SQLite, and any table without a ``prompt_key`` column, such as an
   external store with only the incident's columns): the period and its look-back are read
   with ``pd.read_sql(chunksize=…)`` and the rule runs in pandas.
 - **Pushdown** (PostgreSQL with ``prompt_key``): the rule runs as window functions in SQL
@@ -11,6 +11,21 @@ Two ways to read it:
   groups: groups are independent, so the result is the same as for the whole table, and a
   table of millions of rows is never pulled. `detect_duplicates_sql` exposes the SQL's own
   answer so a test can hold it against pandas.
+
+The pushdown groups by the *stored* ``prompt_key``, so it first checks those keys against
+`service.prompt_key` (one call per distinct prompt in scope). A key written by another
+normalisation (``lower(btrim(prompt))`` backfills) or left NULL would split a group and hide
+its duplicates; then the load falls back to pandas, which recomputes every key, and says so
+in ``Loaded.notes``. The pushdown never finds fewer duplicates than the pandas path.
+
+SQLite has no time type: a table adopted from elsewhere may hold ISO text
+(``2025-10-15T05:37:00+00:00``) next to SQLAlchemy's ``2025-10-15 05:37:00.000000``, and text
+comparison orders ``T`` after the space. Period filters there compare ``julianday()`` (which
+parses both and applies offsets), a second wider than asked, and the exact period is then
+cut in pandas on the parsed times.
+
+Stuck claims are current state: every ``generating`` row is loaded whatever the period, from
+every source (`audit.sources.files` and `audit.sources.supabase` do the same).
 
 Nothing here writes: the sweep never modifies data (`audit.cleanup` is the only writer).
 """
@@ -24,8 +39,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from audit.frames import REQUIRED_VIDEO_COLUMNS, VIDEO_COLUMNS, SchemaError, normalise_videos
-from audit.sources.base import Loaded, Period, SourceError, progress_bar
+from audit.sources.base import Loaded, Period, SourceError, in_period, progress_bar
 from service.models import UTCDateTime
+from service.prompt_key import prompt_key
 from service.settings import normalize_database_url
 
 __all__ = ["open_engine", "redacted_url", "video_columns", "load_database", "detect_duplicates_sql", "DUPLICATES_SQL"]
@@ -78,13 +94,29 @@ duplicates AS (
 """
 
 
+# The backends the audit's SQL (and the service's schema) is written and tested for.
+BACKENDS = ("sqlite", "postgresql")
+# SQLite's julianday() is a double: about 50 µs of resolution at today's dates. Its filters
+# reach this much further than asked, and the exact cut is made in pandas.
+_SQLITE_MARGIN = pd.Timedelta(seconds=1)
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
+
+
 def open_engine(url: str) -> Engine:
     """An engine for ``url`` (``postgres://`` accepted), or `SourceError` for a bad URL."""
     try:
         parsed = sa.engine.make_url(normalize_database_url(url))
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise SourceError(f"bad database URL: {' '.join(str(exc).split())}") from exc
+    if parsed.get_backend_name() not in BACKENDS:
+        raise SourceError(
+            f"the audit reads SQLite or PostgreSQL databases, not {parsed.get_backend_name()!r} "
+            f"({redacted_url(url)})"
+        )
+    try:
         engine = sa.create_engine(parsed)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
-        raise SourceError(f"bad database URL: {exc}") from exc
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError, ValueError) as exc:
+        raise SourceError(f"bad database URL {redacted_url(url)}: {' '.join(str(exc).split())}") from exc
     # SQLite creates a missing file on connect: a typo in the path would "audit" a new, empty
     # database (and leave it behind). A sweep never creates anything.
     path = parsed.database
@@ -157,6 +189,47 @@ def _count_in_period(conn: Connection, table: sa.TableClause, period: Period) ->
     return int(conn.execute(query).scalar_one())
 
 
+def _julian_day(moment) -> float:
+    return (pd.Timestamp(moment) - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(days=1) + _UNIX_EPOCH_JULIAN_DAY
+
+
+def _between(table: sa.TableClause, start, end, *, sqlite: bool) -> list:
+    """WHERE clauses for ``start <= created_at <= end`` (either open when None): exact on
+    PostgreSQL; a superset on SQLite (see the module docstring)."""
+    clauses = []
+    if not sqlite:
+        if start is not None:
+            clauses.append(table.c.created_at >= start)
+        if end is not None:
+            clauses.append(table.c.created_at <= end)
+        return clauses
+    day = sa.func.julianday(table.c.created_at)
+    # julianday() is NULL for text it cannot parse (an offset written +0100): such rows are
+    # read and cut in pandas, which parses them, rather than silently left out.
+    if start is not None:
+        clauses.append(sa.or_(day >= _julian_day(start - _SQLITE_MARGIN), day.is_(None)))
+    if end is not None:
+        clauses.append(sa.or_(day <= _julian_day(end + _SQLITE_MARGIN), day.is_(None)))
+    return clauses
+
+
+def stale_prompt_keys(conn: Connection, period: Period) -> tuple[int, int]:
+    """``(rows whose stored prompt_key is not service.prompt_key(prompt), rows with a NULL
+    key or prompt)`` among the rows the pushdown would group, on PostgreSQL."""
+    scope, params = _scope(period)
+    rows = conn.execute(
+        sa.text(f"SELECT prompt, prompt_key, COUNT(*) AS n FROM videos WHERE {scope} GROUP BY prompt, prompt_key"),
+        params,
+    )
+    wrong = missing = 0
+    for prompt, key, n in rows:
+        if prompt is None or key is None:
+            missing += n
+        elif key != prompt_key(prompt):
+            wrong += n
+    return wrong, missing
+
+
 def _read_chunks(conn: Connection, query, total: int | None, *, progress: bool) -> list[pd.DataFrame]:
     chunks = []
     with progress_bar("loading videos", total, enabled=progress) as advance:
@@ -166,55 +239,91 @@ def _read_chunks(conn: Connection, query, total: int | None, *, progress: bool) 
     return chunks
 
 
+def _pushdown_query(period: Period, wanted: list[str]):
+    scope, params = _scope(period)
+    counted, more = _counted(period)
+    vscope, _ = _scope(period, alias="v.")
+    query = sa.text(
+        DUPLICATES_SQL.format(scope=scope)
+        + ", groups AS (SELECT DISTINCT tg_user_id, prompt_key FROM duplicates "
+        + f"WHERE is_duplicate AND {counted}) "
+        + f"SELECT {', '.join('v.' + c for c in wanted)} FROM videos v "
+        + "WHERE (v.status = 'generating' OR ("
+        + f"(v.tg_user_id, v.prompt_key) IN (SELECT tg_user_id, prompt_key FROM groups) AND {vscope})) "
+        + "ORDER BY v.id"
+    ).bindparams(**params, **more, window=period.window)
+    return query.columns(*(sa.column(c, _typed_videos(wanted).c[c].type) for c in wanted))
+
+
+def _older_rows_note(conn: Connection, table: sa.TableClause, period: Period, *, sqlite: bool) -> str | None:
+    """When the period holds no video but the table does: how many are older, and the latest."""
+    older = _between(table, None, period.since, sqlite=sqlite)
+    count = int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*older)).scalar_one())
+    if not count:
+        return None
+    order = sa.func.julianday(table.c.created_at) if sqlite else table.c.created_at
+    latest = conn.execute(sa.select(table.c.created_at).where(*older).order_by(order.desc()).limit(1)).scalar_one()
+    return (
+        f"no video was created in the period ({period.since.isoformat()} to "
+        f"{period.until.isoformat() if period.until else 'now'}), but the table has {count} older "
+        f"video(s), the latest created {pd.Timestamp(latest).isoformat()}: widen the period with --since"
+    )
+
+
 def load_database(url: str, *, period: Period, pushdown: bool = True, progress: bool = False) -> Loaded:
     """Load the period's videos (and look-back) from ``url``; see the module docstring."""
     engine = open_engine(url)
+    source = f"database {redacted_url(url)}"
+    notes: list[str] = []
     try:
         with engine.connect() as conn:
             columns = video_columns(conn)
             wanted = [c for c in VIDEO_COLUMNS if c in columns and c != "prompt_key"]
             table = _typed_videos(columns)
-            scanned = _count_in_period(conn, table, period)
+            sqlite = engine.dialect.name == "sqlite"
             use_sql = pushdown and engine.dialect.name == "postgresql" and "prompt_key" in columns
             if use_sql:
-                scope, params = _scope(period)
-                counted, more = _counted(period)
-                vscope, _ = _scope(period, alias="v.")
-                query = sa.text(
-                    DUPLICATES_SQL.format(scope=scope)
-                    + ", groups AS (SELECT DISTINCT tg_user_id, prompt_key FROM duplicates "
-                    + f"WHERE is_duplicate AND {counted}) "
-                    + f"SELECT {', '.join('v.' + c for c in wanted)} FROM videos v "
-                    + "WHERE (v.status = 'generating' OR ("
-                    + f"(v.tg_user_id, v.prompt_key) IN (SELECT tg_user_id, prompt_key FROM groups) AND {vscope})) "
-                    + "ORDER BY v.id"
-                ).bindparams(**params, **more, window=period.window)
-                query = query.columns(*(sa.column(c, _typed_videos(wanted).c[c].type) for c in wanted))
-                chunks = _read_chunks(conn, query, total=None, progress=progress)
+                wrong, missing = stale_prompt_keys(conn, period)
+                if wrong or missing:
+                    use_sql = False
+                    notes.append(
+                        f"stored prompt_key differs from the service's definition on {wrong} row(s) and is "
+                        f"missing on {missing}: the duplicate search ran in pandas on recomputed keys, not in SQL"
+                    )
+            if use_sql:
+                scanned = _count_in_period(conn, table, period)
+                chunks = _read_chunks(conn, _pushdown_query(period, wanted), total=None, progress=progress)
             else:
-                query = sa.select(*(table.c[c] for c in wanted))
-                if period.load_from is not None:
-                    query = query.where(table.c.created_at >= period.load_from)
-                if period.until is not None:
-                    query = query.where(table.c.created_at <= period.until)
+                query = sa.select(*(table.c[c] for c in wanted)).where(
+                    *_between(table, period.load_from, period.until, sqlite=sqlite)
+                )
                 # Stuck claims are current state: include generating rows from before the look-back.
-                if period.load_from is not None:
+                if period.load_from is not None or period.until is not None:
                     query = query.union(sa.select(*(table.c[c] for c in wanted)).where(table.c.status == "generating"))
                 chunks = _read_chunks(conn, query, total=None, progress=progress)
+            frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=wanted)
+            if frame.empty:
+                frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
+                frame["created_at"] = frame["created_at"].astype(str)
+            videos = normalise_videos(frame, source=source)
+            if not use_sql:
+                # The exact period, on parsed times (SQLite's filter was a superset).
+                keep = in_period(videos["created_at"], period.load_from, period.until)
+                videos = videos.loc[keep | (videos["status"] == "generating")].reset_index(drop=True)
+                scanned = int(in_period(videos["created_at"], period.since, period.until).sum())
+            if scanned == 0 and period.since is not None:
+                note = _older_rows_note(conn, table, period, sqlite=sqlite)
+                notes.extend([note] if note else [])
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
         raise SourceError(f"cannot read database {redacted_url(url)}: {first}") from exc
     finally:
         engine.dispose()
-    frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=wanted)
-    if frame.empty:
-        frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
-        frame["created_at"] = frame["created_at"].astype(str)
-    videos = normalise_videos(frame, source=f"database {redacted_url(url)}")
     return Loaded(
         videos=videos,
         requests=None,
-        description=f"database {redacted_url(url)}" + (" (duplicate search in SQL)" if use_sql else ""),
+        description=source + (" (duplicate search in SQL)" if use_sql else ""),
         videos_scanned=scanned,
         pushed_down=use_sql,
+        notes=notes,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from audit.frames import normalise_requests, normalise_videos
-from audit.sources.base import Loaded, Period, SourceError
+from audit.sources.base import Loaded, Period, SourceError, in_period
 
 __all__ = ["load_files", "read_csv"]
 
@@ -18,25 +18,24 @@ def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise SourceError(f"{what} file not found: {path}")
     try:
-        # keep_default_na with dtype=str: empty cells become NaN, everything else stays text.
-        return pd.read_csv(path, dtype=str)
+        # Only an empty cell is missing: pandas' default NA words ("None", "NA", "null", "nan",
+        # …) are ordinary prompts a user may type, and must stay text.
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise SourceError(f"{what} file {path} is not a readable CSV: {exc}") from exc
 
 
 def load_files(videos_path: str | Path, requests_path: str | Path | None = None, *, period: Period | None = None) -> Loaded:
-    """Load the CSVs; with a ``period``, keep its videos and their look-back (files default to
-    everything)."""
+    """Load the CSVs; with a ``period``, keep its videos, their look-back and every
+    ``generating`` row (files default to everything)."""
     videos = normalise_videos(read_csv(videos_path, what="videos"), source=str(videos_path))
     requests = None
     if requests_path is not None:
         requests = normalise_requests(read_csv(requests_path, what="requests"), source=str(requests_path))
     if period is not None:
-        keep = pd.Series(True, index=videos.index)
-        if period.load_from is not None:
-            keep &= videos["created_at"] >= pd.Timestamp(period.load_from)
-        if period.until is not None:
-            keep &= videos["created_at"] <= pd.Timestamp(period.until)
+        # Stuck claims are current state: generating rows stay whatever the period, as in
+        # every source.
+        keep = in_period(videos["created_at"], period.load_from, period.until) | (videos["status"] == "generating")
         videos = videos.loc[keep].reset_index(drop=True)
     description = f"{videos_path}" + (f" + {requests_path}" if requests_path else " (no request log)")
     return Loaded(videos=videos, requests=requests, description=description)

@@ -48,6 +48,22 @@ def _client(url: str, key: str, http_client: httpx.Client | None):
         raise SourceError(f"cannot use Supabase at {url}: {exc}") from exc
 
 
+def _all_pages(client, filters: list[tuple[str, str, str]], page_rows: int, advance) -> list[dict]:
+    """Every row of ``videos`` matching ``filters`` (``column, operator, value``), page by page."""
+    rows: list[dict] = []
+    start = 0
+    while True:
+        query = client.table("videos").select("*")
+        for column, op, value in filters:
+            query = getattr(query, op)(column, value)
+        page = query.order("id").range(start, start + page_rows - 1).execute().data
+        rows.extend(page)
+        advance(len(page))
+        if len(page) < page_rows:
+            return rows
+        start += page_rows
+
+
 def load_supabase(
     url: str,
     key: str,
@@ -64,28 +80,26 @@ def load_supabase(
     from postgrest.exceptions import APIError
 
     client = _client(url, key, http_client)
-    rows: list[dict] = []
-    start = 0
+    in_range = []
+    if period.load_from is not None:
+        in_range.append(("gte", period.load_from.isoformat()))
+    if period.until is not None:
+        in_range.append(("lte", period.until.isoformat()))
     try:
         with progress_bar("loading videos from Supabase", None, enabled=progress) as advance:
-            while True:
-                query = client.table("videos").select("*")
-                if period.load_from is not None:
-                    query = query.gte("created_at", period.load_from.isoformat())
-                if period.until is not None:
-                    query = query.lte("created_at", period.until.isoformat())
-                page = query.order("id").range(start, start + page_rows - 1).execute().data
-                rows.extend(page)
-                advance(len(page))
-                if len(page) < page_rows:
-                    break
-                start += page_rows
+            rows = _all_pages(client, [("created_at", op, value) for op, value in in_range], page_rows, advance)
+            if in_range:
+                # Stuck claims are current state: generating rows whatever the period, as in
+                # every source.
+                seen = {row.get("id") for row in rows}
+                generating = _all_pages(client, [("status", "eq", "generating")], page_rows, advance)
+                rows.extend(row for row in generating if row.get("id") not in seen)
     except APIError as exc:
-        detail = exc.message or "request refused"
+        detail = " ".join((exc.message or "request refused").split())
         code = f" ({exc.code})" if exc.code else ""
         raise SourceError(f"Supabase refused the request{code}: {detail}") from exc
     except httpx.HTTPError as exc:
-        raise SourceError(f"cannot reach Supabase at {url}: {exc}") from exc
+        raise SourceError(f"cannot reach Supabase at {url}: {' '.join(str(exc).split())}") from exc
     if not rows:
         frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in REQUIRED_VIDEO_COLUMNS})
         frame["created_at"] = frame["created_at"].astype(str)

@@ -15,14 +15,24 @@ from tests.audit.conftest import AS_OF
 
 def test_policy_comparison_on_the_fixtures(fixture_videos, fixture_requests):
     result = run_audit(fixture_videos, fixture_requests, as_of=AS_OF)
+    assert list(result.policies["policy"]) == ["none", "check", "pending", "claim", "check-by-key", "pending-by-key"]
     table = result.policies.set_index("policy")
-    # check stops the 7 sequential resends; the pending row also stops the races whose
-    # request came later than a second after the first (45, 55, 56), not 46's double tap.
-    assert table["duplicates_prevented"].to_dict() == {"none": 0, "check": 7, "pending": 10, "claim": 11}
-    assert table.loc["none", "wasted_usd"] == 44.0
+    # The bot matched the exact text: check stops only the two verbatim resends (48, 50);
+    # pending also the races requested more than a second after the first (45, 55, 56),
+    # not 46's double tap. The case/punctuation variants (47, 49, 51-53) pass both.
+    assert table["duplicates_prevented"].to_dict() == {
+        "none": 0, "check": 2, "pending": 5, "claim": 11, "check-by-key": 7, "pending-by-key": 10,
+    }
+    assert table["wasted_usd"].to_dict() == {
+        "none": 44.0, "check": 36.0, "pending": 24.0, "claim": 0.0, "check-by-key": 16.0, "pending-by-key": 4.0,
+    }
     assert table.loc["claim", "generations"] == 45
-    dups = result.duplicates.set_index("video_id")
-    assert not dups.loc[46, "prevented_by_pending"] and dups.loc[45, "prevented_by_pending"]
+    dups = result.duplicates
+    assert set(dups.loc[dups["prevented_by_check"], "video_id"]) == {48, 50}
+    assert set(dups.loc[dups["prevented_by_pending"], "video_id"]) == {45, 48, 50, 55, 56}
+    assert set(dups.loc[dups["prevented_by_check-by-key"], "video_id"]) == set(dups.loc[dups["class"] == "sequential", "video_id"])
+    summary_rows = {row["policy"]: row for row in result.summary["policies"]}
+    assert summary_rows["pending"] == {"policy": "pending", "duplicates_prevented": 5, "generations": 51, "wasted_usd": 24.0}
 
 
 def test_the_incident_alone_matches_the_write_up(fixture_videos, fixture_requests):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from audit.replay import main
-from audit.replay_service import free_port
+from audit.replay.service import free_port
 
 from .conftest import FIXTURES
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from audit.replay import ReplayResult
-from audit.replay_compare import burst_verdict, windows_vs_history
-from audit.replay_schedule import build_schedule
+from audit.replay.compare import burst_verdict, windows_vs_history
+from audit.replay.schedule import build_schedule
 
 
 def test_burst_verdict_names_more_than_one_exactly_one_and_none():

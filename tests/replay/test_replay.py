@@ -8,8 +8,8 @@ import pytest
 
 from audit.frames import AuditError
 from audit.replay import POLICIES, replay
-from audit.replay_schedule import burst_requests
-from audit.replay_service import ServiceUnavailable, free_port
+from audit.replay.schedule import burst_requests
+from audit.replay.service import ServiceUnavailable, free_port
 
 # The expectation for the incident's three requests.
 INCIDENT_GENERATIONS = {"none": 3, "check": 3, "pending": 1, "claim": 1}

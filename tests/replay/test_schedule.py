@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
-from audit.replay_schedule import build_schedule, burst_requests
+from audit.replay.schedule import build_schedule, burst_requests
 
 
 def test_incident_schedule_keeps_the_history(incident_requests, videos):

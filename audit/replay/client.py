@@ -17,7 +17,7 @@ import pandas as pd
 
 from audit.frames import AuditError
 
-__all__ = ["run_sync", "send_schedule"]
+__all__ = ["auth_headers", "run_sync", "send_schedule"]
 
 # The first send leaves this long after the tasks are created, so creating them (and opening
 # the client) does not count as lag against the first request.
@@ -35,6 +35,11 @@ STATS_POLL_SECONDS = 0.05
 WARM_CONNECTIONS = 50
 
 
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The headers that authenticate the replay to a service that requires an API key."""
+    return {} if not api_key else {"Authorization": f"Bearer {api_key}"}
+
+
 def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
     """Run `coroutine` to completion, also from inside a running loop (a notebook's kernel)."""
     try:
@@ -45,11 +50,16 @@ def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
         return pool.submit(asyncio.run, coroutine).result()
 
 
-async def send_schedule(url: str, schedule: pd.DataFrame, last_finish: float) -> tuple[list[dict], dict]:
+async def send_schedule(
+    url: str, schedule: pd.DataFrame, last_finish: float, *, api_key: str | None = None
+) -> tuple[list[dict], dict]:
     # One connection per request: a burst must reach the service at once, not queue in
     # the client's pool.
     limits = httpx.Limits(max_connections=max(len(schedule), 10), max_keepalive_connections=len(schedule))
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_SECONDS) as client:
+    # The key goes on the client, so every request (warm-up, /create, /stats) carries it.
+    async with httpx.AsyncClient(
+        base_url=url, limits=limits, timeout=REQUEST_TIMEOUT_SECONDS, headers=auth_headers(api_key)
+    ) as client:
         # /stats reads counters, not the database: warming up costs no replayed latency.
         warm = min(len(schedule), WARM_CONNECTIONS)
         await asyncio.gather(*(client.get("/stats") for _ in range(warm)))

@@ -21,7 +21,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from audit.replay import POLICIES, ReplayResult, replay
+from audit.replay.run import POLICIES, ReplayResult, replay
 
 __all__ = ["TABLE_COLUMNS", "replay_policies", "generations_figure", "burst_verdict", "windows_vs_history"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 
 from audit.frames import AuditError
+from audit.replay.client import auth_headers
 from service.process import ServiceStartError, free_port, serve_subprocess
 
 __all__ = ["ServiceConfig", "ServiceUnavailable", "started_service", "check_service", "free_port"]
@@ -74,12 +75,16 @@ def started_service(config: ServiceConfig) -> Iterator[str]:
             raise ServiceUnavailable(str(exc)) from exc
 
 
-def check_service(url: str, policy: str) -> dict:
+def check_service(url: str, policy: str, *, api_key: str | None = None) -> dict:
     """Check that the service at `url` answers and runs `policy`; return its /stats."""
     try:
-        with httpx.Client(timeout=5.0) as client:
+        with httpx.Client(timeout=5.0, headers=auth_headers(api_key)) as client:
             client.get(f"{url}/healthz").raise_for_status()
-            stats = client.get(f"{url}/stats").raise_for_status().json()
+            answer = client.get(f"{url}/stats")
+            if answer.status_code == 401:
+                hint = "the key was refused" if api_key else "pass --api-key or set CLAIMFIRST_API_KEY"
+                raise ServiceUnavailable(f"the service at {url} requires an API key: {hint}")
+            stats = answer.raise_for_status().json()
     except (httpx.HTTPError, ValueError) as exc:
         raise ServiceUnavailable(f"cannot reach the service at {url}: {exc}") from exc
     if stats.get("policy") != policy:

@@ -2,10 +2,10 @@
 
 `replay` sends each request's ``POST /create`` at its recorded time after the first, divided
 by the speedup, with its historical generation time and outcome as simulation hints
-(`audit.replay_schedule`). Without a URL it starts the reference service itself
-(`audit.replay_service`) under the policy asked for, waits until every generation has
-finished, and reads the service's own counters. The CLI (``python -m audit replay``) and the
-notebooks both call it.
+(`audit.replay.schedule`). Without a URL it starts the reference service itself
+(`audit.replay.service`) under the policy asked for, waits until every generation has
+finished, and reads the service's own counters. The CLI (``python -m audit replay``,
+`audit.replay.cli`) and the notebooks both call it.
 
 What the summary's numbers mean:
 
@@ -22,28 +22,19 @@ What the summary's numbers mean:
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW, mark_duplicates
-from audit.frames import AuditError, normalise_requests, normalise_videos
-from audit.replay_client import run_sync, send_schedule
-from audit.replay_schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule, burst_requests
-from audit.replay_service import ServiceConfig, ServiceUnavailable, check_service, started_service
-from audit.sources import files
+from audit.frames import AuditError, normalise_videos
+from audit.replay.client import run_sync, send_schedule
+from audit.replay.schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule
+from audit.replay.service import ServiceConfig, ServiceUnavailable, check_service, started_service
 
-__all__ = [
-    "POLICIES", "ReplayResult", "replay", "burst_requests", "build_schedule", "register", "main",
-    "ServiceUnavailable",
-]
+__all__ = ["POLICIES", "REQUEST_COLUMNS_OUT", "ReplayResult", "replay"]
 
 POLICIES = ("none", "check", "pending", "claim")
 
@@ -84,11 +75,14 @@ def replay(
     seed: int = 0,
     duration_range: tuple[float, float] = DEFAULT_DURATION_RANGE,
     window: timedelta = DEFAULT_WINDOW,
+    api_key: str | None = None,
 ) -> ReplayResult:
     """Replay canonical ``requests`` (with ``videos`` for durations) under ``policy``.
 
     With ``url``, the service there must run ``policy`` with ``CLAIMFIRST_SIM_HINTS=true``
-    (``db_latency_ms`` is then the service's business, not ours). Raises `AuditError`
+    (``db_latency_ms`` is then the service's business, not ours) and ``api_key``, when given,
+    is sent to it as ``Authorization: Bearer <key>`` on every request. The service replay
+    starts itself listens on loopback only and needs no key. Raises `AuditError`
     (`ServiceUnavailable` when the service cannot be started or reached).
     """
     if policy not in POLICIES:
@@ -123,8 +117,8 @@ def replay(
         source = "service_stats"
     else:
         url = url.rstrip("/")
-        check_service(url, policy)
-        outcomes, stats = run_sync(send_schedule(url, schedule, last_finish))
+        check_service(url, policy, api_key=api_key)
+        outcomes, stats = run_sync(send_schedule(url, schedule, last_finish, api_key=api_key))
         source = "accepted_responses"
 
     # Outcomes come back in schedule order (one task per row, gathered in order); joining by
@@ -183,90 +177,3 @@ _SUMMARY_ORDER = ["policy", "requests", "accepted", "generations_started", "gene
 
 def _ordered(summary: dict[str, Any]) -> dict[str, Any]:
     return {**{k: summary[k] for k in _SUMMARY_ORDER}, **{k: v for k, v in summary.items() if k not in _SUMMARY_ORDER}}
-
-
-# -- files and the CLI -------------------------------------------------------------------------
-
-
-def read_csv(path: Path, *, kind: str) -> pd.DataFrame:
-    """Load a fixture-style CSV (``kind``: ``requests`` or ``videos``) into the canonical frame."""
-    normalise = normalise_requests if kind == "requests" else normalise_videos
-    return normalise(files.read_csv(path, what=kind), source=str(path))
-
-
-def write_outputs(result: ReplayResult, out_dir: Path) -> tuple[Path, Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary_path, requests_path = out_dir / "summary.json", out_dir / "requests.csv"
-    summary_path.write_text(json.dumps(result.summary, indent=2) + "\n")
-    frame = result.requests.copy()
-    frame["received_at"] = frame["received_at"].map(lambda t: t.isoformat())
-    frame.round({"offset_seconds": 6, "sim_seconds": 6, "lag_ms": 3, "response_ms": 3}).to_csv(
-        requests_path, index=False
-    )
-    return summary_path, requests_path
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=Path, required=True, help="request log CSV (request_id, received_at, …)")
-    parser.add_argument("--videos", type=Path, help="videos CSV: gives each request its historical duration")
-    parser.add_argument("--policy", required=True, choices=POLICIES,
-                        help="admission policy to replay (none/check/pending are for incident replay only)")
-    parser.add_argument("--speedup", type=_positive, default=DEFAULT_SPEEDUP,
-                        help="divide recorded times and durations by this (default: %(default)g)")
-    parser.add_argument("--url", help="replay against this running service (started with "
-                        "CLAIMFIRST_SIM_HINTS=true and the same policy) instead of starting one")
-    parser.add_argument("--db-latency-ms", type=_non_negative, default=0.0,
-                        help="delay per database round trip of the started service, imitating "
-                        "Supabase over HTTP (default: %(default)g)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for durations drawn without history")
-    parser.add_argument("--out", type=Path, required=True, help="directory for summary.json and requests.csv")
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``replay`` command. Nothing is written unless the replay succeeds."""
-    try:
-        requests = read_csv(args.requests, kind="requests")
-        videos = read_csv(args.videos, kind="videos") if args.videos else None
-        result = replay(requests, videos, policy=args.policy, speedup=args.speedup, url=args.url,
-                        db_latency_ms=args.db_latency_ms, seed=args.seed)
-        summary_path, requests_path = write_outputs(result, args.out)
-    except (AuditError, OSError) as exc:
-        print(f"audit: error: {exc}", file=sys.stderr)
-        return 2
-    s = result.summary
-    print(f"replay {s['policy']}: {s['requests']} requests, {s['generations_started']} generations started, "
-          f"{s['duplicates_blocked']} blocked, {s['duplicates_generated']} duplicates generated; "
-          f"send lag p50 {s['send_lag_p50_ms']:.1f} ms, p99 {s['send_lag_p99_ms']:.1f} ms")
-    print(f"wrote {summary_path} and {requests_path}")
-    return 0
-
-
-def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``replay`` subcommand to ``python -m audit``."""
-    parser = subparsers.add_parser(
-        "replay", help="replay a request log against the service under a policy",
-        description=__doc__.split("\n\n")[0],
-    )
-    add_arguments(parser)
-    parser.set_defaults(handler=run)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="audit replay", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
