@@ -19,7 +19,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Video", "VideoClaim", "UTCDateTime"]
+__all__ = ["Base", "Video", "VideoClaim", "IdempotencyKey", "TelegramUpdate", "UTCDateTime"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -115,3 +115,29 @@ class VideoClaim(Base):
         Index("ix_claims_generating_lease", "lease_expires_at",
               postgresql_where=text("status = 'generating'"), sqlite_where=text("status = 'generating'")),
     )
+
+
+class IdempotencyKey(Base):
+    """A POST /create sent with an Idempotency-Key: the response every retry gets replayed."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(Text, primary_key=True)  # the caller: API key id, else tg user
+    idem_key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 hex of the request
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None while being admitted
+    response_body: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[Timestamp]
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
+class TelegramUpdate(Base):
+    """A Telegram webhook delivery already taken (redeliveries are recognised by update_id)."""
+
+    __tablename__ = "telegram_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[Timestamp]
+
+    __table_args__ = (Index("ix_telegram_updates_received_at", "received_at"),)

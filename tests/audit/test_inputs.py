@@ -103,8 +103,8 @@ def test_the_largest_telegram_like_ids_are_kept_exact(tmp_path):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("mysql://u:secret@localhost/db", "reads SQLite or PostgreSQL databases, not 'mysql'"),
-        ("mysql+pymysql://u:secret@localhost/db", "not 'mysql'"),
+        ("mysql://u:secret@localhost/db", "unsupported database 'mysql': use SQLite or PostgreSQL"),
+        ("mysql+pymysql://u:secret@localhost/db", "unsupported database 'mysql'"),
         ("not a url", "bad database URL"),
     ],
 )
