@@ -1,12 +1,13 @@
 """The PostgreSQL store: psycopg 3's async pools and hand-written SQL, one statement per decision.
 
-`claim` is one round trip: a data-modifying CTE that tries the conditional upsert
+`claim` is one round trip: a data-modifying CTE that reads the holder, tries the conditional upsert
 
     INSERT INTO video_claims … ON CONFLICT (tg_user_id, key_digest)
         DO UPDATE SET … WHERE <the holder no longer blocks> RETURNING …
 
-and, in the same statement, inserts the winner's video, fences off the attempt it took over,
-or reads the holder for a loser. Autocommit: the statement is its own transaction, so the
+and, in the same statement, inserts the winner's video and fences off the attempt it took
+over. The upsert alone decides who wins; the read only spares it the work (and the row lock)
+when the holder visibly blocks. Autocommit: the statement is its own transaction, so the
 video row commits with the claim, before any money is spent.
 
 Time: every decision uses `clock_timestamp()`, the moment of evaluation. `now()` would be the
@@ -17,8 +18,9 @@ moment the claim is decided, milliseconds before it commits.
 
 Ids: the video id is drawn from its sequence inside the upsert, so one statement can write
 both rows (PostgreSQL cannot update the claim row twice in one statement). The INSERT branch
-evaluates it even when it then conflicts, so duplicates leave gaps in the sequence; gaps are
-harmless (a bigint lasts centuries at any rate this service can serve).
+evaluates it even when it then conflicts, so takeovers and races leave gaps in the sequence; gaps are
+harmless (a bigint lasts centuries at any rate this service can serve). A duplicate whose
+holder is visible skips the INSERT and draws nothing.
 
 Pools: requests and workers never share connections. The request pool (`db_pool_size` +
 `db_max_overflow`) may be exhausted by a burst; heartbeats and outcome writes use their own
@@ -68,10 +70,19 @@ _HOLDER_COLUMNS = f"""c.status AS claim_status, c.attempt AS claim_attempt, c.cl
        c.lease_expires_at AS claim_lease_expires_at, NOT {_FREE_NOW} AS blocks, v.*"""
 
 CLAIM_SQL = f"""
-WITH claimed AS (
+WITH held AS (
+    -- The current holder, as this statement's snapshot sees it, judged on the database's clock.
+    SELECT {_HOLDER_COLUMNS}
+      FROM video_claims c JOIN videos v ON v.id = c.video_id
+     WHERE c.tg_user_id = %(user)s AND c.key_digest = %(digest)s
+), claimed AS (
+    -- The one conditional write. A holder that visibly blocks makes it write (and lock) nothing:
+    -- a duplicate of a claimed prompt, the common case, takes no row lock and burns no id.
+    -- Any other case, including a holder committed after our snapshot, is the upsert's to decide.
     INSERT INTO video_claims AS c (tg_user_id, key_digest, video_id, attempt, status, claimed_at, lease_expires_at)
-    VALUES (%(user)s, %(digest)s, nextval(%(seq)s::regclass), 1, 'generating',
-            clock_timestamp(), clock_timestamp() + %(lease)s)
+    SELECT %(user)s, %(digest)s, nextval(%(seq)s::regclass), 1, 'generating',
+           clock_timestamp(), clock_timestamp() + %(lease)s
+     WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks)
     ON CONFLICT (tg_user_id, key_digest) DO UPDATE
        SET video_id = nextval(%(seq)s::regclass), attempt = c.attempt + 1, status = 'generating',
            claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + %(lease)s
@@ -94,16 +105,12 @@ WITH claimed AS (
      WHERE s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
        AND s.attempt < video.attempt
     RETURNING s.provider_job_id, s.attempt
-), held AS (
-    SELECT {_HOLDER_COLUMNS}
-      FROM video_claims c JOIN videos v ON v.id = c.video_id
-     WHERE c.tg_user_id = %(user)s AND c.key_digest = %(digest)s AND NOT EXISTS (SELECT 1 FROM claimed)
 )
 SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won_created_at,
        (SELECT provider_job_id FROM superseded WHERE provider_job_id IS NOT NULL
          ORDER BY attempt DESC LIMIT 1) AS adopt_job_id,
        held.*
-  FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON true
+  FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """
 
 HOLDER_SQL = f"""

@@ -7,6 +7,7 @@ lock up front (BEGIN IMMEDIATE) and then runs the conditional upsert
         DO UPDATE SET … WHERE <the holder no longer blocks> RETURNING …
 
 followed, in the same transaction, by the winner's video row (or the loser's holder read).
+A duplicate whose holder visibly blocks is answered from a read first, without the lock.
 Deferred transactions would deadlock (SQLITE_BUSY) when two readers both try to upgrade.
 
 Threads, each with its own connection: one for request writes (claims), one for the workers'
@@ -198,6 +199,12 @@ class SqliteStore:
                            as_utc(won["claimed_at"]), jobs[-1][1] if jobs else None)
 
     async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+        # A holder that visibly blocks is answered from a read, without queueing for the write
+        # lock (the PostgreSQL store does the same inside its one statement); anything else is
+        # the conditional upsert's to decide.
+        holder = await self.holder(request, rule)
+        if holder is not None and holder.blocks:
+            return holder
         return await self._run(self._claims, partial(self._write, partial(self._claim, request=request, rule=rule)))
 
     async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None:
