@@ -1,8 +1,15 @@
 """``python -m audit``: the weekly sweep, the cleanup, and (from `audit.replay`) the replay.
 
-Exit codes: 0 the command ran; 1 ``sweep --fail-on-duplicates`` found duplicates; 2 it could
-not run (missing file, bad column, unreachable database, bad argument), with one line
-``audit: error: …`` on stderr and no output files written.
+Exit codes:
+
+- **0** the command ran;
+- **1** ``sweep --fail-on-duplicates`` found duplicates (and only that: a cron job reads 1 as
+  "duplicates found");
+- **2** it could not run (missing file, bad column, unreachable database, bad argument), with
+  one line ``audit: error: …`` on stderr and no output files written;
+- **3** an unexpected error (a bug), with one line ``audit: internal error: …`` on stderr. The
+  sweep writes ``summary.json`` and ``duplicates.csv`` before it renders ``report.html``, so
+  a failure in rendering still leaves the findings on disk, and the line says so.
 
 Times on the command line: ``--since``/``--until``/``--as-of`` take ISO dates or datetimes.
 Without an offset they are read as UTC (a convenience for typing; files must carry offsets).
@@ -111,8 +118,12 @@ def _period(args: argparse.Namespace, *, is_database: bool) -> Period:
     return Period(since=since, until=until, window=window)
 
 
+class InternalError(Exception):
+    """An unexpected failure, with a one-line message for stderr (exit 3)."""
+
+
 def _sweep(args: argparse.Namespace) -> int:
-    from audit.report import summary_text, write_reports
+    from audit.report import summary_text, write_data, write_page
     from audit.sources import load_database, load_files, load_supabase
     from audit.sources.supabase import credentials_from_env
 
@@ -145,10 +156,16 @@ def _sweep(args: argparse.Namespace) -> int:
         videos_scanned=loaded.videos_scanned,
     )
     try:
-        paths = write_reports(result, args.out, source=loaded.description)
+        paths = write_data(result, args.out, source=loaded.description)
     except OSError as exc:
         raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
     print(summary_text(result))
+    try:
+        paths["report"] = write_page(result, args.out, source=loaded.description)
+    except Exception as exc:
+        raise InternalError(
+            f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were"
+        ) from exc
     print(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
     return 1 if args.fail_on_duplicates and result.summary["duplicate_count"] else 0
 
@@ -171,6 +188,11 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -181,3 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as exc:
         print(f"audit: error: {exc}", file=sys.stderr)
         return 2
+    except InternalError as exc:
+        print(f"audit: internal error: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # a bug: one line and exit 3, never a traceback read as exit 1
+        print(f"audit: internal error: {_one_line(exc)}", file=sys.stderr)
+        return 3
