@@ -1,4 +1,5 @@
-"""``python -m audit``: the weekly sweep, the cleanup, and (from `audit.replay`) the replay.
+"""``python -m audit``: the weekly sweep, the cleanup, the rule as SQL (``audit sql``), and (from
+`audit.replay`) the replay.
 
 Exit codes:
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from audit.frames import AuditError
 from audit.near import DEFAULT_SIMILARITY
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
+from audit.rule_sql import DIALECTS, rule_sql
 from audit.sources.base import Period
 
 __all__ = ["main", "build_parser"]
@@ -92,8 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--backup-dir", type=Path, default=Path("cleanup-backups"), help="where backups go (default ./cleanup-backups)")
     cleanup.set_defaults(handler=_cleanup)
 
+    sql = commands.add_parser("sql", help="print the duplicate rule as SQL, for a warehouse or a dbt test")
+    sql.add_argument("--dialect", required=True, choices=DIALECTS, help="SQL dialect")
+    sql.add_argument("--window-hours", type=_positive, default=24.0, help="duplicate window (default 24)")
+    sql.add_argument("--table", default="videos", help="table with id, tg_user_id, prompt_key, status, created_at (default videos)")
+    sql.set_defaults(handler=_sql)
+
     _register_replay(commands)
     return parser
+
+
+def _sql(args: argparse.Namespace) -> int:
+    try:
+        print(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table), end="")
+    except ValueError as exc:
+        raise AuditError(str(exc)) from exc
+    return 0
 
 
 def _register_replay(commands: argparse._SubParsersAction) -> None:
