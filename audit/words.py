@@ -53,8 +53,10 @@ def iso_utc(values: pd.Series) -> np.ndarray:
     Vectorised: the per-row ``isoformat`` of a 1 M-row sweep took 1.6 s.
     """
     us = values.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy("datetime64[us]")
-    missing = np.isnat(us)
-    text = np.datetime_as_string(us, unit="us")
-    whole = us.astype(np.int64) % 1_000_000 == 0
-    text = np.where(whole, np.char.add(text.astype("<U19"), "+00:00"), np.char.add(text, "+00:00"))
-    return np.where(missing, "", text).astype(object)
+    missing = np.isnat(us).tolist()
+    whole = (us.astype(np.int64) % 1_000_000 == 0).tolist()
+    text = np.datetime_as_string(us, unit="us").tolist()
+    return np.array(
+        ["" if gone else (t[:19] if w else t) + "+00:00" for t, w, gone in zip(text, whole, missing, strict=True)],
+        dtype=object,
+    )
