@@ -71,6 +71,24 @@ REQUEST_COLUMNS = ["request_id", "received_at", "tg_user_id", "prompt", "video_i
 _NORMALISED = "audit.normalised"  # the attrs key of the mark (see the module docstring)
 
 
+def _arrow_text(values: pd.Series) -> bool:
+    return isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"
+
+
+def _arrow_utc(values: pd.Series) -> pd.Series | None:
+    """Arrow's cast of ISO 8601 text with offsets, or None when it refuses any value (then
+    pandas parses, and words the error). Where both accept a value they give the same
+    instant; Arrow refuses what it cannot hold exactly (nanoseconds, for one). 0.2 s -> 0.02 s
+    per column of 1 M rows."""
+    if not _arrow_text(values):
+        return None
+    try:
+        cast = pc.cast(pa.array(values), pa.timestamp("us", tz="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return pd.Series(cast.to_pandas(), index=values.index).dt.as_unit("us")
+
+
 def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
     """Parse ISO strings or datetimes to ``datetime64[us, UTC]``; refuse naive or bad values."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
@@ -88,6 +106,9 @@ def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
                 f"{source}: column {column!r} has a timestamp without a UTC offset ({example!r}); "
                 "write it as ISO 8601 with an offset, e.g. 2025-10-15T05:37:00+00:00"
             )
+    fast = _arrow_utc(values)
+    if fast is not None:
+        return fast
     try:
         parsed = pd.to_datetime(values, utc=True, format="ISO8601")
     except (ValueError, TypeError) as exc:
@@ -100,7 +121,7 @@ def _integer_text(values: pd.Series, *, nullable: bool) -> pd.Series | None:
     `_integers` takes the general path, which also words the error). `pd.to_numeric` on 1 M
     strings took 0.6 s; the cast takes a few milliseconds, and accepts only what
     `pd.to_numeric` turns into the same integer."""
-    if not (isinstance(values.dtype, pd.StringDtype) and values.dtype.storage == "pyarrow"):
+    if not _arrow_text(values):
         return None
     try:
         cast = pc.cast(pa.array(values), pa.int64())
@@ -126,6 +147,17 @@ def _integers(values: pd.Series, column: str, source: str, *, nullable: bool = F
     if (converted.dropna() % 1 != 0).any():
         raise SchemaError(f"{source}: column {column!r} must hold integers")
     return converted.astype("Int64" if nullable else "int64")
+
+
+def _sorted(frame: pd.DataFrame, keys: list) -> pd.DataFrame:
+    """``frame`` in ascending order of ``keys`` (NumPy or Arrow arrays), stably, like
+    ``sort_values(kind="stable")``; as it is when already in order (files usually are).
+    Arrow sorts: pandas factorised the request ids (strings) to sort them, 0.4 s per 1 M."""
+    table = pa.table({str(i): key for i, key in enumerate(keys)})
+    order = pc.sort_indices(table, sort_keys=[(str(i), "ascending") for i in range(len(keys))]).to_numpy()
+    if (order[1:] > order[:-1]).all():
+        return frame.reset_index(drop=True)
+    return frame.take(order).reset_index(drop=True)
 
 
 def _check_columns(frame: pd.DataFrame, required: list[str], source: str) -> None:
@@ -180,7 +212,7 @@ def normalise_videos(frame: pd.DataFrame, *, source: str = "videos") -> pd.DataF
         out[column] = out[column].astype(object).where(out[column].notna(), None)
     extra = [c for c in out.columns if c not in VIDEO_COLUMNS]
     out = out[VIDEO_COLUMNS + extra]
-    out = out.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
+    out = _sorted(out, [out["created_at"].array.asi8, out["id"].to_numpy()])
     out.attrs[_NORMALISED] = "videos"
     return out
 
@@ -198,6 +230,6 @@ def normalise_requests(frame: pd.DataFrame, *, source: str = "requests") -> pd.D
     out["tg_user_id"] = _integers(out["tg_user_id"], "tg_user_id", source)
     out["prompt"] = out["prompt"].astype(str)
     out["video_id"] = _integers(out["video_id"], "video_id", source, nullable=True)
-    out = out.sort_values(["received_at", "request_id"], kind="stable").reset_index(drop=True)
+    out = _sorted(out, [out["received_at"].array.asi8, pa.array(out["request_id"])])
     out.attrs[_NORMALISED] = "requests"
     return out
