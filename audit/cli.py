@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="the weekly duplicate sweep (read-only)")
     source = sweep.add_mutually_exclusive_group(required=True)
-    source.add_argument("--videos", type=Path, help="videos CSV")
+    source.add_argument("--videos", type=Path, help="videos file: CSV, or Parquet (.parquet, .pq)")
     source.add_argument("--database-url", help="SQLAlchemy URL of a database with a 'videos' table")
     source.add_argument("--supabase", action="store_true", help="read Supabase (SUPABASE_URL, SUPABASE_SERVICE_KEY)")
-    sweep.add_argument("--requests", type=Path, help="request log CSV (with --videos)")
+    sweep.add_argument("--requests", type=Path, help="request log, CSV or Parquet (with --videos)")
     _add_period(sweep)
     sweep.add_argument("--cost-per-video", type=float, default=DEFAULT_COST_PER_VIDEO, help="USD (default 4)")
     sweep.add_argument("--lease-seconds", type=_positive, default=30.0, help="stuck-claim lease (default 30)")

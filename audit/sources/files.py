@@ -44,11 +44,11 @@ def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
         column_types={name: pa.string() for name in columns}, strings_can_be_null=True, null_values=[""]
     )
     try:
-        table = pacsv.read_csv(path, convert_options=options)
+        # Inside the try: a header that is not UTF-8 fails only when its names are read.
+        return pacsv.read_csv(path, convert_options=options).to_pandas()
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
         raise SourceError(f"{what} file {path} is not a readable CSV: {first}") from exc
-    return table.to_pandas()
 
 
 def read_parquet(path: str | Path, *, what: str) -> pd.DataFrame:
