@@ -161,7 +161,7 @@ def _duplicates_table(duplicates: pd.DataFrame) -> str:
         ("user", "tg_user_id", "tg_user_id"),
         ("prompt", "prompt", None),
         ("requested (UTC)", "requested", "requested_k"),
-        ("gap to previous", "gap", "gap_seconds"),
+        ("gap", "gap", "gap_seconds"),
         ("cost", "cost", "cost_usd"),
     ]
     return note + _sortable_table(rows, columns, table_id="duplicates")
@@ -194,9 +194,9 @@ table.data { border-collapse: collapse; font-size: 0.82em; width: 100%; table-la
 table.data th { cursor: pointer; background: #f3f3f3; position: sticky; top: 0; }
 table.data th, table.data td { padding: 0.25em 0.5em; border-bottom: 1px solid #ddd; text-align: left;
   overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
-#duplicates th:nth-child(1), #duplicates th:nth-child(8), #stuck th:nth-child(4) { width: 10.5em; }
+#duplicates th:nth-child(1), #duplicates th:nth-child(8), #stuck th:nth-child(4) { width: 12.5em; }
 #duplicates th:nth-child(2), #duplicates th:nth-child(3), #stuck th:nth-child(1) { width: 4.5em; }
-#duplicates th:nth-child(4), #duplicates th:nth-child(9), #stuck th:nth-child(5) { width: 6em; }
+#duplicates th:nth-child(4), #duplicates th:nth-child(9), #stuck th:nth-child(5) { width: 6.5em; }
 #duplicates th:nth-child(5) { width: 7em; } #duplicates th:nth-child(6), #stuck th:nth-child(2) { width: 7.5em; }
 #duplicates th:nth-child(10) { width: 3.5em; }
 """

@@ -112,7 +112,7 @@ def test_page_top_and_table(result):
     table = page[page.index('<table class="data" id="duplicates">'):]
     saved = re.findall(r'<tr><td data-k="(\d+)"', table)
     assert saved == sorted(saved, reverse=True) and len(saved) == 11  # newest first
-    assert "onclick=\"sortTable('duplicates', 8)\"" in table and ">25 s</td>" not in table  # gap to previous, not to 54
+    assert "onclick=\"sortTable('duplicates', 8)\">gap<" in table and ">25 s</td>" not in table  # gap to previous, not to 54
     assert "<td data-k=\"5.0\" title=\"5 s\">5 s</td>" in table  # 56: 5 s after 55
     assert '<script src="http' not in page
 
