@@ -135,6 +135,8 @@ def _integer_text(values: pd.Series, *, nullable: bool) -> pd.Series | None:
 
 
 def _integers(values: pd.Series, column: str, source: str, *, nullable: bool = False) -> pd.Series:
+    if nullable and values.isna().all():  # a column the source lacks (filled with NA)
+        return pd.Series(pd.NA, index=values.index, dtype="Int64")
     fast = _integer_text(values, nullable=nullable)
     if fast is not None:
         return fast
