@@ -180,7 +180,7 @@ def _sweep(args: argparse.Namespace) -> int:
         paths["report"] = write_page(result, args.out, source=loaded.description)
     except Exception as exc:
         raise InternalError(
-            f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were"
+            f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were written"
         ) from exc
     print(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
     return 1 if args.fail_on_duplicates and result.summary["duplicate_count"] else 0
