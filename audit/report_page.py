@@ -107,7 +107,7 @@ def _glance(result: AuditResult) -> str:
     )
     basis = html.escape(s["classification_basis"])
     if s.get("estimate_assumption"):
-        basis += f" (estimated: {html.escape(s['estimate_assumption'])})"
+        basis += f" ({html.escape(s['estimate_assumption'])})"
     return f"""<section class="glance">
 <p class="headline"><b>{money(s['wasted_usd'])}</b> wasted on <b>{s['duplicate_count']:,}</b> duplicate videos
 out of {s['videos_scanned']:,} scanned ({', '.join(f"{n:,} {html.escape(c)}" for c, n in s['by_class'].items())}),
@@ -218,10 +218,13 @@ def render_page(result: AuditResult, *, source: str) -> str:
     """The whole report as one HTML string."""
     s = result.summary
     figures = [timeline_figure(result.race_windows), waste_by_class_figure(result.duplicates), waste_by_week_figure(result.duplicates)]
-    parts = [
-        pio.to_html(fig, include_plotlyjs=(i == 0), full_html=False, default_height=None, default_width="100%")
-        for i, fig in enumerate(figures)
-    ]
+    parts, script_included = [], False
+    for fig in figures:
+        if not fig.data:  # nothing to draw: its title says why, as text (an empty frame of axes says nothing)
+            parts.append(f'<p class="empty">{html.escape(fig.layout.title.text)}.</p>')
+            continue
+        parts.append(pio.to_html(fig, include_plotlyjs=not script_included, full_html=False, default_height=None, default_width="100%"))
+        script_included = True
     near = ""
     if result.near_duplicates is not None:
         near = "<h2>Near-duplicates (listed, never counted)</h2>" + (

@@ -128,3 +128,11 @@ def test_summary_text_is_short_and_has_the_numbers(result):
     assert len(text.splitlines()) <= 5
     assert "11 duplicates (7 sequential, 4 race), $44.00 wasted" in text
     assert "claim 11 ($0.00 left)" in text
+
+
+def test_a_timeline_with_nothing_to_draw_is_a_sentence_not_an_empty_chart(fixture_videos):
+    page = render_html(run_audit(fixture_videos, None, as_of=AS_OF), source="fixtures, no request log")
+    assert ('<h2>Race windows</h2>\n<p class="empty">Race windows: none with a logged request time '
+            "(3 estimated-only chain(s) not drawn).</p>") in page
+    assert page.count('class="plotly-graph-div"') == 2  # waste by class and by week only
+    assert page.count("plotly.js v") == 1  # still inline once, with the first chart drawn
