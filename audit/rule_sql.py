@@ -115,13 +115,16 @@ def rule_sql(dialect: str, *, window: timedelta = DEFAULT_WINDOW, table: str = "
     if window <= timedelta(0):
         raise ValueError("the window must be positive")
     micros = window // timedelta(microseconds=1)
+    # Whole seconds read better; a window with microseconds is still written exactly.
+    interval = f"INTERVAL '{micros // 1_000_000} seconds'" if micros % 1_000_000 == 0 else f"INTERVAL '{micros} microseconds'"
     template = _IGNORE_NULLS_TEMPLATE if dialect == "duckdb" else _TEMPLATE
     if dialect == "sqlite":
-        within = _SQLITE_GAP.replace("{window}", f"{micros / 1000:g}")
+        millis = micros // 1000 if micros % 1000 == 0 else micros / 1000
+        within = _SQLITE_GAP.replace("{window}", str(millis))
     elif dialect == "duckdb":
-        within = f"created_at - last_ok_at <= INTERVAL '{micros} microseconds'"
+        within = f"created_at - last_ok_at <= {interval}"
     else:
-        within = _INTERVAL_GAP.replace("{window}", f"INTERVAL '{micros} microseconds'")
+        within = _INTERVAL_GAP.replace("{window}", interval)
     header = (
         f"-- The duplicate rule of claimfirst's audit ({dialect}); window {window.total_seconds() / 3600:g} h.\n"
         f"-- Input: {table}(id, tg_user_id, prompt_key, status, created_at); prompt_key must be\n"

@@ -122,3 +122,11 @@ def test_bad_dialect_or_table_is_exit_2_with_one_line(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["sql", "--dialect", "mysql"])
     assert exit_.value.code == 2
+
+
+def test_the_window_is_written_exactly():
+    from audit.rule_sql import rule_sql
+
+    assert "<= INTERVAL '86400 seconds'" in rule_sql("postgresql")
+    assert "<= INTERVAL '90500000 microseconds'" in rule_sql("duckdb", window=timedelta(seconds=90.5))
+    assert "<= 5400000" in rule_sql("sqlite", window=timedelta(hours=1.5))  # epoch milliseconds
