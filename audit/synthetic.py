@@ -12,7 +12,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-__all__ = ["synthetic_videos"]
+from audit.words import iso_utc
+
+__all__ = ["synthetic_videos", "synthetic_requests", "to_iso_text"]
 
 _START = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -46,3 +48,28 @@ def synthetic_videos(
             "updated_at": created.as_unit("us"),
         }
     )
+
+
+def synthetic_requests(videos: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+    """The request log of a `synthetic_videos` history: one request per video, received 2-5
+    minutes (the write-up's generation time) before the video was saved."""
+    rng = np.random.default_rng(seed)
+    lead = pd.to_timedelta(rng.integers(120, 301, len(videos)), unit="s")
+    return pd.DataFrame(
+        {
+            "request_id": [f"req-{i}" for i in videos["id"]],
+            "received_at": (videos["created_at"] - lead).dt.as_unit("us"),
+            "tg_user_id": videos["tg_user_id"],
+            "prompt": videos["prompt"],
+            "video_id": videos["id"],
+        }
+    )
+
+
+def to_iso_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its UTC times as ISO 8601 text with ``+00:00``, as a CSV export holds them."""
+    out = frame.copy()
+    for column in out.columns:
+        if isinstance(out[column].dtype, pd.DatetimeTZDtype):
+            out[column] = iso_utc(out[column])
+    return out

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from audit.frames import REQUIRED_VIDEO_COLUMNS, VIDEO_COLUMNS, SchemaError, normalise_videos
+from audit.rule_sql import DUPLICATES_SQL
 from audit.sources.base import Loaded, Period, SourceError, in_period, progress_bar
 from service.models import UTCDateTime
 from service.prompt_key import prompt_key
@@ -50,48 +51,8 @@ __all__ = ["open_engine", "redacted_url", "video_columns", "load_database", "det
 # chunk of wide rows (prompts are a few hundred bytes) stays a few MB.
 CHUNK_ROWS = 50_000
 
-# The rule of `audit.detect`, as window functions over one (user, key) group ordered by
-# (created_at, id). PostgreSQL has no LAG … IGNORE NULLS, so "the nearest earlier non-failed
-# video" is built from islands: `ok_seq` counts non-failed rows so far, each island starts at
-# a non-failed row, FIRST_VALUE over the island is the last non-failed row at or before each
-# row, and LAG of that is the nearest non-failed row strictly before it. Chains are islands
-# again, started by each non-failed non-duplicate. {scope} bounds the rows read (the period
-# plus one window of look-back); {counted} bounds the duplicates reported (the period).
-DUPLICATES_SQL = """
-WITH scoped AS (
-    SELECT id, tg_user_id, prompt_key, status, created_at,
-           COUNT(*) FILTER (WHERE status <> 'failed') OVER w AS ok_seq
-    FROM videos
-    WHERE {scope}
-    WINDOW w AS (PARTITION BY tg_user_id, prompt_key ORDER BY created_at, id ROWS UNBOUNDED PRECEDING)
-),
-last_ok AS (
-    SELECT *,
-           CASE WHEN ok_seq > 0 THEN FIRST_VALUE(id) OVER island END AS last_ok_id,
-           CASE WHEN ok_seq > 0 THEN FIRST_VALUE(created_at) OVER island END AS last_ok_at
-    FROM scoped
-    WINDOW island AS (PARTITION BY tg_user_id, prompt_key, ok_seq ORDER BY created_at, id)
-),
-flagged AS (
-    SELECT *,
-           LAG(last_ok_id) OVER w AS previous_id,
-           COALESCE(created_at - LAG(last_ok_at) OVER w <= :window, FALSE) AS is_duplicate
-    FROM last_ok
-    WINDOW w AS (PARTITION BY tg_user_id, prompt_key ORDER BY created_at, id)
-),
-chained AS (
-    SELECT *,
-           COUNT(*) FILTER (WHERE status <> 'failed' AND NOT is_duplicate) OVER w AS chain_seq
-    FROM flagged
-    WINDOW w AS (PARTITION BY tg_user_id, prompt_key ORDER BY created_at, id ROWS UNBOUNDED PRECEDING)
-),
-duplicates AS (
-    SELECT id AS video_id, previous_id, tg_user_id, prompt_key, created_at, is_duplicate,
-           FIRST_VALUE(id) OVER (PARTITION BY tg_user_id, prompt_key, chain_seq ORDER BY created_at, id)
-               AS original_id
-    FROM chained
-)
-"""
+# The rule's SQL lives in `audit.rule_sql` (also printed by `python -m audit sql`). {scope} bounds
+# the rows read (the period plus one window of look-back); {counted} bounds the duplicates reported.
 
 
 # SQLite's julianday() is a double: about 50 µs of resolution at today's dates. Its filters

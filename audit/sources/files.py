@@ -1,37 +1,81 @@
-"""CSV files: ``videos.csv`` (required) and the bot's request log ``requests.csv`` (optional)."""
+"""Files: the videos (required) and the bot's request log (optional), as CSV or Parquet.
+
+The format follows the file name: ``.parquet`` / ``.pq`` is Parquet, anything else CSV.
+
+- **CSV** is read by Arrow's multi-threaded reader, every column as text (types are the
+  canonical frame's job, so a bad value gets the same message from every source). Only an
+  empty cell is missing: a prompt that is literally ``None``, ``NA`` or ``null`` is a prompt.
+- **Parquet** keeps its column types. Timestamps must carry a time zone (``timestamp[us,
+  tz=UTC]``, as pandas writes a UTC-aware column): a naive one is refused like naive text.
+"""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from audit.frames import normalise_requests, normalise_videos
 from audit.sources.base import Loaded, Period, SourceError, in_period
 
-__all__ = ["load_files", "read_csv"]
+__all__ = ["load_files", "read_csv", "read_table"]
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle), [])
 
 
 def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
-    """Read a CSV as strings (types are the canonical frame's job), or raise `SourceError`."""
+    """Read a CSV with every column as text (empty cells missing), or raise `SourceError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"{what} file not found: {path}")
+    columns = _header(path)
+    if not columns:
+        raise SourceError(f"{what} file {path} is not a readable CSV: it is empty")
+    options = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in columns}, strings_can_be_null=True, null_values=[""]
+    )
+    try:
+        # Inside the try: a header that is not UTF-8 fails only when its names are read.
+        return pacsv.read_csv(path, convert_options=options).to_pandas()
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        first = " ".join(str(exc).split())
+        raise SourceError(f"{what} file {path} is not a readable CSV: {first}") from exc
+
+
+def read_parquet(path: str | Path, *, what: str) -> pd.DataFrame:
+    """Read a Parquet file with its own column types, or raise `SourceError`."""
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{what} file not found: {path}")
     try:
-        # Only an empty cell is missing: pandas' default NA words ("None", "NA", "null", "nan",
-        # …) are ordinary prompts a user may type, and must stay text.
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{what} file {path} is not a readable CSV: {exc}") from exc
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        first = " ".join(str(exc).split())
+        raise SourceError(f"{what} file {path} is not a readable Parquet file: {first}") from exc
+
+
+def read_table(path: str | Path, *, what: str) -> pd.DataFrame:
+    """`read_parquet` for ``.parquet`` / ``.pq``, else `read_csv`."""
+    reader = read_parquet if Path(path).suffix.lower() in PARQUET_SUFFIXES else read_csv
+    return reader(path, what=what)
 
 
 def load_files(videos_path: str | Path, requests_path: str | Path | None = None, *, period: Period | None = None) -> Loaded:
-    """Load the CSVs; with a ``period``, keep its videos, their look-back and every
+    """Load the files; with a ``period``, keep its videos, their look-back and every
     ``generating`` row (files default to everything)."""
-    videos = normalise_videos(read_csv(videos_path, what="videos"), source=str(videos_path))
+    videos = normalise_videos(read_table(videos_path, what="videos"), source=str(videos_path))
     requests = None
     if requests_path is not None:
-        requests = normalise_requests(read_csv(requests_path, what="requests"), source=str(requests_path))
+        requests = normalise_requests(read_table(requests_path, what="requests"), source=str(requests_path))
     if period is not None:
         # Stuck claims are current state: generating rows stay whatever the period, as in
         # every source.

@@ -153,3 +153,15 @@ def test_backup_dir_that_is_a_file_changes_nothing(sqlite_url, tmp_path, capsys)
         assert conn.execute(sa.text("SELECT COUNT(*) FROM videos WHERE duplicate_of IS NOT NULL")).scalar_one() == 0
     engine.dispose()
     assert afile.read_text() == "not a directory"
+
+
+def test_a_filtered_frame_of_text_keeps_every_time_and_id():
+    """Arrow's fast casts must relabel, not align: a filtered frame's index is not 0..n-1."""
+    from audit.frames import normalise_videos
+
+    text = pd.DataFrame({"id": ["1", "2", "3", "4"], "tg_user_id": ["7"] * 4, "prompt": ["p"] * 4,
+                         "status": ["ready"] * 4,
+                         "created_at": [f"2025-10-15T0{h}:00:00+00:00" for h in range(4)]}, dtype="str")
+    kept = text.iloc[[1, 3]]
+    frame = normalise_videos(kept, source="videos")
+    assert frame["id"].tolist() == [2, 4] and frame["created_at"].notna().all()
