@@ -11,6 +11,8 @@ import os
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Path, Request
+from fastapi.responses import JSONResponse
+from fastapi.security.utils import get_authorization_scheme_param
 
 from service.app import Runtime
 from service.auth import caller_guard
@@ -18,10 +20,12 @@ from service.claim import NewVideo
 from service.errors import InvalidRequest
 from service.generators import SimHints
 from service.http_errors import install_error_handlers
+from service.idempotency import MAX_KEY_CHARS, KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.limits import ContentLengthLimit
 from service.prompt_key import prompt_key
 from service.schemas import (
     MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
+    idempotency_responses,
 )
 
 __all__ = ["install", "CreateRequest"]
@@ -33,6 +37,12 @@ def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 VideoId = Annotated[int, Path(ge=1, le=MAX_ID, description="a video id from a 202 or 409 answer")]
+# Checked by `parse_key` (a bad key is 400, not FastAPI's 422); the schema only documents it.
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key",
+    description="optional; the same key with the same body replays the first answer (see the README)",
+    json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[ -~]+$"},
+)]
 
 
 def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHints | None:
@@ -47,6 +57,12 @@ def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHi
         raise InvalidRequest(f"X-Sim-Seconds must be a number: {exc}") from exc
 
 
+def _api_key(http: Request) -> str | None:
+    # The guard has already checked it; this only names the caller (service.idempotency).
+    scheme, credentials = get_authorization_scheme_param(http.headers.get("authorization"))
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
 def install(app: FastAPI) -> None:
     settings = app.state.runtime.settings
     # An announced oversized body is refused before routing; a chunked one is counted by
@@ -59,24 +75,39 @@ def install(app: FastAPI) -> None:
 
     @app.post("/create", status_code=202, response_model=CreateAccepted, dependencies=guarded,
               max_body_size=settings.max_body_bytes,
-              responses=error_responses(*auth_errors, 409, 413, 422, 429, 503))
+              responses=idempotency_responses(error_responses(*auth_errors, 409, 413, 422, 429, 503)))
     async def create(
         body: CreateRequest,
         runtime: RuntimeDep,
+        http: Request,
+        idempotency_key: IdempotencyKey = None,
         x_sim_seconds: Annotated[str | None, Header()] = None,
         x_sim_fail: Annotated[str | None, Header()] = None,
-    ) -> CreateAccepted:
+    ) -> CreateAccepted | JSONResponse:
         request = NewVideo(body.tg_user_id, body.prompt, prompt_key(body.prompt), body.category)
-        admission = await runtime.create(request, _sim_hints(runtime, x_sim_seconds, x_sim_fail))
-        detail = (
-            f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
-            if admission.video_id is not None
-            else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
-        )
-        return CreateAccepted(
-            video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
-            attempt=admission.attempt, created_at=admission.created_at, detail=detail,
-        )
+        hints = _sim_hints(runtime, x_sim_seconds, x_sim_fail)
+
+        async def accepted() -> CreateAccepted:
+            admission = await runtime.create(request, hints)
+            detail = (
+                f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
+                if admission.video_id is not None
+                else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
+            )
+            return CreateAccepted(
+                video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
+                attempt=admission.attempt, created_at=admission.created_at, detail=detail,
+            )
+
+        if idempotency_key is None:
+            return await accepted()
+        keyed = KeyedRequest(caller_scope(_api_key(http) if guarded else None, body.tg_user_id),
+                             parse_key(idempotency_key), fingerprint(body.model_dump()))
+
+        async def content() -> dict:
+            return (await accepted()).model_dump(mode="json")
+
+        return await answer_once(runtime, keyed, content)
 
     @app.get("/videos/{video_id}", response_model=VideoOut, dependencies=guarded,
              responses=error_responses(*auth_errors, 404, 422, 503))
