@@ -11,7 +11,7 @@ import os
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security.utils import get_authorization_scheme_param
 
 from service.app import Runtime
@@ -22,6 +22,8 @@ from service.generators import SimHints
 from service.http_errors import install_error_handlers
 from service.idempotency import MAX_KEY_CHARS, KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.limits import ContentLengthLimit
+from service.logs import RequestId
+from service.metrics import CONTENT_TYPE_LATEST, CreateMetrics
 from service.prompt_key import prompt_key
 from service.schemas import (
     MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
@@ -68,6 +70,9 @@ def install(app: FastAPI) -> None:
     # An announced oversized body is refused before routing; a chunked one is counted by
     # FastAPI's per-route `max_body_size` below (its app-level one would answer in plain text).
     app.add_middleware(ContentLengthLimit, max_body_bytes=settings.max_body_bytes)
+    # Added last, so they run first: the 413 above is counted, and has a request id.
+    app.add_middleware(CreateMetrics, metrics=app.state.runtime.metrics)
+    app.add_middleware(RequestId)
     install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     guarded = caller_guard(settings)
     # With keys, every route but /healthz answers 401 without one; anonymous, none does.
@@ -121,6 +126,14 @@ def install(app: FastAPI) -> None:
     async def healthz(runtime: RuntimeDep) -> HealthOut:
         await runtime.bounded(runtime.store.ping())
         return HealthOut(status="ok", database=runtime.store.dialect)
+
+    @app.get("/metrics", response_class=Response, dependencies=guarded,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format, summed over every worker process"},
+                        **error_responses(*auth_errors)})
+    async def metrics(runtime: RuntimeDep) -> Response:
+        """Prometheus metrics (see the README's Monitoring section)."""
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/stats", response_model=StatsOut, dependencies=guarded, responses=error_responses(*auth_errors))
     async def stats(runtime: RuntimeDep) -> StatsOut:
