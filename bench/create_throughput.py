@@ -4,7 +4,9 @@ Starts a real service per backend (PostgreSQL from the pgserver wheel), then, wi
 concurrent connections, times N requests of each kind:
 - `healthz`:   GET /healthz, one `SELECT 1` each: the baseline of HTTP + one round trip;
 - `duplicate`: POST /create of a prompt already claimed: the losing upsert plus the holder read;
-- `new`:       POST /create of distinct prompts: each wins a claim (upsert + insert + update).
+- `new`:       POST /create of distinct prompts: each wins a claim (upsert + insert + update);
+- `new+key`:   the same with a distinct Idempotency-Key each: + the key's begin and finish;
+- `replay`:    one Idempotency-Key and body sent again and again: one begin, the stored answer.
 Prints requests/s and each kind's ratio to the baseline measured in the same run.
 
     .venv/bin/python bench/create_throughput.py [--requests 2000] [--concurrency 32]
@@ -29,8 +31,8 @@ async def _timed(client: httpx.AsyncClient, requests: list, concurrency: int) ->
     queue = iter(requests)
 
     async def worker() -> None:
-        for method, url, body in queue:
-            response = await client.request(method, url, json=body)
+        for method, url, body, *headers in queue:
+            response = await client.request(method, url, json=body, headers=headers[0] if headers else None)
             assert response.status_code in (200, 202, 409), response.text
 
     start = time.perf_counter()
@@ -51,6 +53,16 @@ async def measure(url: str, n: int, concurrency: int) -> dict[str, float]:
                 client, [("POST", f"{url}/create", {"tg_user_id": 2, "prompt": f"prompt {i}"}) for i in range(n)],
                 concurrency,
             ),
+            "new+key": await _timed(
+                client, [("POST", f"{url}/create", {"tg_user_id": 3, "prompt": f"prompt {i}"},
+                          {"Idempotency-Key": f"bench-{i}"}) for i in range(n)],
+                concurrency,
+            ),
+            "replay": await _timed(
+                client, [("POST", f"{url}/create", {"tg_user_id": 3, "prompt": "prompt 0"},
+                          {"Idempotency-Key": "bench-0"})] * n,
+                concurrency,
+            ),
         }
 
 
@@ -59,7 +71,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    env = {"CLAIMFIRST_SIM_SECONDS": "3600", "CLAIMFIRST_MAX_CONCURRENT_GENERATIONS": "4"}
+    # A backlog large enough that `new` measures claims, not 429s.
+    env = {"CLAIMFIRST_SIM_SECONDS": "3600", "CLAIMFIRST_MAX_CONCURRENT_GENERATIONS": "4",
+           "CLAIMFIRST_MAX_QUEUED_GENERATIONS": "100000"}
     with tempfile.TemporaryDirectory() as tmp:
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
         backends = {

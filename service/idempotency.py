@@ -33,6 +33,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from service.errors import (
     BadIdempotencyKey, ClaimfirstError, DuplicateRequest, IdempotencyKeyInProgress, IdempotencyKeyReused,
@@ -64,7 +65,7 @@ FORGET_EVERY_SECONDS = 3600.0
 # if the table leaks (it is a hash of a secret of >= 16 random characters anyway).
 SCOPE_HASH_CHARS = 16
 
-Work = Callable[[], Awaitable[dict[str, Any]]]
+Work = Callable[[], Awaitable[BaseModel]]
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def _replay(status_code: int, response_body: str) -> JSONResponse:
 
 
 async def answer_once(runtime: Runtime, keyed: KeyedRequest, work: Work, *, status_code: int = 202) -> JSONResponse:
-    """Run `work` (the route's answer, as JSON content) at most once per key; replay otherwise."""
+    """Run `work` (the route's answer) at most once per key; replay its stored answer otherwise."""
     store, settings = runtime.store, runtime.settings
     begun = await runtime.bounded(store.begin_key(
         keyed.scope, keyed.key, keyed.fingerprint, timedelta(hours=settings.duplicate_window_hours),
@@ -126,7 +127,7 @@ async def answer_once(runtime: Runtime, keyed: KeyedRequest, work: Work, *, stat
                 "The first request with this Idempotency-Key is still being admitted; retry in a moment.")
         return _replay(begun.status_code, begun.response_body)
     try:
-        content = await work()
+        content = (await work()).model_dump(mode="json")
     except DuplicateRequest as exc:
         await _settle(store.finish_key(keyed.scope, keyed.key, begun.token, exc.status_code,
                                        json.dumps(error_content(exc))), runtime)

@@ -59,6 +59,19 @@ def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHi
         raise InvalidRequest(f"X-Sim-Seconds must be a number: {exc}") from exc
 
 
+async def _accept(runtime: Runtime, request: NewVideo, hints: SimHints | None) -> CreateAccepted:
+    admission = await runtime.create(request, hints)
+    detail = (
+        f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
+        if admission.video_id is not None
+        else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
+    )
+    return CreateAccepted(
+        video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
+        attempt=admission.attempt, created_at=admission.created_at, detail=detail,
+    )
+
+
 def _api_key(http: Request) -> str | None:
     # The guard has already checked it; this only names the caller (service.idempotency).
     scheme, credentials = get_authorization_scheme_param(http.headers.get("authorization"))
@@ -91,28 +104,11 @@ def install(app: FastAPI) -> None:
     ) -> CreateAccepted | JSONResponse:
         request = NewVideo(body.tg_user_id, body.prompt, prompt_key(body.prompt), body.category)
         hints = _sim_hints(runtime, x_sim_seconds, x_sim_fail)
-
-        async def accepted() -> CreateAccepted:
-            admission = await runtime.create(request, hints)
-            detail = (
-                f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
-                if admission.video_id is not None
-                else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
-            )
-            return CreateAccepted(
-                video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
-                attempt=admission.attempt, created_at=admission.created_at, detail=detail,
-            )
-
         if idempotency_key is None:
-            return await accepted()
+            return await _accept(runtime, request, hints)
         keyed = KeyedRequest(caller_scope(_api_key(http) if guarded else None, body.tg_user_id),
                              parse_key(idempotency_key), fingerprint(body.model_dump()))
-
-        async def content() -> dict:
-            return (await accepted()).model_dump(mode="json")
-
-        return await answer_once(runtime, keyed, content)
+        return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
 
     @app.get("/videos/{video_id}", response_model=VideoOut, dependencies=guarded,
              responses=error_responses(*auth_errors, 404, 422, 503))
