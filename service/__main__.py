@@ -8,8 +8,13 @@ that is not SQLite or PostgreSQL, a file that is not a database) stops it with o
 from __future__ import annotations
 
 import argparse
-import logging
+import contextlib
+import logging.config
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,6 +26,8 @@ from sqlalchemy.engine import make_url
 from service.auth import anonymous_refusal
 from service.errors import StorageUnavailable
 from service.limits import uvicorn_options
+from service.logs import log_config
+from service.metrics import MULTIPROC_ENV
 from service.settings import Settings
 from service.storage import make_engine, migrate
 
@@ -85,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(refusal)
     if problem := not_a_database(settings.database_url):
         parser.error(f"DATABASE_URL: {problem}")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin at start
+    logging_config = log_config(settings, args.log_level)
+    logging.config.dictConfig(logging_config)
     # Migrate before serving (the app does it again at start, finding nothing to do): a
     # database that is down or a table that is not the bot's gets one line, not a traceback.
     engine = make_engine(settings.database_url)
@@ -102,11 +109,30 @@ def main(argv: list[str] | None = None) -> int:
         engine.dispose()
     # An import string and a factory, so that each worker process builds its own app (and
     # its own pools and runner) from the same environment; the claim lives in the database.
-    uvicorn.run(
-        "service.app:create_app", factory=True, host=args.host, port=args.port,
-        workers=args.workers or settings.workers, log_level=args.log_level, **uvicorn_options(settings),
-    )
+    workers = args.workers or settings.workers
+    with _metrics_shared_by(workers):
+        uvicorn.run(
+            "service.app:create_app", factory=True, host=args.host, port=args.port, workers=workers,
+            log_level=args.log_level, log_config=logging_config, **uvicorn_options(settings),
+        )
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_shared_by(workers: int) -> Iterator[None]:
+    """With several workers, a fresh PROMETHEUS_MULTIPROC_DIR for this run (prometheus-client
+    needs it empty at start, and set before any worker imports it), removed at exit. One
+    already set is used as it is: whoever set it empties it between runs."""
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="claimfirst-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # the workers are spawned after this, with this environment
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

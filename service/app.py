@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import anyio.to_thread
@@ -21,6 +21,9 @@ from fastapi import FastAPI
 from service.claim import ClaimRule, NewVideo
 from service.errors import DuplicateRequest, StorageUnavailable
 from service.generators import GenerationJob, Generator, SimHints, make_generator
+from service.idempotency import forget_expired_keys
+from service.logs import bind
+from service.metrics import Metrics
 from service.policies import Admission, admit
 from service.runner import GenerationRunner
 from service.settings import Settings
@@ -38,6 +41,7 @@ class Runtime:
     store: Store
     rule: ClaimRule
     runner: GenerationRunner
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def build(cls, settings: Settings, *, generator: Generator | None = None) -> Runtime:
@@ -47,6 +51,7 @@ class Runtime:
         )
         generator = generator or make_generator(settings)
         store = open_store(settings)
+        metrics = Metrics()
         runner = GenerationRunner(
             store, generator,
             lease=rule.lease,
@@ -54,8 +59,9 @@ class Runtime:
             max_queued=settings.max_queued_generations,
             timeout_seconds=settings.generation_timeout_seconds,
             db_timeout_seconds=settings.request_timeout_seconds,
+            metrics=metrics,
         )
-        return cls(settings, store, rule, runner)
+        return cls(settings, store, rule, runner, metrics)
 
     async def create(self, request: NewVideo, hints: SimHints | None = None) -> Admission:
         # Throttled (429) before any claim; DuplicateRequest (409) or StorageUnavailable (503)
@@ -68,6 +74,11 @@ class Runtime:
                     raise DuplicateRequest(holder.video)
             raise throttled
         admission = await self.bounded(admit(self.settings.policy, self.store, self.rule, request))
+        if admission.attempt > 1:
+            self.metrics.takeovers.inc()
+        # Before submit: the generation's task copies this context, so its log lines carry
+        # the request id, video id and attempt too.
+        bind(video_id=admission.video_id, attempt=admission.attempt)
         job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category, hints)
         self.runner.submit(admission, job)
         return admission
@@ -98,10 +109,13 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
         await anyio.to_thread.run_sync(_migrate, settings.database_url)
         await runtime.store.open()
         runtime.runner.start()
+        forgetting = asyncio.get_running_loop().create_task(forget_expired_keys(runtime), name="forget-keys")
         log.info("claimfirst ready: %s, policy=%s", runtime.store.dialect, settings.policy)
         try:
             yield
         finally:
+            forgetting.cancel()
+            await asyncio.gather(forgetting, return_exceptions=True)
             await runtime.runner.stop()
             await runtime.store.close()
 

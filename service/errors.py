@@ -9,13 +9,18 @@
      ├── VideoNotFound              404
      ├── Throttled                  429  the backlog is full; nothing was claimed (Retry-After)
      ├── StorageUnavailable         503  the database did not answer; nothing was generated (Retry-After)
-     └── GenerationError            502  the generator failed (or timed out)
+     ├── GenerationError            502  the generator failed (or timed out)
+     └── IdempotencyError           400  the Idempotency-Key header (application/problem+json)
+          ├── BadIdempotencyKey     400  empty, over 255 characters, or not printable ASCII
+          ├── IdempotencyKeyInProgress 409  the first request with this key is still being admitted
+          └── IdempotencyKeyReused  422  this key was sent with another body
 
 `GenerationError` is raised inside the background runner and normally never reaches HTTP; it
 still maps to a status so no error is left unmapped (a test checks that). A fenced-off worker
 is not an error: the store's fenced writes answer False and the runner records the loss.
 Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
 FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http_errors`).
+`IdempotencyError`s answer RFC 9457 problem details: a stable `type` per kind, `title`, `status`.
 """
 
 from __future__ import annotations
@@ -36,11 +41,16 @@ __all__ = [
     "StorageUnavailable",
     "Throttled",
     "GenerationError",
+    "IdempotencyError",
+    "BadIdempotencyKey",
+    "IdempotencyKeyInProgress",
+    "IdempotencyKeyReused",
 ]
 
 
 class ClaimfirstError(Exception):
     status_code = 500
+    media_type = "application/json"
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
@@ -127,3 +137,34 @@ class StorageUnavailable(_RetryAfter, ClaimfirstError):
 
 class GenerationError(ClaimfirstError):
     status_code = 502
+
+
+class IdempotencyError(ClaimfirstError):
+    """An RFC 9457 problem about the Idempotency-Key header. The `type` is a relative URI
+    reference, stable per kind (clients match on it), resolved against the service's URL."""
+
+    status_code = 400
+    media_type = "application/problem+json"
+    problem = "about:blank"
+    title = "Idempotency-Key problem"
+
+    def body(self) -> dict[str, Any]:
+        return {"type": self.problem, "title": self.title, "status": self.status_code, "detail": self.detail}
+
+
+class BadIdempotencyKey(IdempotencyError):
+    status_code = 400
+    problem = "/problems/idempotency-key-malformed"
+    title = "Malformed Idempotency-Key"
+
+
+class IdempotencyKeyInProgress(IdempotencyError):
+    status_code = 409
+    problem = "/problems/idempotency-key-in-progress"
+    title = "A request with this Idempotency-Key is still being admitted"
+
+
+class IdempotencyKeyReused(IdempotencyError):
+    status_code = 422
+    problem = "/problems/idempotency-key-reused"
+    title = "Idempotency-Key reused with another request body"

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from service.errors import ClaimfirstError, InvalidRequest, RequestTooLarge
 from service.limits import too_large_detail
 
-__all__ = ["install_error_handlers", "validation_body", "bounded"]
+__all__ = ["install_error_handlers", "validation_body", "bounded", "error_content"]
 
 # How much of a rejected value a 422 echoes: enough to recognise it, never the whole thing.
 MAX_ECHO_CHARS = 100
@@ -95,10 +95,15 @@ def _encodable_tree(value: Any) -> Any:
     return bounded(value)
 
 
+def error_content(exc: ClaimfirstError) -> dict[str, Any]:
+    """The JSON an error answers. Pydantic's JSON mode, as for the 2xx models: one timestamp
+    format in every answer (and in the answers an Idempotency-Key replays)."""
+    return _JSON_BODY.dump_python(exc.body(), mode="json")
+
+
 def _domain_response(exc: ClaimfirstError) -> JSONResponse:
-    # Pydantic's JSON mode, as for the 2xx models: one timestamp format in every answer.
-    return JSONResponse(status_code=exc.status_code, content=_JSON_BODY.dump_python(exc.body(), mode="json"),
-                        headers=exc.headers() or None)
+    return JSONResponse(status_code=exc.status_code, content=error_content(exc),
+                        headers=exc.headers() or None, media_type=exc.media_type)
 
 
 def install_error_handlers(app: FastAPI, *, max_body_bytes: int) -> None:

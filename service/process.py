@@ -64,7 +64,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_subprocess(env: Mapping[str, str], log_dir: Path, *, cwd: Path | None = None) -> Iterator[ServiceProcess]:
+def serve_subprocess(env: Mapping[str, str], log_dir: Path, *, cwd: Path | None = None,
+                     log_level: str = "warning") -> Iterator[ServiceProcess]:
     """Run the service with `env` added to this process's environment; yield its handle."""
     full_env = {**os.environ, **env}
     for attempt in range(PORT_ATTEMPTS):
@@ -72,7 +73,7 @@ def serve_subprocess(env: Mapping[str, str], log_dir: Path, *, cwd: Path | None 
         log_path = Path(log_dir) / f"service-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level],
                 env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
             )
         handle = ServiceProcess(process, f"http://127.0.0.1:{port}", log_path)

@@ -11,7 +11,8 @@ import os
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.security.utils import get_authorization_scheme_param
 
 from service.app import Runtime
 from service.auth import caller_guard
@@ -19,10 +20,14 @@ from service.claim import NewVideo
 from service.errors import InvalidRequest
 from service.generators import SimHints
 from service.http_errors import install_error_handlers
+from service.idempotency import MAX_KEY_CHARS, KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.limits import ContentLengthLimit
+from service.logs import RequestId
+from service.metrics import CONTENT_TYPE_LATEST, CreateMetrics
 from service.prompt_key import prompt_key
 from service.schemas import (
     MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
+    idempotency_responses,
 )
 
 __all__ = ["install", "CreateRequest"]
@@ -36,6 +41,12 @@ async def get_runtime(request: Request) -> Runtime:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 VideoId = Annotated[int, Path(ge=1, le=MAX_ID, description="a video id from a 202 or 409 answer")]
+# Checked by `parse_key` (a bad key is 400, not FastAPI's 422); the schema only documents it.
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key",
+    description="optional; the same key with the same body replays the first answer (see the README)",
+    json_schema_extra={"minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": "^[ -~]+$"},
+)]
 
 
 def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHints | None:
@@ -50,11 +61,33 @@ def _sim_hints(runtime: Runtime, seconds: str | None, fail: str | None) -> SimHi
         raise InvalidRequest(f"X-Sim-Seconds must be a number: {exc}") from exc
 
 
+async def _accept(runtime: Runtime, request: NewVideo, hints: SimHints | None) -> CreateAccepted:
+    admission = await runtime.create(request, hints)
+    detail = (
+        f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
+        if admission.video_id is not None
+        else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
+    )
+    return CreateAccepted(
+        video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
+        attempt=admission.attempt, created_at=admission.created_at, detail=detail,
+    )
+
+
+def _api_key(http: Request) -> str | None:
+    # The guard has already checked it; this only names the caller (service.idempotency).
+    scheme, credentials = get_authorization_scheme_param(http.headers.get("authorization"))
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
 def install(app: FastAPI) -> None:
     settings = app.state.runtime.settings
     # An announced oversized body is refused before routing; a chunked one is counted by
     # FastAPI's per-route `max_body_size` below (its app-level one would answer in plain text).
     app.add_middleware(ContentLengthLimit, max_body_bytes=settings.max_body_bytes)
+    # Added last, so they run first: the 413 above is counted, and has a request id.
+    app.add_middleware(CreateMetrics, metrics=app.state.runtime.metrics)
+    app.add_middleware(RequestId)
     install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
     guarded = caller_guard(settings)
     # With keys, every route but /healthz answers 401 without one; anonymous, none does.
@@ -62,26 +95,23 @@ def install(app: FastAPI) -> None:
 
     @app.post("/create", status_code=202, response_model=CreateAccepted, dependencies=guarded,
               max_body_size=settings.max_body_bytes,
-              responses=error_responses(*auth_errors, 409, 413, 422, 429, 503))
+              responses=idempotency_responses(error_responses(*auth_errors, 409, 413, 422, 429, 503)))
     async def create(
         body: CreateRequest,
         runtime: RuntimeDep,
+        http: Request,
+        idempotency_key: IdempotencyKey = None,
         x_sim_seconds: Annotated[str | None, Header()] = None,
         x_sim_fail: Annotated[str | None, Header()] = None,
-    ) -> JSONResponse:
+    ) -> CreateAccepted | JSONResponse:
         request = NewVideo(body.tg_user_id, body.prompt, prompt_key(body.prompt), body.category)
-        admission = await runtime.create(request, _sim_hints(runtime, x_sim_seconds, x_sim_fail))
-        detail = (
-            f"Generating video {admission.video_id}; GET /videos/{admission.video_id} for its status."
-            if admission.video_id is not None
-            else f"Generating (policy {runtime.settings.policy}: the row is written when the video is done)."
-        )
-        accepted = CreateAccepted(
-            video_id=admission.video_id, status="generating", prompt_key=request.prompt_key,
-            attempt=admission.attempt, created_at=admission.created_at, detail=detail,
-        )
-        # Already the response model: answered as it is, not validated a second time on the way out.
-        return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+        hints = _sim_hints(runtime, x_sim_seconds, x_sim_fail)
+        if idempotency_key is None:
+            # Already the response model: answered as it is, not validated again on the way out.
+            return JSONResponse((await _accept(runtime, request, hints)).model_dump(mode="json"), status_code=202)
+        keyed = KeyedRequest(caller_scope(_api_key(http) if guarded else None, body.tg_user_id),
+                             parse_key(idempotency_key), fingerprint(body.model_dump()))
+        return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
 
     @app.get("/videos/{video_id}", response_model=VideoOut, dependencies=guarded,
              responses=error_responses(*auth_errors, 404, 422, 503))
@@ -95,6 +125,14 @@ def install(app: FastAPI) -> None:
     async def healthz(runtime: RuntimeDep) -> HealthOut:
         await runtime.bounded(runtime.store.ping())
         return HealthOut(status="ok", database=runtime.store.dialect)
+
+    @app.get("/metrics", response_class=Response, dependencies=guarded,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format, summed over every worker process"},
+                        **error_responses(*auth_errors)})
+    async def metrics(runtime: RuntimeDep) -> Response:
+        """Prometheus metrics (see the README's Monitoring section)."""
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/stats", response_model=StatsOut, dependencies=guarded, responses=error_responses(*auth_errors))
     async def stats(runtime: RuntimeDep) -> StatsOut:

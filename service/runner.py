@@ -35,6 +35,7 @@ from typing import TypeVar
 
 from service.errors import ClaimfirstError, GenerationError, StorageUnavailable, Throttled
 from service.generators import GenerationJob, GenerationResult, Generator
+from service.metrics import Metrics
 from service.policies import Admission, Recorder
 from service.stores.base import Store
 
@@ -78,6 +79,7 @@ class _Outcome:
     error: str = ""
     cost_usd: Decimal | None = None
     lost: bool = False
+    adopted: bool = False  # the result came from an earlier attempt's provider job
 
 
 @dataclass
@@ -99,6 +101,7 @@ class GenerationRunner:
         max_queued: int,
         timeout_seconds: float,
         db_timeout_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.generator = generator
@@ -112,6 +115,7 @@ class GenerationRunner:
         self.max_concurrent = max_concurrent
         self.capacity = max_concurrent + max_queued
         self.stats = RunnerStats()
+        self.metrics = metrics
         self._slots = asyncio.Semaphore(max_concurrent)
         self._holds: dict[int, _Hold] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,6 +169,8 @@ class GenerationRunner:
     def submit(self, admission: Admission, job: GenerationJob) -> None:
         """Start generating an admitted request in the background."""
         self.stats.submitted += 1
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         hold = None
         if admission.ticket is not None:
             hold = self._holds[admission.ticket.video_id] = _Hold(admission.ticket)
@@ -181,6 +187,8 @@ class GenerationRunner:
         finally:
             if hold is not None:
                 self._holds.pop(admission.ticket.video_id, None)  # type: ignore[union-attr]
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
 
     async def _generate(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> _Outcome:
         async with self._slots:
@@ -188,9 +196,14 @@ class GenerationRunner:
                 return _Outcome(error=_STOPPED)
             self.stats.started += 1
             started = time.monotonic()
-            ticket = admission.ticket
-            job = replace(job, adopt_job_id=getattr(ticket, "adopt_job_id", None),
-                          on_job_started=lambda job_id: self._job_started(admission.recorder, job_id))
+            adopt = getattr(admission.ticket, "adopt_job_id", None)
+            adopted: list[bool] = []
+
+            async def on_job_started(job_id: str) -> None:
+                adopted.append(adopt is not None and job_id == adopt)
+                await self._job_started(admission.recorder, job_id)
+
+            job = replace(job, adopt_job_id=adopt, on_job_started=on_job_started)
             generation = asyncio.create_task(asyncio.wait_for(self.generator.generate(job), self.timeout_seconds))
             self._generations.add(generation)
             lost = asyncio.create_task(hold.lost.wait()) if hold is not None else None
@@ -213,7 +226,7 @@ class GenerationRunner:
             return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=getattr(exc, "cost_usd", None))
         # A running mean of how long generations take here, for Retry-After when full.
         self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
-        return _Outcome(result=generation.result())
+        return _Outcome(result=generation.result(), adopted=any(adopted))
 
     def _spent(self) -> Decimal | None:
         """What a started, then abandoned, generation cost: the generator's price per video."""
@@ -232,21 +245,35 @@ class GenerationRunner:
                 accepted = await self._retrying(lambda: recorder.complete(outcome.result), what="result")  # type: ignore[arg-type]
                 if accepted:
                     self.stats.ready += 1
+                    self._ended("adopted" if outcome.adopted else "ready", outcome, video_id)
                     return
                 log.warning("video %s: late result rejected, its claim was superseded", video_id)
                 self.stats.lost += 1
+                self._ended("superseded", outcome, video_id)
                 return
             await self._retrying(lambda: recorder.fail(outcome.error, outcome.cost_usd), what="failure")
         except StorageUnavailable as exc:
             log.error("video %s: outcome never recorded (%s); the lease will free the key", video_id, exc)
             self.stats.unrecorded += 1
+            self._ended(None, outcome, video_id)
             return
         if outcome.lost:
             log.warning("video %s: lease lost, generation cancelled", video_id)
             self.stats.lost += 1
+            self._ended("superseded", outcome, video_id)
         else:
             log.info("video %s failed: %s", video_id, outcome.error)
             self.stats.failed += 1
+            self._ended("failed", outcome, video_id)
+
+    def _ended(self, how: str | None, outcome: _Outcome, video_id: int | None) -> None:
+        """Count an ended generation and what it cost (None: its outcome was never recorded,
+        but the money was spent all the same)."""
+        cost = outcome.result.cost_usd if outcome.result is not None else outcome.cost_usd
+        if how is not None:
+            log.info("video %s: generation %s", video_id, how, extra={"video_id": video_id, "outcome": how})
+        if self.metrics is not None:
+            self.metrics.generation_ended(how, cost)
 
     async def _retrying(self, write: Callable[[], Awaitable[T]], *, what: str, deadline: float | None = None) -> T:
         """Run `write` until the database answers; give up only past `deadline` or the stop grace."""

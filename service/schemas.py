@@ -16,7 +16,7 @@ from service.prompt_key import prompt_key
 
 __all__ = [
     "CreateRequest", "VideoOut", "CreateAccepted", "StatsOut", "HealthOut",
-    "ErrorOut", "ConflictOut", "ValidationErrorOut", "error_responses",
+    "ErrorOut", "ConflictOut", "ValidationErrorOut", "ProblemOut", "error_responses", "idempotency_responses",
     "MAX_PROMPT_CHARS", "MAX_CATEGORY_CHARS", "MAX_ID",
 ]
 
@@ -131,6 +131,15 @@ class ValidationErrorOut(ErrorOut):
     errors: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details (`application/problem+json`): errors of the Idempotency-Key."""
+
+    type: str = Field(description="a stable URI reference per kind of problem; match on it")
+    title: str
+    status: int
+    detail: str = Field(description="one line a person can read")
+
+
 _RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
     401: (ErrorOut, "no or unknown API key (`Authorization: Bearer <key>`)"),
     404: (ErrorOut, "unknown video id"),
@@ -154,3 +163,28 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
                **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
         for code in codes
     }
+
+
+_PROBLEMS = {
+    400: "malformed Idempotency-Key (empty, over 255 characters, not printable ASCII); nothing was written",
+    409: "the first request with this Idempotency-Key is still being admitted; retry in a moment",
+    422: "this Idempotency-Key was first sent with another body",
+}
+_REPLAYED = {"Idempotent-Replayed": {
+    "description": "`true` when this is the stored answer to an earlier request with the same Idempotency-Key",
+    "required": False, "schema": {"type": "string", "enum": ["true"]}}}
+
+
+def idempotency_responses(responses: dict[int | str, dict[str, Any]], accepted: int = 202) -> dict[int | str, dict[str, Any]]:
+    """`responses` plus the problems the Idempotency-Key can answer, and the replay header."""
+    merged = {code: dict(spec) for code, spec in responses.items()}
+    problem = {"application/problem+json": {"schema": ProblemOut.model_json_schema()}}
+    for code, description in _PROBLEMS.items():
+        spec = merged.setdefault(code, {"description": description})
+        spec["content"] = {**spec.get("content", {}), **problem}
+        if spec["description"] != description:
+            spec["description"] = f"{spec['description']}; or (problem+json) {description}"
+    for code in (accepted, 409):
+        spec = merged.setdefault(code, {})
+        spec["headers"] = {**spec.get("headers", {}), **_REPLAYED}
+    return merged

@@ -24,6 +24,7 @@ DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
 
 Policy = Literal["claim", "pending", "check", "none"]
 GeneratorName = Literal["sim", "replicate"]
+LogFormat = Literal["text", "json"]
 
 # Defaults the audit shares (it imports them), so the service and the audit apply one rule.
 # Why each value: see the field it sets below.
@@ -170,6 +171,9 @@ class Settings(BaseSettings):
     # OS processes serving one socket (uvicorn workers) on one database: the claim is decided
     # by the database, so any number is safe; one per core is the usual choice.
     workers: int = Field(default=1, ge=1)
+    # "text" for a person at a terminal; "json" (one object per line, with request and video
+    # ids) for a log shipper. See service.logs.
+    log_format: LogFormat = "text"
 
     @field_validator("api_keys", mode="before")
     @classmethod

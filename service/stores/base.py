@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from service.claim import ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
 from service.generators import GenerationResult
 
-__all__ = ["Store", "VideoRecord", "key_digest", "holder_from_row", "as_utc", "SUPERSEDED_ERROR", "LATE_ERROR",
-           "ABANDONED_ERROR"]
+__all__ = ["Store", "VideoRecord", "KeyBegun", "key_digest", "holder_from_row", "as_utc", "SUPERSEDED_ERROR",
+           "LATE_ERROR", "ABANDONED_ERROR"]
 
 # What the stores write into `videos.error` for the outcomes they decide themselves.
 SUPERSEDED_ERROR = "lease expired; superseded by attempt {attempt} (video {video_id})"
@@ -72,6 +72,22 @@ class VideoRecord:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class KeyBegun:
+    """What `Store.begin_key` found for an Idempotency-Key (see `service.idempotency`).
+
+    `token` is set when this request now holds the key (a new row, or an expired one taken
+    over): it is the row's `created_at`, and `finish_key`/`release_key` are fenced on it, so a
+    holder whose row was taken over cannot overwrite its successor's. Otherwise the row found:
+    its fingerprint, and its stored answer (`status_code` None while still in progress). All
+    None but `token`: the row appeared concurrently and was not visible yet (in progress)."""
+
+    token: Any = None
+    fingerprint: str | None = None
+    status_code: int | None = None
+    response_body: str | None = None
+
+
 def holder_from_row(row: Mapping[str, Any]) -> Holder:
     """A holder from a row of `claim_*` columns, `blocks`, and the video's columns."""
     state = ClaimState(row["claim_status"], row["claim_attempt"], as_utc(row["claim_claimed_at"]),  # type: ignore[arg-type]
@@ -107,6 +123,25 @@ class Store(Protocol):
     async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None: ...
 
     async def expire_abandoned(self) -> list[int]: ...
+
+    # Idempotency-Key (service.idempotency), on the request path, on the database's clock
+    async def begin_key(self, scope: str, key: str, fingerprint: str, window: timedelta,
+                        in_progress: timedelta) -> KeyBegun:
+        """Take the key (new, or its row older than `window`, or in progress past `in_progress`),
+        or report the row that holds it."""
+        ...
+
+    async def finish_key(self, scope: str, key: str, token: Any, status_code: int, response_body: str) -> bool:
+        """Store the answer to replay; False when the row is no longer this holder's."""
+        ...
+
+    async def release_key(self, scope: str, key: str, token: Any) -> None:
+        """Forget an in-progress key (nothing ran), so a retry runs afresh."""
+        ...
+
+    async def forget_keys(self, window: timedelta) -> int:
+        """Delete key rows older than `window` (begin_key already ignores them); how many."""
+        ...
 
     # reads
     async def get(self, video_id: int) -> VideoRecord: ...

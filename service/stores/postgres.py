@@ -45,8 +45,9 @@ from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
 from service.generators import GenerationResult
 from service.stores.base import (
-    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, VideoRecord, holder_from_row, key_digest,
+    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest,
 )
+from service.stores.idempotency import PG_BEGIN_SQL, PG_FINISH_SQL, PG_FORGET_SQL, PG_RELEASE_SQL
 
 __all__ = ["PostgresStore"]
 
@@ -339,6 +340,28 @@ class PostgresStore:
 
     async def expire_abandoned(self) -> list[int]:
         return [row["video_id"] for row in await self._all(self._leases, SWEEP_SQL, {"error": ABANDONED_ERROR})]
+
+    # -- Idempotency-Key (service.stores.idempotency) ------------------------------------
+
+    async def begin_key(self, scope: str, key: str, fingerprint: str, window: timedelta,
+                        in_progress: timedelta) -> KeyBegun:
+        row = await self._one(self._requests, PG_BEGIN_SQL, {
+            "scope": scope, "key": key, "fingerprint": fingerprint, "window": window, "in_progress": in_progress})
+        assert row is not None  # the statement always returns its one row
+        return KeyBegun(**row)
+
+    async def finish_key(self, scope: str, key: str, token: Any, status_code: int, response_body: str) -> bool:
+        row = await self._one(self._requests, PG_FINISH_SQL, {
+            "scope": scope, "key": key, "token": token, "status": status_code, "body": response_body})
+        return row is not None
+
+    async def release_key(self, scope: str, key: str, token: Any) -> None:
+        async with self._connection(self._requests) as conn:
+            await conn.execute(PG_RELEASE_SQL, {"scope": scope, "key": key, "token": token})
+
+    async def forget_keys(self, window: timedelta) -> int:
+        async with self._connection(self._leases) as conn:
+            return (await conn.execute(PG_FORGET_SQL, {"window": window})).rowcount
 
     # -- reads ---------------------------------------------------------------------------
 

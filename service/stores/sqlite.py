@@ -36,7 +36,10 @@ from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import StorageUnavailable, VideoNotFound
 from service.generators import GenerationResult
 from service.stores.base import (
-    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, VideoRecord, as_utc, holder_from_row, key_digest,
+    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, as_utc, holder_from_row, key_digest,
+)
+from service.stores.idempotency import (
+    SQLITE_BEGIN_SQL, SQLITE_FINISH_SQL, SQLITE_FORGET_SQL, SQLITE_HOLDER_SQL, SQLITE_RELEASE_SQL,
 )
 
 __all__ = ["SqliteStore"]
@@ -292,6 +295,38 @@ class SqliteStore:
 
     async def expire_abandoned(self) -> list[int]:
         return await self._run(self._leases, partial(self._write, self._sweep))
+
+    # -- Idempotency-Key (service.stores.idempotency) ------------------------------------
+
+    def _begin_key(self, conn: sqlite3.Connection, params: dict[str, Any]) -> KeyBegun:
+        taken = conn.execute(SQLITE_BEGIN_SQL, params).fetchone()
+        if taken is not None:
+            return KeyBegun(token=taken["created_at"])
+        held = conn.execute(SQLITE_HOLDER_SQL, params).fetchone()
+        return KeyBegun(fingerprint=held["fingerprint"], status_code=held["status_code"],
+                        response_body=held["response_body"])
+
+    async def begin_key(self, scope: str, key: str, fingerprint: str, window: timedelta,
+                        in_progress: timedelta) -> KeyBegun:
+        params = {"scope": scope, "key": key, "fingerprint": fingerprint,
+                  "window_ago": _seconds(window, "-"), "in_progress_ago": _seconds(in_progress, "-")}
+        return await self._run(self._claims, partial(self._write, partial(self._begin_key, params=params)))
+
+    def _execute(self, conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> int:
+        return conn.execute(sql, params).rowcount
+
+    async def finish_key(self, scope: str, key: str, token: Any, status_code: int, response_body: str) -> bool:
+        params = {"scope": scope, "key": key, "token": token, "status": status_code, "body": response_body}
+        return await self._run(self._claims, partial(self._write, partial(
+            self._execute, sql=SQLITE_FINISH_SQL, params=params))) == 1
+
+    async def release_key(self, scope: str, key: str, token: Any) -> None:
+        await self._run(self._claims, partial(self._write, partial(
+            self._execute, sql=SQLITE_RELEASE_SQL, params={"scope": scope, "key": key, "token": token})))
+
+    async def forget_keys(self, window: timedelta) -> int:
+        return await self._run(self._leases, partial(self._write, partial(
+            self._execute, sql=SQLITE_FORGET_SQL, params={"window_ago": _seconds(window, "-")})))
 
     # -- reads ---------------------------------------------------------------------------
 

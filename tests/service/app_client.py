@@ -43,10 +43,11 @@ def drain(client: TestClient) -> None:
     client.portal.call(runtime(client).runner.drain)
 
 
-def video_count(client: TestClient) -> int:
+def video_count(client: TestClient, model: type = Video) -> int:
+    """Rows in the app's `videos` table (or another model's)."""
     engine = make_engine(runtime(client).settings.database_url)
     try:
         with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(Video)).scalar_one()
+            return conn.execute(select(func.count()).select_from(model)).scalar_one()
     finally:
         engine.dispose()

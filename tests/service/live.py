@@ -25,7 +25,8 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 20.0, what: 
 
 
 @contextmanager
-def live_service(database_url: str, log_dir: Path, **settings: object) -> Iterator[ServiceProcess]:
+def live_service(database_url: str, log_dir: Path, *, log_level: str = "warning",
+                 **settings: object) -> Iterator[ServiceProcess]:
     env = {"DATABASE_URL": database_url, **{f"CLAIMFIRST_{k.upper()}": str(v) for k, v in settings.items()}}
-    with serve_subprocess(env, log_dir, cwd=ROOT) as service:
+    with serve_subprocess(env, log_dir, cwd=ROOT, log_level=log_level) as service:
         yield service

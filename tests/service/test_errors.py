@@ -8,7 +8,8 @@ from service.errors import ClaimfirstError
 EXPECTED = {
     "InvalidRequest": 422, "Unauthenticated": 401, "RequestTooLarge": 413, "DuplicateRequest": 409,
     "ClaimContention": 409, "VideoNotFound": 404, "Throttled": 429, "StorageUnavailable": 503,
-    "GenerationError": 502,
+    "GenerationError": 502, "IdempotencyError": 400, "BadIdempotencyKey": 400,
+    "IdempotencyKeyInProgress": 409, "IdempotencyKeyReused": 422,
 }
 
 

@@ -1,0 +1,145 @@
+"""Prometheus metrics (`GET /metrics`, prometheus-client), correct under `--workers N`.
+
+    claimfirst_create_total{outcome}        every POST /create answered, by what it did
+    claimfirst_create_seconds               how long /create took (histogram)
+    claimfirst_generations_total{outcome}   every generation that ended, by how
+    claimfirst_generation_cost_usd_total    what ended generations cost (paid, whether or not used)
+    claimfirst_lease_takeovers_total        claims won with attempt > 1
+    claimfirst_in_flight                    generations admitted here and not ended (gauge)
+
+One process: each app has its own registry (tests build many apps in one process). Several
+workers: `python -m service` sets PROMETHEUS_MULTIPROC_DIR to a fresh directory before the
+workers start; prometheus-client then keeps every value in a per-process file there and a
+scrape, answered by any worker, sums the files of all of them (counters and histograms of a
+worker that died still count; the in-flight gauge counts live processes only).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from decimal import Decimal
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Metrics", "CreateMetrics", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "create_outcome"]
+
+log = logging.getLogger("claimfirst.http")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+CREATE_OUTCOMES = ("accepted", "duplicate", "rejected", "unavailable", "throttled")
+GENERATION_OUTCOMES = ("ready", "adopted", "failed", "superseded")
+# A won claim takes milliseconds, a duplicate less; a request that waits on a locked or
+# unreachable database ends at request_timeout_seconds (5 s by default). The buckets span
+# both, so the histogram tells a slow database from a healthy one and shows the timeouts.
+CREATE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def create_outcome(status: int, replayed: bool) -> str:
+    """What a /create answer did. A replayed answer (Idempotency-Key) repeats a request that
+    was already answered and starts nothing: a duplicate, whatever its status."""
+    if replayed or status == 409:
+        return "duplicate"
+    if 200 <= status < 300:
+        return "accepted"
+    if status == 429:
+        return "throttled"
+    if status >= 500:
+        return "unavailable"
+    return "rejected"  # 400, 401, 413, 422: refused before anything was written
+
+
+class Metrics:
+    """The service's metrics, registered in `registry` (None in multiprocess mode, where a
+    scrape reads every process's files instead of a registry)."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.registry = None if self.multiprocess else CollectorRegistry()
+        reg = self.registry
+        self.creates = Counter("claimfirst_create", "POST /create answers, by what the request did",
+                               ["outcome"], registry=reg)
+        self.create_seconds = Histogram("claimfirst_create_seconds", "POST /create latency",
+                                        buckets=CREATE_BUCKETS, registry=reg)
+        self.generations = Counter("claimfirst_generations", "generations that ended, by how", ["outcome"],
+                                   registry=reg)
+        self.cost = Counter("claimfirst_generation_cost_usd", "what ended generations cost (USD)", registry=reg)
+        self.takeovers = Counter("claimfirst_lease_takeovers", "claims won with attempt > 1", registry=reg)
+        # livesum: the sum over live processes; a dead worker's generations are not in flight.
+        self.in_flight = Gauge("claimfirst_in_flight", "generations admitted and not ended", registry=reg,
+                               multiprocess_mode="livesum")
+        # Every labelled series exists from the start (at 0), so rate() sees the first event.
+        for outcome in CREATE_OUTCOMES:
+            self.creates.labels(outcome)
+        for outcome in GENERATION_OUTCOMES:
+            self.generations.labels(outcome)
+
+    def generation_ended(self, outcome: str | None, cost_usd: Decimal | None) -> None:
+        if outcome is not None:
+            self.generations.labels(outcome).inc()
+        if cost_usd:
+            self.cost.inc(float(cost_usd))
+
+    def exposition(self) -> bytes:
+        """The text format of every metric, summed over all workers in multiprocess mode."""
+        if self.registry is not None:
+            return generate_latest(self.registry)
+        path = os.environ[MULTIPROC_ENV]
+        _forget_dead_processes(path)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=path)
+        return generate_latest(registry)
+
+
+def _forget_dead_processes(path: str) -> None:
+    """uvicorn has no worker-exit hook to call `mark_process_dead` from, so each scrape does
+    it for live-gauge files whose process is gone (a killed or restarted worker)."""
+    for name in glob.glob(os.path.join(path, "gauge_live*_*.db")):
+        pid = int(os.path.basename(name).rsplit("_", 1)[1].removesuffix(".db"))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+class CreateMetrics:
+    """Pure ASGI: count, time and log (one line) every POST /create, including the answers
+    given before the route runs (401 from the key guard, 413 from the body limit, 422 from
+    validation). It runs in the request's task, so the line carries the ids `service.logs`
+    bound while the route ran."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != "/create" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answer: dict[str, object] = {"status": 500, "replayed": False}
+
+        async def observe(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["replayed"] = Headers(raw=message.get("headers", [])).get("idempotent-replayed") == "true"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observe)
+        finally:
+            seconds = time.perf_counter() - started
+            status, replayed = int(answer["status"]), bool(answer["replayed"])  # type: ignore[call-overload]
+            outcome = create_outcome(status, replayed)
+            self.metrics.create_seconds.observe(seconds)
+            self.metrics.creates.labels(outcome).inc()
+            log.info("POST /create %d%s in %.1f ms", status, " (replayed)" if replayed else "", seconds * 1000,
+                     extra={"outcome": outcome})
