@@ -18,6 +18,12 @@ claims again and never replies twice: at most once, not exactly once. A process 
 between the two leaves that one request unanswered (the user sends it again), which is better
 than a second claim attempt answering "duplicate" to the user's own first request.
 
+A record that misses the request's time bound is answered 503, but the statement may still
+commit afterwards (a lock released a moment later, a database that froze and came back). Its
+answer is then kept for the redelivery, which acts on it instead of finding the update "seen"
+and dropping a request nobody handled. That hand-over is per process: a redelivery that lands
+on another worker process in that window is dropped (the user asks again).
+
 Replies are sent by background tasks, so Telegram gets its 200 at once, and each request's
 notification waits for its first reply to be sent, so "started" always comes before the video
 even when a generation takes no time. `close` gives the last sends a moment before the app stops.
@@ -60,6 +66,8 @@ class TelegramBot:
         self.api = api
         self._username: str | None = None  # learned from getMe the first time a command names a bot
         self._tasks: set[asyncio.Task[None]] = set()
+        # update_id -> a record_update that outlived its delivery's time bound (see above)
+        self._recording: dict[int, asyncio.Future[bool]] = {}
 
     @classmethod
     def from_settings(cls, runtime: Runtime) -> TelegramBot:
@@ -77,9 +85,10 @@ class TelegramBot:
             await asyncio.wait_for(self.drain(), CLOSE_GRACE_SECONDS)
         except TimeoutError:
             log.warning("%d Telegram replies still unsent at shutdown: dropped", len(self._tasks))
-        for task in list(self._tasks):
+        pending = [*self._tasks, *self._recording.values()]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
         await self.api.aclose()
 
     # -- a delivery ----------------------------------------------------------------------
@@ -93,13 +102,26 @@ class TelegramBot:
         command = command_of(message)
         if command is None or command.name not in COMMANDS or not await self._addressed_to_me(command):
             return
-        if not await self.runtime.bounded(self.runtime.store.record_update(update.update_id)):
+        if not await self._first_delivery(update.update_id):
             log.info("update %s delivered again: already answered", update.update_id)
             return
         if command.name == "create":
             await self._create(message, command.argument)
         else:
             self._spawn(self._say(message, replies.usage(), quote=False))
+
+    async def _first_delivery(self, update_id: int) -> bool:
+        """record_update within the request's time bound: True when this delivery is the one to act."""
+        recording = self._recording.pop(update_id, None)
+        if recording is None or (recording.done() and (recording.cancelled() or recording.exception())):
+            recording = asyncio.ensure_future(self.runtime.store.record_update(update_id))
+            recording.add_done_callback(_retrieve)
+        try:
+            return await self.runtime.bounded(asyncio.shield(recording))
+        except StorageUnavailable:
+            if not recording.done():
+                self._recording[update_id] = recording  # its answer belongs to the redelivery
+            raise
 
     async def _addressed_to_me(self, command: Command) -> bool:
         """`/create` is for every bot in the chat; `/create@name` only for the bot called name."""
@@ -189,3 +211,10 @@ class TelegramBot:
             if not (quiet_on_400 and exc.error_code == 400):
                 log.warning("reply to chat %s lost: %s", payload.get("chat_id"), exc)
             return False
+
+
+def _retrieve(future: asyncio.Future[bool]) -> None:
+    # A kept record that failed while nobody awaited it is not "never retrieved": its
+    # redelivery starts a new one.
+    if not future.cancelled():
+        future.exception()
