@@ -38,10 +38,12 @@ def install_webhook(app: FastAPI, bot: TelegramBot) -> None:
     settings = bot.runtime.settings
     assert settings.telegram_webhook_secret is not None  # the settings require it with a token
     secret = settings.telegram_webhook_secret.get_secret_value().encode()
+    responses = error_responses(401, 413, 422, 503)
+    responses[401] = {**responses[401], "description": f"{SECRET_HEADER} missing or wrong; nothing was read or written"}
 
     @app.post(WEBHOOK_PATH, response_model=WebhookOut, max_body_size=settings.max_body_bytes,
               summary="Telegram Bot API webhook (body: an Update, core.telegram.org/bots/api#update)",
-              responses=error_responses(401, 413, 422, 503))
+              responses=responses)
     async def telegram_webhook(
         request: Request,
         x_telegram_bot_api_secret_token: Annotated[str | None, Header(description="TELEGRAM_WEBHOOK_SECRET")] = None,

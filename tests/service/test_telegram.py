@@ -196,6 +196,16 @@ def test_a_blocked_bot_loses_the_reply_but_the_claim_stands(sqlite_url: str) -> 
         assert rows(client)[0][0]["status"] == "ready"
 
 
+def test_a_generation_cut_short_by_a_shutdown_is_told_before_the_service_stops(sqlite_url: str) -> None:
+    with StandInTelegram() as telegram:
+        with bot_app(sqlite_url, telegram, sim_seconds="600") as client:
+            deliver(client, message_update(f"/create {PROMPT}"))
+            telegram.wait_for("sendMessage")
+        # The app has stopped: the runner cancelled the generation, then the bot said so.
+        started, stopped = telegram.sent("sendMessage")
+        assert stopped["text"].startswith("Sorry, video ") and "service stopped during generation" in stopped["text"]
+
+
 def test_a_body_that_is_not_an_update_is_422_and_writes_nothing(sqlite_url: str) -> None:
     with StandInTelegram() as telegram, bot_app(sqlite_url, telegram) as client:
         for body in (b"{not json", b"[]", b'{"message": {}}', b'{"update_id": -1}', b'{"update_id": 99999999999999999999}'):
