@@ -10,6 +10,9 @@ not: sendMessage has no idempotency key, and the brief of this bot is one reply 
 so a lost answer is reported instead of risking the message twice. Any other error (400, 403
 "bot was blocked by the user", 401 bad token) is final at once.
 
+At most `MAX_CONCURRENT_CALLS` calls are in flight; the rest wait for a slot (a burst of a
+thousand replies is sent, at the pace Telegram takes it, rather than timed out in the pool).
+
 Secrets. The token is part of every URL. It never appears in an error this module raises, and
 httpx's own INFO line ("HTTP Request: POST https://…/bot<token>/sendMessage") is redacted by a
 filter on the `httpx` logger, since `python -m service` logs at INFO.
@@ -37,6 +40,10 @@ log = logging.getLogger("claimfirst.telegram")
 # makes Telegram fetch the file first, which for a 20 MB video can take several seconds.
 REQUEST_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+# Bot API calls in flight at once, per process. Telegram itself takes about 30 messages a
+# second per bot, so more parallel calls buy nothing; past this a burst of replies waits its
+# turn here instead of timing out waiting for one of httpx's pooled connections.
+MAX_CONCURRENT_CALLS = 16
 # Transport failures after which the request certainly never reached Telegram.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _TOKEN_IN_URL = re.compile(r"/bot[0-9]+:[A-Za-z0-9_-]+")
@@ -95,7 +102,9 @@ class BotApi:
         self._client = httpx.AsyncClient(
             base_url=f"{base_url.rstrip('/')}/bot{token}/", transport=transport,
             timeout=httpx.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+            limits=httpx.Limits(max_connections=MAX_CONCURRENT_CALLS, max_keepalive_connections=MAX_CONCURRENT_CALLS),
         )
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_CALLS)
 
     def __repr__(self) -> str:
         return "BotApi(<token>)"
@@ -107,7 +116,8 @@ class BotApi:
         """The method's `result`, or TelegramApiError once retrying is over or pointless."""
         for attempt in range(1, self.retry.attempts + 1):
             try:
-                response = await self._client.post(method, json=payload or {})
+                async with self._slots:
+                    response = await self._client.post(method, json=payload or {})
             except _NOT_SENT as exc:
                 error = TelegramApiError(method, f"could not reach the Bot API ({type(exc).__name__})")
             except httpx.HTTPError as exc:
