@@ -58,6 +58,10 @@ COMMANDS = frozenset({"create", "start", "help"})
 # On shutdown, how long replies still being sent are given before they are cancelled: above
 # one Bot API round trip with a retry, below uvicorn's own grace period.
 CLOSE_GRACE_SECONDS = 5.0
+# Records kept for a redelivery (see the module docstring) are few: one per delivery that hit
+# the time bound. The cap only matters when the redeliveries land on other processes, which
+# would otherwise leave the won ones here for good.
+MAX_KEPT_RECORDS = 1024
 
 
 class TelegramBot:
@@ -120,8 +124,21 @@ class TelegramBot:
             return await self.runtime.bounded(asyncio.shield(recording))
         except StorageUnavailable:
             if not recording.done():
-                self._recording[update_id] = recording  # its answer belongs to the redelivery
+                self._keep(update_id, recording)
             raise
+
+    def _keep(self, update_id: int, recording: asyncio.Future[bool]) -> None:
+        """Keep a record that outlived its delivery: its answer belongs to the redelivery."""
+        self._recording[update_id] = recording
+        if len(self._recording) > MAX_KEPT_RECORDS:
+            self._recording.pop(next(iter(self._recording)))  # the oldest
+
+        def forget_unless_won(done: asyncio.Future[bool]) -> None:
+            # Only a record that inserted the update is worth handing on.
+            if (done.cancelled() or done.exception() or not done.result()) and self._recording.get(update_id) is done:
+                del self._recording[update_id]
+
+        recording.add_done_callback(forget_unless_won)
 
     async def _addressed_to_me(self, command: Command) -> bool:
         """`/create` is for every bot in the chat; `/create@name` only for the bot called name."""
@@ -195,6 +212,7 @@ class TelegramBot:
                                                   "caption": replies.ready_caption(outcome.video_id)},
                                     quiet_on_400=True)
             if not sent:  # Telegram could not fetch or play the URL (over 20 MB, not a video): the link
+                log.info("video %s: Telegram refused its URL as a video; sending the link", outcome.video_id)
                 await self._send("sendMessage", {"chat_id": chat_id,
                                                  "text": replies.ready_link(outcome.video_id, outcome.video_url)})
         elif outcome.status == FAILED:

@@ -166,6 +166,23 @@ def test_a_locked_database_answers_503_then_the_redelivery_is_taken(sqlite_url: 
         assert len(rows(client)[0]) == 1 and telegram.methods() == ["sendMessage", "sendVideo"]
 
 
+def test_a_record_that_commits_after_its_503_is_acted_on_by_the_redelivery(db_url: str) -> None:
+    # Every statement starts 0.8 s late, past the 0.5 s bound: each record_update answers 503
+    # and then commits anyway. Without the hand-over the redelivery would find the update
+    # "seen" and nobody would ever answer it.
+    with StandInTelegram() as telegram, bot_app(db_url, telegram, request_timeout_seconds=0.5,
+                                                db_latency_ms=800) as client:
+        update = message_update(f"/create {PROMPT}")
+        assert deliver(client, update).status_code == 503
+        wait_until(lambda: rows(client)[1] == 1, what="the late record committed")
+        assert telegram.calls == []
+        assert deliver(client, update).status_code == 200
+        client.portal.call(client.app.state.telegram.drain)
+        # The claim is as slow as the record, so this one reply says the database did not answer.
+        (reply,) = telegram.sent("sendMessage")
+        assert reply["text"].startswith("I can't reach my database right now")
+
+
 def test_flood_control_is_waited_out_as_telegram_asks(sqlite_url: str) -> None:
     with StandInTelegram() as telegram, bot_app(sqlite_url, telegram) as client:
         telegram.fault("sendMessage", status=429, retry_after=1)
