@@ -1,5 +1,8 @@
 """`python -m service [--host H] [--port P] [--workers N]`: serve the claim-first API with uvicorn.
 
+`python -m service telegram set-webhook --url …` registers the Telegram bot's webhook instead
+(`service.telegram.cli`).
+
 Anything wrong before serving (a bad setting, no API key on a public address, a database URL
 that is not SQLite or PostgreSQL, a file that is not a database) stops it with one line
 `service: error: ...` and exit 2; a database that does not answer, with exit 1.
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import uvicorn
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -47,9 +50,12 @@ def _positive(text: str) -> int:
 
 
 def _env_name(field: str) -> str:
-    # pydantic names the database URL by its alias (DATABASE_URL), the rest by field name.
-    name = field.upper()
-    return name if name in ("DATABASE_URL", "CLAIMFIRST_DATABASE_URL") else f"CLAIMFIRST_{name}"
+    # A setting with aliases is named by its first one (DATABASE_URL, TELEGRAM_BOT_TOKEN, …),
+    # the rest by the prefixed field name.
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        return str(info.validation_alias.choices[0])
+    return f"CLAIMFIRST_{field.upper()}"
 
 
 def describe_settings_error(exc: ValidationError) -> str:
@@ -77,6 +83,11 @@ def not_a_database(database_url: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["telegram"]:  # a subcommand word, so `python -m service --port …` stays as it was
+        from service.telegram.cli import main as telegram_main
+
+        return telegram_main(argv[1:])
     parser = _OneLineParser(prog="python -m service", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

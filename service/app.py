@@ -1,5 +1,6 @@
 """The application: wires settings, the store, the claim rule, the generator and the runner,
-and builds the FastAPI app around them (`create_app`).
+and builds the FastAPI app around them (`create_app`), with the Telegram webhook when
+TELEGRAM_BOT_TOKEN is set (`service.telegram`).
 
 `Runtime.create` is the `/create` use case: check the backlog has room, win the claim
 (committed before anything is spent) within the request's time bound, then hand the
@@ -25,7 +26,7 @@ from service.idempotency import forget_expired_keys
 from service.logs import bind
 from service.metrics import Metrics
 from service.policies import Admission, admit
-from service.runner import GenerationRunner
+from service.runner import GenerationRunner, OnOutcome
 from service.settings import Settings
 from service.storage import make_engine, migrate
 from service.stores import Store, open_store
@@ -63,7 +64,9 @@ class Runtime:
         )
         return cls(settings, store, rule, runner, metrics)
 
-    async def create(self, request: NewVideo, hints: SimHints | None = None) -> Admission:
+    async def create(self, request: NewVideo, hints: SimHints | None = None,
+                     on_outcome: OnOutcome | None = None) -> Admission:
+        """Admit `request` and start its generation; `on_outcome` hears how it ended."""
         # Throttled (429) before any claim; DuplicateRequest (409) or StorageUnavailable (503)
         # before anything is submitted, so a request that fails here has started nothing.
         if (throttled := self.runner.check_capacity()) is not None:
@@ -80,7 +83,7 @@ class Runtime:
         # the request id, video id and attempt too.
         bind(video_id=admission.video_id, attempt=admission.attempt)
         job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category, hints)
-        self.runner.submit(admission, job)
+        self.runner.submit(admission, job, on_outcome)
         return admission
 
     async def bounded(self, call):  # type: ignore[no-untyped-def]
@@ -117,6 +120,10 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
             forgetting.cancel()
             await asyncio.gather(forgetting, return_exceptions=True)
             await runtime.runner.stop()
+            # After the runner: the generations it cancelled tell their users, then the bot
+            # gets a moment to send that before the store closes.
+            if app.state.telegram is not None:
+                await app.state.telegram.close()
             await runtime.store.close()
 
     app = FastAPI(
@@ -126,6 +133,12 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
     )
     app.state.runtime = runtime
     install(app)
+    app.state.telegram = None
+    if settings.telegram_enabled:
+        from service.telegram.webhook import TelegramBot, install_webhook
+
+        app.state.telegram = TelegramBot.from_settings(runtime)
+        install_webhook(app, app.state.telegram)
     return app
 
 

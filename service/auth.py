@@ -1,7 +1,7 @@
 """Who may call the API: bearer API keys (`CLAIMFIRST_API_KEYS`), as a FastAPI dependency.
 
 `caller_guard(settings)` gives the dependencies a route lists to require a key; a route that
-lists none is open (`/healthz`, and later a Telegram webhook, which checks its own secret).
+lists none is open (`/healthz`, and the Telegram webhook, which checks its own secret: `service.telegram.webhook`).
 With no key configured the guard is empty and the service is anonymous: allowed on loopback,
 and refused on any other address by `anonymous_refusal` unless CLAIMFIRST_ALLOW_ANONYMOUS.
 

@@ -33,13 +33,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TypeVar
 
+from service.claim import FAILED, READY
 from service.errors import ClaimfirstError, GenerationError, StorageUnavailable, Throttled
 from service.generators import GenerationJob, GenerationResult, Generator
 from service.metrics import Metrics
 from service.policies import Admission, Recorder
 from service.stores.base import Store
 
-__all__ = ["GenerationRunner", "RunnerStats"]
+__all__ = ["GenerationRunner", "RunnerStats", "VideoOutcome", "OnOutcome"]
 
 log = logging.getLogger("claimfirst.runner")
 T = TypeVar("T")
@@ -71,6 +72,22 @@ class RunnerStats:
     @property
     def in_flight(self) -> int:
         return self.submitted - self.ready - self.failed - self.lost - self.unrecorded
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """How a generation ended, once the database has it: what `submit`'s `on_outcome` gets.
+
+    `status` is ready, failed, or superseded (a newer attempt took the claim over; its own
+    caller hears how that one ends)."""
+
+    video_id: int | None
+    status: str
+    video_url: str | None = None
+    error: str | None = None
+
+
+OnOutcome = Callable[[VideoOutcome], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -166,29 +183,37 @@ class GenerationRunner:
             f"{self.backlog} generations are running or queued here (the limit is {self.capacity}); "
             "nothing was claimed, try again later.", retry_after=retry_after)
 
-    def submit(self, admission: Admission, job: GenerationJob) -> None:
-        """Start generating an admitted request in the background."""
+    def submit(self, admission: Admission, job: GenerationJob, on_outcome: OnOutcome | None = None) -> None:
+        """Start generating an admitted request in the background; `on_outcome` is awaited
+        once its outcome is recorded (never when it could not be: then nothing is known)."""
         self.stats.submitted += 1
         if self.metrics is not None:
             self.metrics.in_flight.inc()
         hold = None
         if admission.ticket is not None:
             hold = self._holds[admission.ticket.video_id] = _Hold(admission.ticket)
-        task = asyncio.get_running_loop().create_task(self._run(admission, job, hold), name=f"video-{job.video_id}")
+        task = asyncio.get_running_loop().create_task(self._run(admission, job, hold, on_outcome), name=f"video-{job.video_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     # -- generation --------------------------------------------------------------------
 
-    async def _run(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> None:
+    async def _run(self, admission: Admission, job: GenerationJob, hold: _Hold | None,
+                   on_outcome: OnOutcome | None) -> None:
         try:
             outcome = await self._generate(admission, job, hold)
-            await self._record(admission.recorder, outcome, job.video_id)
+            status = await self._record(admission.recorder, outcome, job.video_id)
         finally:
             if hold is not None:
                 self._holds.pop(admission.ticket.video_id, None)  # type: ignore[union-attr]
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
+        if on_outcome is not None and status is not None:
+            url = outcome.result.video_url if outcome.result is not None and status == READY else None
+            try:
+                await on_outcome(VideoOutcome(job.video_id, status, url, outcome.error or None))
+            except Exception:  # a listener's bug must never take the runner down
+                log.exception("video %s: the outcome listener failed", job.video_id)
 
     async def _generate(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> _Outcome:
         async with self._slots:
@@ -239,32 +264,34 @@ class GenerationRunner:
         if not ours:
             raise GenerationError(f"claim lost before provider job {job_id} was recorded")
 
-    async def _record(self, recorder: Recorder, outcome: _Outcome, video_id: int | None) -> None:
+    async def _record(self, recorder: Recorder, outcome: _Outcome, video_id: int | None) -> str | None:
+        """Record the outcome; the status recorded (ready, failed, superseded), None if none was."""
         try:
             if outcome.result is not None:
                 accepted = await self._retrying(lambda: recorder.complete(outcome.result), what="result")  # type: ignore[arg-type]
                 if accepted:
                     self.stats.ready += 1
                     self._ended("adopted" if outcome.adopted else "ready", outcome, video_id)
-                    return
+                    return READY
                 log.warning("video %s: late result rejected, its claim was superseded", video_id)
                 self.stats.lost += 1
                 self._ended("superseded", outcome, video_id)
-                return
+                return SUPERSEDED
             await self._retrying(lambda: recorder.fail(outcome.error, outcome.cost_usd), what="failure")
         except StorageUnavailable as exc:
             log.error("video %s: outcome never recorded (%s); the lease will free the key", video_id, exc)
             self.stats.unrecorded += 1
             self._ended(None, outcome, video_id)
-            return
+            return None
         if outcome.lost:
             log.warning("video %s: lease lost, generation cancelled", video_id)
             self.stats.lost += 1
             self._ended("superseded", outcome, video_id)
-        else:
-            log.info("video %s failed: %s", video_id, outcome.error)
-            self.stats.failed += 1
-            self._ended("failed", outcome, video_id)
+            return SUPERSEDED
+        log.info("video %s failed: %s", video_id, outcome.error)
+        self.stats.failed += 1
+        self._ended("failed", outcome, video_id)
+        return FAILED
 
     def _ended(self, how: str | None, outcome: _Outcome, video_id: int | None) -> None:
         """Count an ended generation and what it cost (None: its outcome was never recorded,
@@ -285,8 +312,8 @@ class GenerationRunner:
                 if self._stopping.is_set() and deadline is None:
                     deadline = time.monotonic() + STOP_GRACE_SECONDS
                 if deadline is not None and time.monotonic() + delay > deadline:
-                    raise StorageUnavailable(f"gave up recording the {what}: {exc or 'timed out'}") from exc
-                log.warning("recording the %s failed (%s); retrying in %.1f s", what, exc or "timed out", delay)
+                    raise StorageUnavailable(f"gave up recording the {what}: {str(exc) or 'timed out'}") from exc
+                log.warning("recording the %s failed (%s); retrying in %.1f s", what, str(exc) or "timed out", delay)
                 await asyncio.sleep(delay)  # backoff between retries, not synchronisation
                 delay = min(delay * 2, OUTCOME_RETRY_MAX_SECONDS)
 
@@ -301,7 +328,7 @@ class GenerationRunner:
             held = await asyncio.wait_for(self.store.renew([h.ticket for h in holds], self.lease),  # type: ignore[misc]
                                           self.db_timeout_seconds)
         except (StorageUnavailable, TimeoutError) as exc:
-            log.warning("heartbeat for %d leases failed (%s)", len(holds), exc or "timed out")
+            log.warning("heartbeat for %d leases failed (%s)", len(holds), str(exc) or "timed out")
             return False
         for hold in holds:
             if hold.ticket.video_id not in held:  # type: ignore[attr-defined]
@@ -327,12 +354,13 @@ class GenerationRunner:
                 if expired:
                     log.warning("sweep: marked abandoned videos failed: %s", expired)
             except (ClaimfirstError, TimeoutError) as exc:
-                log.warning("sweep failed: %s", exc or "timed out")
+                log.warning("sweep failed: %s", str(exc) or "timed out")
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.sweep_seconds)
             except TimeoutError:
                 pass
 
 
+SUPERSEDED = "superseded"
 _STOPPED = "service stopped during generation"
 _LEASE_LOST = "lease lost while generating; generation cancelled"

@@ -7,6 +7,7 @@ pass their own.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 __all__ = [
     "Settings", "Policy", "GeneratorName", "normalize_database_url", "DEFAULT_SQLITE_PATH",
     "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
-    "MIN_API_KEY_CHARS",
+    "MIN_API_KEY_CHARS", "DEFAULT_TELEGRAM_API_BASE",
 ]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
@@ -34,6 +35,12 @@ DEFAULT_COST_PER_VIDEO_USD = 4.0
 # An API key shorter than this is guessable; `openssl rand -hex 16` gives 32 characters.
 MIN_API_KEY_CHARS = 16
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
+DEFAULT_TELEGRAM_API_BASE = "https://api.telegram.org"
+# What BotFather hands out: the bot's numeric id, a colon, then the secret part. Checked so a
+# token can never put a "/" or "?" into the Bot API URL it is part of.
+TELEGRAM_TOKEN_PATTERN = r"^[0-9]+:[A-Za-z0-9_-]+$"
+# Telegram's own rule for setWebhook's secret_token: 1-256 of A-Z, a-z, 0-9, _ and -.
+TELEGRAM_SECRET_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
 
 
 def normalize_database_url(url: str) -> str:
@@ -158,6 +165,29 @@ class Settings(BaseSettings):
     # of them and refuses a 10 MB body (413) from its Content-Length, before reading it.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
 
+    # --- The Telegram bot (service.telegram): POST /telegram/webhook exists only with a token ---
+    # Unprefixed, as BotFather's docs and most bot tooling name them. Secrets: never logged,
+    # echoed, or shown in an error (the token is part of every Bot API URL, so the httpx log
+    # lines that would show it are redacted too).
+    telegram_bot_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TELEGRAM_BOT_TOKEN", "CLAIMFIRST_TELEGRAM_BOT_TOKEN", "telegram_bot_token"),
+    )
+    # Where the Bot API is: a setting so tests (and a local Bot API server, which lifts the
+    # 20 MB limit on videos sent by URL) can point it elsewhere.
+    telegram_api_base: str = Field(
+        default=DEFAULT_TELEGRAM_API_BASE,
+        validation_alias=AliasChoices("TELEGRAM_API_BASE", "CLAIMFIRST_TELEGRAM_API_BASE", "telegram_api_base"),
+    )
+    # Telegram sends it back in X-Telegram-Bot-Api-Secret-Token on every delivery: the only
+    # proof a webhook call comes from Telegram. Required with a token (see `_check_telegram`);
+    # declared after the token on purpose, so its validator can see it.
+    telegram_webhook_secret: SecretStr | None = Field(
+        default=None, validate_default=True,
+        validation_alias=AliasChoices("TELEGRAM_WEBHOOK_SECRET", "CLAIMFIRST_TELEGRAM_WEBHOOK_SECRET",
+                                      "telegram_webhook_secret"),
+    )
+
     # --- uvicorn (python -m service) ---
     # Open connections plus running requests per worker process; past it uvicorn answers 503
     # at once instead of letting a flood of sockets starve everyone. Half the usual 1,024
@@ -227,6 +257,36 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL, e.g. https://api.replicate.com/v1")
         return value.rstrip("/")
 
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _check_telegram_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None  # an empty variable means no bot
+        if not re.match(TELEGRAM_TOKEN_PATTERN, value.get_secret_value()):
+            raise ValueError("not a bot token (BotFather's form is 123456789:AAE...)")
+        return value
+
+    @field_validator("telegram_api_base")
+    @classmethod
+    def _check_telegram_base(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, e.g. {DEFAULT_TELEGRAM_API_BASE}")
+        return value.rstrip("/")
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _check_telegram(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # A field validator, not a model validator, for the reason given in `_check_generator`.
+        if value is not None and value.get_secret_value() == "":
+            value = None
+        if value is not None and not re.match(TELEGRAM_SECRET_PATTERN, value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
+                             " (Telegram's rule; `openssl rand -hex 32` gives one)")
+        if value is None and info.data.get("telegram_bot_token") is not None:
+            raise ValueError("required when TELEGRAM_BOT_TOKEN is set: without it"
+                             " anyone who finds the webhook URL could start generations")
+        return value
+
     @field_validator("generator")
     @classmethod
     def _check_generator(cls, value: str, info: ValidationInfo) -> str:
@@ -240,6 +300,10 @@ class Settings(BaseSettings):
                 if name in info.data and not info.data[name]:
                     raise ValueError(f"{env} is required when CLAIMFIRST_GENERATOR=replicate")
         return value
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_bot_token is not None
 
     @property
     def is_sqlite(self) -> bool:

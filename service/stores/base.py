@@ -2,7 +2,7 @@
 
 A store is the only place that speaks SQL at run time. Its interface is narrow: the claim
 (one conditional write), the holder read, the worker's fenced writes (renew, record the
-provider job, complete, fail), the sweep, reads, and the three primitives the replay-only
+provider job, complete, fail), the sweep, reads, the Telegram delivery log, and the three primitives the replay-only
 legacy policies need. Every time in a decision is the database's own clock, read inside the
 statement that acts on it (see `service.claim`); a store never takes a `now` from Python.
 
@@ -145,6 +145,12 @@ class Store(Protocol):
 
     # reads
     async def get(self, video_id: int) -> VideoRecord: ...
+
+    # the Telegram webhook (service.telegram)
+    async def record_update(self, update_id: int) -> bool:
+        """Take a Telegram delivery: True the first time its update_id is seen, False on a
+        redelivery. One INSERT … ON CONFLICT DO NOTHING, `received_at` the database's clock."""
+        ...
 
     # incident replay only (service.policies): the bot's separate round trips
     async def find_recent_by_prompt(

@@ -196,6 +196,14 @@ WITH expired AS (
 SELECT video_id FROM expired ORDER BY video_id
 """
 
+# Two deliveries of one update racing each other: the primary key lets exactly one insert
+# through; the other conflicts, returns no row, and is told it is a redelivery.
+RECORD_UPDATE_SQL = """
+INSERT INTO telegram_updates (update_id, received_at) VALUES (%(update_id)s, clock_timestamp())
+ON CONFLICT (update_id) DO NOTHING
+RETURNING update_id
+"""
+
 _INSERT_VIDEO_SQL = """
 INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
                     video_url, thumbnail_url, cost_usd, created_at, updated_at)
@@ -370,6 +378,14 @@ class PostgresStore:
         if row is None:
             raise VideoNotFound(f"no video with id {video_id}")
         return VideoRecord.from_mapping(row)
+
+    # -- the Telegram webhook ------------------------------------------------------------
+
+    async def record_update(self, update_id: int) -> bool:
+        # On the request pool: a delivery is a request like /create, and must not take the
+        # connections reserved for heartbeats.
+        row = await self._one(self._requests, RECORD_UPDATE_SQL, {"update_id": update_id})
+        return row is not None
 
     # -- incident replay only ------------------------------------------------------------
 

@@ -336,6 +336,17 @@ class SqliteStore:
             raise VideoNotFound(f"no video with id {video_id}")
         return VideoRecord.from_mapping(row)
 
+    # -- the Telegram webhook ------------------------------------------------------------
+
+    def _record_update(self, conn: sqlite3.Connection, update_id: int) -> bool:
+        return conn.execute(
+            f"INSERT INTO telegram_updates (update_id, received_at) VALUES (:update_id, {NOW})"
+            " ON CONFLICT (update_id) DO NOTHING RETURNING update_id", {"update_id": update_id}).fetchone() is not None
+
+    async def record_update(self, update_id: int) -> bool:
+        # The request writer's thread: a delivery is a request like /create.
+        return await self._run(self._claims, partial(self._write, partial(self._record_update, update_id=update_id)))
+
     # -- incident replay only ------------------------------------------------------------
 
     async def find_recent_by_prompt(

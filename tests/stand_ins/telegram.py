@@ -1,0 +1,220 @@
+"""A stand-in for the Telegram Bot API: a real HTTP server on loopback that records every call.
+
+It serves `POST /bot<token>/<method>` with the answers recorded in
+tests/service/recordings/telegram/, checks the token, and lets a test decide what goes wrong:
+
+    with StandInTelegram() as telegram:                       # the service's TELEGRAM_API_BASE
+        telegram.fault("sendMessage", status=429, retry_after=1)  # the next sendMessage: flood control
+        telegram.fault("sendVideo", status=400)                   # the next sendVideo: URL refused
+        telegram.calls, telegram.sent("sendMessage")              # every call: method and JSON body
+        telegram.wait_for("sendVideo")                            # polls, with a deadline
+
+It runs in the test's process, so a service started as a child process reaches it too. Builders
+make the updates Telegram would deliver (`message_update`, `recorded_update`).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StandInTelegram", "Call", "DEFAULT_TOKEN", "DEFAULT_SECRET", "BOT_USERNAME", "RECORDINGS",
+           "recording", "recorded_update", "message_update"]
+
+DEFAULT_TOKEN = "7000000001:AAE_stand-in_token_for_tests"
+DEFAULT_SECRET = "stand-in-webhook-secret_0123456789"
+BOT_USERNAME = "claimfirst_bot"
+RECORDINGS = Path(__file__).resolve().parents[1] / "service" / "recordings" / "telegram"
+
+_update_ids = itertools.count(900_000_001)
+
+
+def recording(name: str) -> dict[str, Any]:
+    return json.loads((RECORDINGS / f"{name}.json").read_text())
+
+
+def recorded_update(name: str, *, update_id: int | None = None) -> dict[str, Any]:
+    """A recorded update, with a fresh update_id unless one is given."""
+    update = copy.deepcopy(recording(name)["update"])
+    update["update_id"] = next(_update_ids) if update_id is None else update_id
+    return update
+
+
+def message_update(text: str, *, user_id: int = 5012345678, chat_id: int | None = None,
+                   update_id: int | None = None) -> dict[str, Any]:
+    """The recorded private /create with this text, its bot_command entity measured in UTF-16."""
+    update = recorded_update("update_create_private", update_id=update_id)
+    message = update["message"]
+    message["text"] = text
+    message["from"]["id"] = user_id
+    message["chat"]["id"] = user_id if chat_id is None else chat_id
+    head = text.split(maxsplit=1)[0] if text.strip() else ""
+    message["entities"] = ([{"offset": 0, "length": len(head.encode("utf-16-le")) // 2, "type": "bot_command"}]
+                           if head.startswith("/") else [])
+    return update
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    body: dict[str, Any]
+    at: float  # time.monotonic()
+    status: int
+
+
+@dataclass
+class _Fault:
+    status: int
+    retry_after: int | None = None
+
+
+_ERRORS = {
+    400: "error_400_video_url", 401: "error_401_unauthorized", 403: "error_403_blocked", 429: "error_429_flood",
+}
+
+
+def _error(status: int, retry_after: int | None = None) -> dict[str, Any]:
+    if status in _ERRORS:
+        body = copy.deepcopy(recording(_ERRORS[status])["response"]["body"])
+    else:
+        body = {"ok": False, "error_code": status, "description": f"stand-in answered {status} as told"}
+    if retry_after is not None:
+        body["description"] = f"Too Many Requests: retry after {retry_after}"
+        body["parameters"] = {"retry_after": retry_after}
+    return body
+
+
+class StandInTelegram:
+    def __init__(self, *, token: str = DEFAULT_TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.webhook: dict[str, Any] | None = None
+        self._faults: dict[str, deque[_Fault]] = {}
+        self._lock = threading.Lock()
+        self._message_ids = itertools.count(1000)
+        self._server: _Server | None = None
+
+    def __enter__(self) -> StandInTelegram:
+        handler = type("Handler", (_Handler,), {"stand_in": self})
+        self._server = _Server(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), name="stand-in-telegram", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None, "use the stand-in as a context manager"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # -- what a test decides and reads ---------------------------------------------------
+
+    def fault(self, method: str, *, status: int, retry_after: int | None = None, times: int = 1) -> None:
+        with self._lock:
+            self._faults.setdefault(method.lower(), deque()).extend(_Fault(status, retry_after) for _ in range(times))
+
+    def sent(self, method: str, *, ok_only: bool = True) -> list[dict[str, Any]]:
+        """The bodies of the calls of `method` (by default only those answered 200)."""
+        with self._lock:
+            return [c.body for c in self.calls if c.method.lower() == method.lower() and (c.status == 200 or not ok_only)]
+
+    def methods(self) -> list[str]:
+        with self._lock:
+            return [c.method for c in self.calls]
+
+    def wait_for(self, method: str, count: int = 1, *, timeout: float = 20.0) -> list[dict[str, Any]]:
+        """Poll until `count` calls of `method` were answered 200; fail after `timeout` s."""
+        return _poll(lambda: len(self.sent(method)) >= count and self.sent(method), timeout,
+                     lambda: f"{count} {method} call(s); saw {dict(Counter(self.methods()))}")
+
+    # -- the API (called from the server's threads) -----------------------------------
+
+    def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
+        prefix, _, method = path.split("?")[0].lstrip("/").partition("/")
+        if prefix != f"bot{self.token}":
+            return 401, _error(401), method
+        with self._lock:
+            faults = self._faults.get(method.lower())
+            if faults:
+                fault = faults.popleft()
+                return fault.status, _error(fault.status, fault.retry_after), method
+            return (*self._answer(method.lower(), body), method)
+
+    def _answer(self, method: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        if method == "getme":
+            return 200, recording("getMe_ok")["response"]["body"]
+        if method == "setwebhook":
+            if not str(body.get("url", "")).startswith("https://"):
+                return 400, recording("error_400_bad_webhook")["response"]["body"]
+            self.webhook = body
+            return 200, recording("setWebhook_ok")["response"]["body"]
+        if method in ("sendmessage", "sendvideo"):
+            if "chat_id" not in body:
+                return 400, {"ok": False, "error_code": 400, "description": "Bad Request: chat_id is empty"}
+            name = "sendMessage_ok" if method == "sendmessage" else "sendVideo_ok"
+            result = copy.deepcopy(recording(name)["response"]["body"]["result"])
+            result.update(message_id=next(self._message_ids), date=int(time.time()))
+            result["chat"]["id"] = body["chat_id"]
+            for field in ("text", "caption"):
+                if field in result:
+                    result[field] = body.get(field, "")
+            return 200, {"ok": True, "result": result}
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+
+
+def _poll(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
+        time.sleep(0.02)
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 resets connections when the service sends its
+    # 16 parallel calls at once; the real Bot API does not.
+    request_queue_size = 128
+
+
+class _Handler(BaseHTTPRequestHandler):
+    stand_in: StandInTelegram
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"<not JSON>": raw.decode(errors="replace")}
+        status, answer, method = self.stand_in.handle(self.path, body)
+        with self.stand_in._lock:
+            self.stand_in.calls.append(Call(method, body, time.monotonic(), status))
+        payload = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the service stopped waiting (its shutdown cancelled the call)
+
+    do_GET = do_POST  # the Bot API takes GET too
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the tests read `calls`, not stderr
