@@ -8,7 +8,6 @@ generation to the background runner and return at once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service.claim import ClaimRule, NewVideo
+from service.deadlines import within
 from service.errors import DuplicateRequest, StorageUnavailable
 from service.generators import GenerationJob, Generator, SimHints, make_generator
 from service.policies import Admission, admit
@@ -75,9 +75,10 @@ class Runtime:
     async def bounded(self, call):  # type: ignore[no-untyped-def]
         """Await a store call within the request's time bound; a database that does not answer
         in time is StorageUnavailable (503). A claim that committed just after the bound has
-        no worker: its lease runs out and the key frees itself, nothing is generated."""
+        no worker: its lease runs out and the key frees itself, nothing is generated.
+        `within`, not `asyncio.wait_for`: the bound holds on a frozen database too."""
         try:
-            return await asyncio.wait_for(call, self.settings.request_timeout_seconds)
+            return await within(call, self.settings.request_timeout_seconds)
         except TimeoutError:
             raise StorageUnavailable(
                 f"database unavailable: no answer within {self.settings.request_timeout_seconds:g} s"
