@@ -14,6 +14,7 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
@@ -37,29 +38,57 @@ async def _burst(url: str, bodies: list[dict]) -> Counter:
     return Counter(a.status_code for a in answers)
 
 
+WAITING_CLAIMS_SQL = """
+SELECT count(*), coalesce(extract(epoch FROM max(clock_timestamp() - query_start)), 0)
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO video_claims%'
+"""
+
+
+def starved_for(observer: psycopg.Connection, connections: int, seconds: float) -> bool:
+    """True once `connections` claims are stuck on the lock, the oldest for `seconds`."""
+    waiting, longest = observer.execute(WAITING_CLAIMS_SQL).fetchone()
+    return waiting >= connections and float(longest) >= seconds
+
+
 def test_a_burst_on_a_busy_key_never_starves_another_key_s_heartbeats(pg_url: str, tmp_path) -> None:
     """Before: heartbeats shared the request pool; 80 concurrent `/create` on a busy key
-    exhausted it, two heartbeats failed and the key was taken over. Now renewals have their
-    own connections: bursts of 200 for as long as the generations run change nothing."""
-    lease = 1.0  # a heartbeat every third of a second, so a stall of one lease shows
-    with live_service(pg_url, tmp_path, lease_seconds=lease, sim_seconds=4) as service:
-        busy = create(service.url, "the busy key", user=1).json()
-        other = create(service.url, "another key", user=2).json()
-        bodies = [{"tg_user_id": 1, "prompt": "the busy key"}] * (BURST - 10) + \
-                 [{"tg_user_id": 2, "prompt": "another key"}] * 10
-        codes: Counter = Counter()
-        bursts = 0
-        while video(service.url, other["video_id"])["status"] == "generating":
-            codes += asyncio.run(_burst(service.url, bodies))
-            bursts += 1
-        print(f"{bursts} bursts of {BURST}: {dict(codes)}")
-        assert bursts >= 2 and codes[202] == 0, codes
-        assert codes[409] >= BURST, codes
-        wait_until(lambda: video(service.url, busy["video_id"])["status"] != "generating", what="the busy key")
-        assert [video(service.url, v["video_id"])["status"] for v in (busy, other)] == ["ready", "ready"]
-        stats = service.stats()
-        assert (stats["submitted"], stats["ready"], stats["lost"]) == (2, 2, 0)
-        assert "heartbeat" not in service.log_path.read_text()  # not one renewal failed
+    exhausted it, two heartbeats failed and another process took the key over.
+
+    Here the busy key's claim row is locked (another session's SELECT … FOR UPDATE) so that
+    every `/create` on it holds one of `starved`'s request connections while it waits: its
+    request pool is exhausted for three of its one-second leases, with 200 requests queued.
+    Its renewals have their own connections, so `rescuer`, asked for the other key the whole
+    time, never finds that key's lease expired."""
+    lease = 1.0  # a heartbeat every third of a second
+    pool = {"db_pool_size": 2, "db_max_overflow": 2}
+    with (
+        live_service(pg_url, tmp_path, lease_seconds=lease, sim_seconds=8, **pool) as starved,
+        live_service(pg_url, tmp_path, lease_seconds=30, sim_seconds=8) as rescuer,
+    ):
+        other = create(starved.url, "another key", user=2).json()
+        busy = create(rescuer.url, "the busy key", user=1).json()
+        with (
+            psycopg.connect(libpq(pg_url)) as locker,
+            psycopg.connect(libpq(pg_url), autocommit=True) as observer,
+            ThreadPoolExecutor(1) as background,
+        ):
+            locker.execute("SELECT 1 FROM video_claims WHERE tg_user_id = 1 FOR UPDATE")
+            burst = background.submit(asyncio.run, _burst(starved.url, [{"tg_user_id": 1, "prompt": "the busy key"}] * BURST))
+            probes = Counter()
+            while not starved_for(observer, connections=4, seconds=3 * lease):
+                probes[create(rescuer.url, "another key", user=2).status_code] += 1
+            locker.commit()
+            codes = burst.result(timeout=60)
+        print(f"burst {dict(codes)}, takeover probes {dict(probes)}")
+        assert probes[409] >= 1 and set(probes) == {409}, probes
+        assert codes[202] == 0 and set(codes) <= {409, 503}, codes
+        wait_until(lambda: video(starved.url, other["video_id"])["status"] != "generating", what="the other key")
+        assert video(starved.url, other["video_id"])["status"] == "ready"
+        stats = starved.stats()
+        assert (stats["submitted"], stats["ready"], stats["lost"]) == (1, 1, 0)
+        assert "heartbeat" not in starved.log_path.read_text()  # not one renewal failed
+        assert busy["attempt"] == 1
     assert attempts(pg_url) == [1, 1]
 
 
