@@ -63,7 +63,7 @@ def test_a_burst_on_a_busy_key_never_starves_another_key_s_heartbeats(pg_url: st
     lease = 1.0  # a heartbeat every third of a second
     pool = {"db_pool_size": 2, "db_max_overflow": 2}
     with (
-        live_service(pg_url, tmp_path, lease_seconds=lease, sim_seconds=8, **pool) as starved,
+        live_service(pg_url, tmp_path, lease_seconds=lease, sim_seconds=6, **pool) as starved,
         live_service(pg_url, tmp_path, lease_seconds=30, sim_seconds=8) as rescuer,
     ):
         other = create(starved.url, "another key", user=2).json()

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -54,7 +55,7 @@ def test_a_claim_that_waited_behind_a_lock_longer_than_the_lease_is_not_taken_ov
     `row`: a retry of a failed key behind `SELECT … FOR UPDATE` on its claim row (the
     ON CONFLICT DO UPDATE branch: its SET is evaluated after the row lock is granted).
     """
-    with live_service(pg_url, tmp_path, lease_seconds=LEASE, sim_seconds=3, request_timeout_seconds=15) as service:
+    with live_service(pg_url, tmp_path, lease_seconds=LEASE, sim_seconds=2, request_timeout_seconds=15) as service:
         if lock == "row":  # a first attempt that fails, so the retry takes the row over
             with live_service(pg_url, tmp_path, lease_seconds=LEASE, sim_seconds=0, sim_failure_rate=1) as failing:
                 first = create(failing.url, PROMPT).json()
@@ -92,21 +93,30 @@ def test_a_claim_that_waited_behind_a_lock_longer_than_the_lease_is_not_taken_ov
     assert attempts(pg_url) == [won["attempt"]]
 
 
+@pytest.fixture
+def faketime() -> tuple[str, ...]:
+    """The command prefix that skews a process's clock; libfaketime must be installed (never skipped)."""
+    assert shutil.which("faketime"), "these tests need libfaketime's `faketime` (Debian/Ubuntu: apt-get install faketime)"
+    return SKEWED
+
+
 def skewed_clock(service_url: str) -> timedelta:
     """How far ahead of this machine the service's own clock is (uvicorn's Date header)."""
     response = httpx.get(f"{service_url}/healthz", timeout=10)
     return parsedate_to_datetime(response.headers["date"]) - datetime.now(UTC)
 
 
-def test_a_process_forty_seconds_ahead_neither_takes_over_nor_sweeps_on_postgres(pg_url: str, tmp_path) -> None:
+def test_a_process_forty_seconds_ahead_neither_takes_over_nor_sweeps_on_postgres(
+    pg_url: str, tmp_path, faketime: tuple[str, ...]
+) -> None:
     """Before: each process judged leases by its own clock; a host 25-40 s ahead took over
     live claims and its sweeper marked healthy generations failed. PostgreSQL's clock is one
     for every client, so the skewed process changes nothing."""
     prompts = [f"{PROMPT} {i}" for i in range(3)]
-    settings = {"lease_seconds": 2, "sim_seconds": 5}
+    settings = {"lease_seconds": 2, "sim_seconds": 4}
     with live_service(pg_url, tmp_path, **settings) as honest:
         held = [create(honest.url, p).json() for p in prompts]
-        with live_service(pg_url, tmp_path, prefix=SKEWED, extra_env=SKEW_ENV, **settings) as ahead:
+        with live_service(pg_url, tmp_path, prefix=faketime, extra_env=SKEW_ENV, **settings) as ahead:
             assert skewed_clock(ahead.url) > timedelta(seconds=30)  # faketime reaches Python
 
             for prompt, original in zip(prompts, held, strict=True):
@@ -116,7 +126,7 @@ def test_a_process_forty_seconds_ahead_neither_takes_over_nor_sweeps_on_postgres
             # Its own claim is dated by the database, not by its clock.
             assert abs(created_at(own) - datetime.now(UTC)) < timedelta(seconds=20)
 
-            # Both sweepers run every lease (2 s) during the 5 s generations.
+            # Both sweepers run every lease (2 s) during the 4 s generations.
             for original in [*held, own]:
                 wait_until(lambda: video(honest.url, original["video_id"])["status"] != "generating",
                            what="the generations to end")
@@ -126,7 +136,7 @@ def test_a_process_forty_seconds_ahead_neither_takes_over_nor_sweeps_on_postgres
     assert count(pg_url, Video, status="failed") == 0
 
 
-def test_on_sqlite_the_clock_is_the_calling_process_s_own(sqlite_url: str, tmp_path) -> None:
+def test_on_sqlite_the_clock_is_the_calling_process_s_own(sqlite_url: str, tmp_path, faketime: tuple[str, ...]) -> None:
     """What is true on SQLite: there is no database server to own the clock. `'now'` in a
     statement is the OS clock of the process running it, so a process 40 s ahead sees every
     lease as expired and takes the key over. Processes sharing a SQLite file share a host
@@ -134,7 +144,7 @@ def test_on_sqlite_the_clock_is_the_calling_process_s_own(sqlite_url: str, tmp_p
     settings = {"lease_seconds": 2, "sim_seconds": 30}
     with (
         live_service(sqlite_url, tmp_path, **settings) as honest,
-        live_service(sqlite_url, tmp_path, prefix=SKEWED, extra_env=SKEW_ENV, **settings) as ahead,
+        live_service(sqlite_url, tmp_path, prefix=faketime, extra_env=SKEW_ENV, **settings) as ahead,
     ):
         original = create(honest.url, PROMPT).json()
         taken = create(ahead.url, PROMPT)
