@@ -59,7 +59,8 @@ def test_a_burst_on_a_busy_key_never_starves_another_key_s_heartbeats(pg_url: st
     every `/create` on it holds one of `starved`'s request connections while it waits: its
     request pool is exhausted for three of its one-second leases, with 200 requests queued.
     Its renewals have their own connections, so `rescuer`, asked for the other key the whole
-    time, never finds that key's lease expired."""
+    time, never finds that key's lease expired. On f3943d3 the second process took it over
+    (one 202 among 97 probes)."""
     lease = 1.0  # a heartbeat every third of a second
     pool = {"db_pool_size": 2, "db_max_overflow": 2}
     with (
@@ -94,7 +95,8 @@ def test_a_burst_on_a_busy_key_never_starves_another_key_s_heartbeats(pg_url: st
 
 def test_a_full_backlog_answers_429_before_claiming_and_a_duplicate_still_409(db_url: str) -> None:
     """Before: the queue was unbounded (3,000 x 202 behind 4 running generations, each queued
-    user holding a claim). Now past max_concurrent + max_queued, /create is refused first."""
+    user holding a claim). Now past max_concurrent + max_queued, /create is refused first.
+    On f3943d3 the 4th got 202."""
     with running_app(db_url, max_concurrent_generations=1, max_queued_generations=2, sim_seconds="600") as client:
         admitted = [client.post("/create", json={"tg_user_id": u, "prompt": f"video {u}"}) for u in (1, 2, 3)]
         assert [a.status_code for a in admitted] == [202, 202, 202]
@@ -122,6 +124,7 @@ def timed(call):  # type: ignore[no-untyped-def]
 def test_sqlite_reads_do_not_wait_for_another_process_s_write_lock(sqlite_url: str, tmp_path) -> None:
     """Before: reads and /healthz opened BEGIN IMMEDIATE and waited for writers (5.7 s).
     Now they read beside the writer (WAL); only /create waits, and no longer than the bound.
+    On f3943d3 /healthz had not answered after 30 s.
     Found here: the claim still took the lock once it was released, after its 503, and
     committed a claim nobody generated; the store now rolls back a claim past its deadline."""
     bound = 2.0

@@ -48,7 +48,10 @@ def test_a_result_that_finishes_during_an_outage_is_recorded_when_the_database_r
 
     `past-lease`: the database stays down for three leases after the result came, so the
     sweep may mark the claim abandoned when it returns; nobody superseded the attempt, so
-    the fenced write (on `attempt`, not on status) still records the result."""
+    the fenced write (on `attempt`, not on status) still records the result.
+    On f3943d3, 5 s after the database returned: in_flight 1, the video still `generating`
+    (within-lease) or `failed` "abandoned" with no URL and no cost (past-lease), and the
+    next `/create` of the prompt answered 202: a second payment."""
     with live_service(pg.url, tmp_path, lease_seconds=lease, sim_seconds=2, request_timeout_seconds=BOUND) as service:
         won = create(service.url, PROMPT).json()
         pg.stop()
@@ -81,7 +84,9 @@ def timed(call):  # type: ignore[no-untyped-def]
 def test_a_frozen_database_gets_a_503_within_the_bound_and_the_service_recovers(pg: OwnPostgres, tmp_path) -> None:
     """Before: no statement or connect timeout, so `/create` on a frozen database hung for
     60 s. Now every request answers within CLAIMFIRST_REQUEST_TIMEOUT_SECONDS (2 s here),
-    503 with Retry-After; the limit asserted leaves 3 s for a loaded machine."""
+    503 with Retry-After; the limit asserted leaves 3 s for a loaded machine. On f3943d3 the
+    client gave up after 30 s; on the rewritten core with `asyncio.wait_for` as the bound,
+    12.05 s (psycopg's cancel and drain after the deadline, see service/deadlines.py)."""
     lease = 2.0
     with live_service(pg.url, tmp_path, lease_seconds=lease, sim_seconds=0.5, request_timeout_seconds=BOUND) as service:
         ready = create(service.url, "before the freeze").json()

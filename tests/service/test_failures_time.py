@@ -54,6 +54,8 @@ def test_a_claim_that_waited_behind_a_lock_longer_than_the_lease_is_not_taken_ov
     `table`: a fresh key behind `LOCK TABLE video_claims IN ACCESS EXCLUSIVE MODE`.
     `row`: a retry of a failed key behind `SELECT … FOR UPDATE` on its claim row (the
     ON CONFLICT DO UPDATE branch: its SET is evaluated after the row lock is granted).
+    On f3943d3 (both variants): the claim was dated 2.05 s before the lock was released, and
+    the next `/create` answered 202 with a new attempt while the first worker generated.
     """
     with live_service(pg_url, tmp_path, lease_seconds=LEASE, sim_seconds=2, request_timeout_seconds=15) as service:
         if lock == "row":  # a first attempt that fails, so the retry takes the row over
@@ -111,7 +113,8 @@ def test_a_process_forty_seconds_ahead_neither_takes_over_nor_sweeps_on_postgres
 ) -> None:
     """Before: each process judged leases by its own clock; a host 25-40 s ahead took over
     live claims and its sweeper marked healthy generations failed. PostgreSQL's clock is one
-    for every client, so the skewed process changes nothing."""
+    for every client, so the skewed process changes nothing. On f3943d3 the skewed process's
+    first `/create` on a live key answered 202."""
     prompts = [f"{PROMPT} {i}" for i in range(3)]
     settings = {"lease_seconds": 2, "sim_seconds": 4}
     with live_service(pg_url, tmp_path, **settings) as honest:
