@@ -20,6 +20,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service.claim import ClaimRule, NewVideo
+from service.deadlines import within
 from service.errors import DuplicateRequest, StorageUnavailable
 from service.generators import GenerationJob, Generator, SimHints, make_generator
 from service.idempotency import forget_expired_keys
@@ -89,11 +90,10 @@ class Runtime:
     async def bounded(self, call):  # type: ignore[no-untyped-def]
         """Await a store call within the request's time bound; a database that does not answer
         in time is StorageUnavailable (503). A claim that committed just after the bound has
-        no worker: its lease runs out and the key frees itself, nothing is generated."""
+        no worker: its lease runs out and the key frees itself, nothing is generated.
+        `within`, not `asyncio.wait_for`: the bound holds on a frozen database too."""
         try:
-            # asyncio.timeout, not wait_for: no extra task per request on the hot path.
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
-                return await call
+            return await within(call, self.settings.request_timeout_seconds)
         except TimeoutError:
             raise StorageUnavailable(
                 f"database unavailable: no answer within {self.settings.request_timeout_seconds:g} s"
@@ -112,13 +112,16 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
         await anyio.to_thread.run_sync(_migrate, settings.database_url)
         await runtime.store.open()
         runtime.runner.start()
-        forgetting = asyncio.get_running_loop().create_task(forget_expired_keys(runtime), name="forget-keys")
-        log.info("claimfirst ready: %s, policy=%s", runtime.store.dialect, settings.policy)
+        forgetting: asyncio.Task[None] | None = None
         try:
+            forgetting = asyncio.get_running_loop().create_task(forget_expired_keys(runtime), name="forget-keys")
+            log.info("claimfirst ready: %s, policy=%s", runtime.store.dialect, settings.policy)
             yield
         finally:
-            forgetting.cancel()
-            await asyncio.gather(forgetting, return_exceptions=True)
+            # Also when starting failed half-way: nothing started here may outlive the app.
+            if forgetting is not None:
+                forgetting.cancel()
+                await asyncio.gather(forgetting, return_exceptions=True)
             await runtime.runner.stop()
             # After the runner: the generations it cancelled tell their users, then the bot
             # gets a moment to send that before the store closes.

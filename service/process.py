@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,16 +64,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_subprocess(env: Mapping[str, str], log_dir: Path, *, cwd: Path | None = None,
-                     log_level: str = "warning") -> Iterator[ServiceProcess]:
-    """Run the service with `env` added to this process's environment; yield its handle."""
+def serve_subprocess(
+    env: Mapping[str, str], log_dir: Path, *, cwd: Path | None = None, prefix: Sequence[str] = (),
+    log_level: str = "warning",
+) -> Iterator[ServiceProcess]:
+    """Run the service with `env` added to this process's environment; yield its handle.
+
+    `prefix` goes before the interpreter, e.g. `("faketime", "-f", "+40s")` to run the
+    service on a skewed clock."""
     full_env = {**os.environ, **env}
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
         log_path = Path(log_dir) / f"service-{port}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level],
+                [*prefix, sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+                 "--log-level", log_level],
                 env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
             )
         handle = ServiceProcess(process, f"http://127.0.0.1:{port}", log_path)

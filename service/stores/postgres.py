@@ -108,8 +108,13 @@ WITH held AS (
     RETURNING s.provider_job_id, s.attempt
 )
 SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won_created_at,
-       (SELECT provider_job_id FROM superseded WHERE provider_job_id IS NOT NULL
-         ORDER BY attempt DESC LIMIT 1) AS adopt_job_id,
+       -- The job a new attempt adopts instead of paying again: the attempt it fenced off, or the
+       -- holder's if the sweep already marked it abandoned (the worker died, its job may run on).
+       -- A holder that finished is not adopted; a job that failed at the provider is looked at
+       -- and replaced by the generator.
+       coalesce((SELECT provider_job_id FROM superseded WHERE provider_job_id IS NOT NULL
+                  ORDER BY attempt DESC LIMIT 1),
+                (SELECT h.provider_job_id FROM held h WHERE h.status <> 'ready')) AS adopt_job_id,
        held.*
   FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """

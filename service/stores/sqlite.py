@@ -17,6 +17,12 @@ so `/healthz` and `GET /videos/{id}` answer while claims queue.
 
 Time: SQLite's own clock, `strftime(…, 'now')`, read inside each statement, in the same text
 form SQLAlchemy stores (`YYYY-MM-DD HH:MM:SS.ffffff`, UTC), so stored times compare as text.
+SQLite has no server: its 'now' is the OS clock of the process running the statement. The
+processes sharing one file share a host and its clock, so this is one clock in practice; a
+process with a faked clock (libfaketime) does see its own (tests/service/test_failures_time.py).
+
+A claim that gets the write lock after its request gave up (the request timeout) is rolled
+back rather than committed: nobody would generate it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -98,6 +105,12 @@ SELECT c.status AS claim_status, c.attempt AS claim_attempt, c.claimed_at AS cla
 
 _FENCE = "tg_user_id = :user AND key_digest = :digest AND attempt = :attempt"
 
+# The sweep's question, answered from the partial index on live claims (ix_claims_generating_lease).
+SWEEP_SQL = f"""
+UPDATE video_claims SET status = 'failed', lease_expires_at = NULL
+ WHERE status = 'generating' AND lease_expires_at <= {NOW} RETURNING video_id
+"""
+
 
 def _fence(ticket: ClaimTicket) -> dict[str, Any]:
     return {"user": ticket.tg_user_id, "digest": key_digest(ticket.prompt_key), "attempt": ticket.attempt,
@@ -145,10 +158,12 @@ class SqliteStore:
                 self._connections.append(conn)
         return conn
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _write(self, work: Callable[[sqlite3.Connection], T], deadline: float | None = None) -> T:
         conn = self._conn()
+        _check(deadline)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            _check(deadline)
             result = work(conn)
         except BaseException:
             conn.execute("ROLLBACK")
@@ -187,10 +202,10 @@ class SqliteStore:
         params = {"user": request.tg_user_id, "digest": key_digest(request.prompt_key), "key": request.prompt_key,
                   "prompt": request.prompt, "category": request.category,
                   "lease_ahead": _seconds(rule.lease, "+"), "window_ago": _seconds(rule.window, "-")}
+        before = conn.execute(HOLDER_SQL, params).fetchone()
         won = conn.execute(UPSERT_SQL, params).fetchone()
         if won is None:
-            row = conn.execute(HOLDER_SQL, params).fetchone()
-            return None if row is None else holder_from_row(row)
+            return None if before is None else holder_from_row(before)
         params.update(attempt=won["attempt"], claimed_at=won["claimed_at"])
         video_id = conn.execute(INSERT_CLAIMED_VIDEO_SQL, params).fetchone()["id"]
         conn.execute("UPDATE video_claims SET video_id = :video_id WHERE tg_user_id = :user AND key_digest = :digest",
@@ -198,8 +213,13 @@ class SqliteStore:
         error = SUPERSEDED_ERROR.format(attempt=won["attempt"], video_id=video_id)
         superseded = conn.execute(SUPERSEDE_SQL, {**params, "error": error}).fetchall()
         jobs = sorted((row["attempt"], row["provider_job_id"]) for row in superseded if row["provider_job_id"])
+        # The job to adopt: the attempt fenced off just now, or the holder's if the sweep had
+        # already marked it abandoned (see the PostgreSQL store's CLAIM_SQL).
+        adopt = jobs[-1][1] if jobs else None
+        if adopt is None and before is not None and before["status"] != "ready":
+            adopt = before["provider_job_id"]
         return ClaimTicket(video_id, request.tg_user_id, request.prompt_key, won["attempt"],
-                           as_utc(won["claimed_at"]), jobs[-1][1] if jobs else None)
+                           as_utc(won["claimed_at"]), adopt)
 
     async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
         # A holder that visibly blocks is answered from a read, without queueing for the write
@@ -208,7 +228,12 @@ class SqliteStore:
         holder = await self.holder(request, rule)
         if holder is not None and holder.blocks:
             return holder
-        return await self._run(self._claims, partial(self._write, partial(self._claim, request=request, rule=rule)))
+        # The request stops waiting after the timeout (503); a claim that got the write lock
+        # (or its turn on the claims thread) later than that must not commit: nobody would
+        # generate it, and it would block the key for a lease.
+        deadline = time.monotonic() + self._busy_ms / 1000
+        return await self._run(self._claims, partial(
+            self._write, partial(self._claim, request=request, rule=rule), deadline=deadline))
 
     async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None:
         params = {"user": request.tg_user_id, "digest": key_digest(request.prompt_key),
@@ -285,9 +310,7 @@ class SqliteStore:
         await self._run(self._leases, partial(self._write, partial(self._fail, ticket=ticket, error=error, cost_usd=cost_usd)))
 
     def _sweep(self, conn: sqlite3.Connection) -> list[int]:
-        expired = [row["video_id"] for row in conn.execute(
-            "UPDATE video_claims SET status = 'failed', lease_expires_at = NULL"
-            f" WHERE status = 'generating' AND lease_expires_at <= {NOW} RETURNING video_id").fetchall()]
+        expired = [row["video_id"] for row in conn.execute(SWEEP_SQL).fetchall()]
         for video_id in expired:
             conn.execute(f"UPDATE videos SET status = 'failed', error = :error, updated_at = {NOW}"
                          " WHERE id = :id AND status = 'generating'", {"id": video_id, "error": ABANDONED_ERROR})
@@ -387,6 +410,11 @@ class SqliteStore:
     ) -> None:
         await self._run(self._leases, partial(self._write, partial(
             self._set_outcome, video_id=video_id, status=status, result=result, error=error)))
+
+
+def _check(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise StorageUnavailable("database unavailable: the write lock came too late")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,8 +25,12 @@ def wait_until(condition: Callable[[], object], *, timeout: float = 20.0, what: 
 
 
 @contextmanager
-def live_service(database_url: str, log_dir: Path, *, log_level: str = "warning",
-                 **settings: object) -> Iterator[ServiceProcess]:
-    env = {"DATABASE_URL": database_url, **{f"CLAIMFIRST_{k.upper()}": str(v) for k, v in settings.items()}}
-    with serve_subprocess(env, log_dir, cwd=ROOT, log_level=log_level) as service:
+def live_service(
+    database_url: str, log_dir: Path, *, prefix: Sequence[str] = (), extra_env: Mapping[str, str] | None = None,
+    log_level: str = "warning", **settings: object,
+) -> Iterator[ServiceProcess]:
+    """`python -m service` on `database_url` with CLAIMFIRST_* `settings`; `prefix` wraps the command."""
+    env = {"DATABASE_URL": database_url, **{f"CLAIMFIRST_{k.upper()}": str(v) for k, v in settings.items()},
+           **(extra_env or {})}
+    with serve_subprocess(env, log_dir, cwd=ROOT, prefix=prefix, log_level=log_level) as service:
         yield service

@@ -1,0 +1,44 @@
+"""Waiting for the database with a deadline that holds even when the database is frozen.
+
+`asyncio.wait_for` cancels the call at its deadline and then *waits for the cancellation to
+finish*. psycopg handles a cancelled query by asking the server to cancel it (up to 5 s) and
+then waiting for the query to end (up to 5 s more) before it closes the connection: against
+a frozen server (SIGSTOP, a stalled VM, a dead network path with no reset) a 2 s bound
+became a 12 s answer. `within` answers at the deadline and lets the cancelled call finish
+its cleanup in the background (it still returns its connection to the pool, or closes it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import TypeVar
+
+__all__ = ["within"]
+
+T = TypeVar("T")
+
+# Cancelled calls still cleaning up; held so they are not garbage-collected mid-cleanup.
+_abandoned: set[asyncio.Future] = set()
+
+
+def _forget(task: asyncio.Future) -> None:
+    _abandoned.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: an error after the deadline is nobody's to handle
+
+
+async def within(call: Awaitable[T], seconds: float) -> T:
+    """The result of `call`, or TimeoutError after `seconds` whatever `call` does on cancel."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except BaseException:  # the caller itself was cancelled (a client went away)
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+    raise TimeoutError
