@@ -9,6 +9,10 @@ database says so (a newer attempt took the key over): then nobody will accept th
 generation's result, so it is cancelled to stop paying for it. While the database cannot be
 reached nobody else can take the key either, so an outage alone cancels nothing.
 
+Every database call here is bounded with `service.deadlines.within`, which answers at the
+deadline even against a frozen server (asyncio.wait_for would wait out psycopg's cancel);
+the writes it gives up on are fenced and idempotent, so one that still lands is harmless.
+
 Outcomes. A paid result is never dropped: the write that records how a generation ended is
 retried with backoff until the database answers (the heartbeat keeps the lease alive
 meanwhile), and the store accepts a late result that nobody superseded. Cancelled, timed-out
@@ -34,6 +38,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from service.claim import FAILED, READY
+from service.deadlines import within
 from service.errors import ClaimfirstError, GenerationError, StorageUnavailable, Throttled
 from service.generators import GenerationJob, GenerationResult, Generator
 from service.metrics import Metrics
@@ -307,7 +312,7 @@ class GenerationRunner:
         delay = OUTCOME_RETRY_FIRST_SECONDS
         while True:
             try:
-                return await asyncio.wait_for(write(), self.db_timeout_seconds)
+                return await within(write(), self.db_timeout_seconds)
             except (StorageUnavailable, TimeoutError) as exc:
                 if self._stopping.is_set() and deadline is None:
                     deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -325,7 +330,7 @@ class GenerationRunner:
         if not holds:
             return True
         try:
-            held = await asyncio.wait_for(self.store.renew([h.ticket for h in holds], self.lease),  # type: ignore[misc]
+            held = await within(self.store.renew([h.ticket for h in holds], self.lease),  # type: ignore[misc]
                                           self.db_timeout_seconds)
         except (StorageUnavailable, TimeoutError) as exc:
             log.warning("heartbeat for %d leases failed (%s)", len(holds), str(exc) or "timed out")
@@ -345,7 +350,7 @@ class GenerationRunner:
     # -- the sweep ---------------------------------------------------------------------
 
     async def sweep_once(self) -> list[int]:
-        return await asyncio.wait_for(self.store.expire_abandoned(), self.db_timeout_seconds)
+        return await within(self.store.expire_abandoned(), self.db_timeout_seconds)
 
     async def _sweep_until_stopped(self) -> None:
         while not self._stopping.is_set():
