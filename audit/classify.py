@@ -39,7 +39,7 @@ from datetime import timedelta
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
-from audit.visible import seen_by_check
+from audit.visible import group_codes, seen_by_check
 
 __all__ = [
     "DEFAULT_GENERATION_RANGE",
@@ -96,13 +96,15 @@ def classify_duplicates(
     if out.empty:
         out["class"] = pd.Series([], dtype=object)
         return out
-    saved = marked.loc[marked["status"] != "failed", [*_GROUP, "id", "created_at"]]
+    # Probes and rows are rows of `marked`: join on one integer per (user, key), named once.
+    groups = marked[["id", "status", "created_at"]].assign(group=group_codes(marked, _GROUP))
+    saved = groups.loc[groups["status"] != "failed", ["group", "id", "created_at"]]
+    probes = out[["video_id", "requested_at", "created_at"]].merge(
+        groups[["id", "group"]], left_on="video_id", right_on="id", how="left").drop(columns="id")
     sequential = seen_by_check(
-        out[[*_GROUP, "video_id", "requested_at", "created_at"]].rename(
-            columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
-        ),
+        probes.rename(columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}),
         saved.rename(columns={"id": "row_id", "created_at": "visible_at"}),
-        by=_GROUP,
+        by=["group"],
         window=window,
         ties="earlier",
     )

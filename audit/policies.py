@@ -43,7 +43,7 @@ from datetime import timedelta
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
-from audit.visible import seen_by_check
+from audit.visible import group_codes, seen_by_check
 
 __all__ = ["POLICIES", "KEYED_VARIANTS", "POLICY_ROWS", "DEFAULT_PENDING_GAP", "prevented_by", "compare_policies"]
 
@@ -69,19 +69,23 @@ def prevented_by(
     out = pd.DataFrame(index=classified.index)
     out["none"] = False
     out["claim"] = True
-    probes = classified[[*_KEYED, "prompt", "video_id", "requested_at", "created_at"]].rename(
+    # Every row here is a row of `marked`: name its (user, prompt) and (user, key) once.
+    groups = marked[["id"]].assign(exact=group_codes(marked, _EXACT), keyed=group_codes(marked, _KEYED))
+    probes = classified[["video_id", "requested_at", "created_at"]].rename(
         columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
     )
+    probes = probes.merge(groups, left_on="probe_id", right_on="id", how="left").drop(columns="id")
     # What `check` can see: every saved row, of any status, from its save on.
-    saved = marked[[*_KEYED, "prompt", "id", "created_at"]].rename(columns={"id": "row_id", "created_at": "visible_at"})
+    saved = marked[["id", "created_at"]].assign(exact=groups["exact"].to_numpy(), keyed=groups["keyed"].to_numpy())
+    saved = saved.rename(columns={"id": "row_id", "created_at": "visible_at"})
     # What `pending` can see: each non-failed request's row, from its insert on.
-    pending_rows = marked.loc[marked["status"] != "failed", [*_KEYED, "prompt", "id"]].merge(requested, on="id")
+    pending_rows = groups.loc[(marked["status"] != "failed").to_numpy()].merge(requested, on="id")
     pending_rows = pending_rows.assign(visible_at=(pending_rows["requested_at"] + pd.Timedelta(pending_gap)).dt.as_unit("us"))
     pending_rows = pending_rows.rename(columns={"id": "row_id"})
-    for name, by in (("check", _EXACT), ("check-by-key", _KEYED)):
-        out[name] = seen_by_check(probes, saved, by=by, window=window, ties="earlier")
-    for name, by in (("pending", _EXACT), ("pending-by-key", _KEYED)):
-        out[name] = seen_by_check(probes, pending_rows, by=by, window=window, ties="any")
+    for name, by in (("check", "exact"), ("check-by-key", "keyed")):
+        out[name] = seen_by_check(probes, saved, by=[by], window=window, ties="earlier")
+    for name, by in (("pending", "exact"), ("pending-by-key", "keyed")):
+        out[name] = seen_by_check(probes, pending_rows, by=[by], window=window, ties="any")
     return out[list(POLICY_ROWS)].astype(bool)
 
 
