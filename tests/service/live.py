@@ -12,16 +12,22 @@ from service.process import ServiceProcess, serve_subprocess
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_until(condition: Callable[[], object], *, timeout: float = 20.0, what: str = "condition") -> object:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout` s."""
+def wait_until(
+    condition: Callable[[], object], *, timeout: float = 20.0, what: str | Callable[[], str] = "condition",
+    every: float = 0.05,
+) -> object:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout` s.
+
+    `what` names what was awaited in the failure; a callable is asked then, so it can say
+    what was seen instead."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout} s waiting for {what() if callable(what) else what}")
+        time.sleep(every)
 
 
 @contextmanager

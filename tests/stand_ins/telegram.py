@@ -21,11 +21,12 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.service.live import wait_until
 
 __all__ = ["StandInTelegram", "Call", "DEFAULT_TOKEN", "DEFAULT_SECRET", "BOT_USERNAME", "RECORDINGS",
            "recording", "recorded_update", "message_update"]
@@ -137,8 +138,8 @@ class StandInTelegram:
 
     def wait_for(self, method: str, count: int = 1, *, timeout: float = 20.0) -> list[dict[str, Any]]:
         """Poll until `count` calls of `method` were answered 200; fail after `timeout` s."""
-        return _poll(lambda: len(self.sent(method)) >= count and self.sent(method), timeout,
-                     lambda: f"{count} {method} call(s); saw {dict(Counter(self.methods()))}")
+        return wait_until(lambda: len(self.sent(method)) >= count and self.sent(method), timeout=timeout,
+                          what=lambda: f"{count} {method} call(s); saw {dict(Counter(self.methods()))}", every=0.02)
 
     # -- the API (called from the server's threads) -----------------------------------
 
@@ -173,17 +174,6 @@ class StandInTelegram:
                     result[field] = body.get(field, "")
             return 200, {"ok": True, "result": result}
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
-
-
-def _poll(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what()}")
-        time.sleep(0.02)
 
 
 class _Server(ThreadingHTTPServer):
