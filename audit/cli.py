@@ -21,6 +21,7 @@ A bare date for ``--until`` means the end of that day.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -50,6 +51,20 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
+
+
+def _out(*values: object, end: str = "\n") -> None:
+    """Print to stdout; a reader that went away (``audit sweep | head``) does not stop the work.
+
+    The first write that finds the pipe closed points stdout at /dev/null, so the sweep still
+    writes its files and exits with its own code instead of 3 for a BrokenPipeError."""
+    try:
+        print(*values, end=end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 def _moment(text: str, *, end_of_day: bool = False) -> datetime:
     try:
@@ -123,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sql(args: argparse.Namespace) -> int:
     try:
-        print(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table), end="")
+        _out(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table), end="")
     except ValueError as exc:
         raise AuditError(str(exc)) from exc
     return 0
@@ -188,16 +203,16 @@ def _sweep(args: argparse.Namespace) -> int:
         paths = write_data(result, args.out, source=loaded.description)
     except OSError as exc:
         raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
-    print(summary_text(result))
+    _out(summary_text(result))
     for note in loaded.notes:
-        print(f"Note: {note}")
+        _out(f"Note: {note}")
     try:
         paths["report"] = write_page(result, args.out, source=loaded.description)
     except Exception as exc:
         raise InternalError(
             f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were written"
         ) from exc
-    print(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
+    _out(f"Wrote {paths['summary']}, {paths['duplicates']}, {paths['report']}.")
     return 1 if args.fail_on_duplicates and result.summary["duplicate_count"] else 0
 
 
@@ -209,15 +224,15 @@ def _cleanup(args: argparse.Namespace) -> int:
     period = Period(since=args.since, until=args.until, window=timedelta(hours=args.window_hours))
     plan = plan_cleanup(args.database_url, period=period, progress=not args.no_progress and sys.stderr.isatty())
     marks = plan.marks
-    print(f"{len(marks)} duplicate(s) to mark, {plan.already_marked} already marked.")
+    _out(f"{len(marks)} duplicate(s) to mark, {plan.already_marked} already marked.")
     for row in marks.itertuples(index=False):
-        print(f"  video {row.video_id}: duplicate_of = {row.original_id}")
+        _out(f"  video {row.video_id}: duplicate_of = {row.original_id}")
     if not args.apply:
-        print("Dry run: nothing changed. Pass --apply to mark them (a backup is written first).")
+        _out("Dry run: nothing changed. Pass --apply to mark them (a backup is written first).")
         return 0
     backup = apply_cleanup(plan, backup_dir=args.backup_dir, as_of=args.as_of)
     if backup is not None:
-        print(f"Backed up {len(marks)} row(s) to {backup}; marked them.")
+        _out(f"Backed up {len(marks)} row(s) to {backup}; marked them.")
     return 0
 
 

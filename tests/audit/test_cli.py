@@ -155,3 +155,20 @@ def test_near_duplicates_flag_and_period_flags(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert [(n["earlier_id"], n["video_id"]) for n in summary["near_duplicates"]] == [(22, 23)]
     assert summary["duplicate_count"] == 11
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_sweep(tmp_path):
+    """`audit sweep … | head`: stdout closed before the first line; the files are still written
+    and the exit code is the sweep's own, not 3 for a BrokenPipeError."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "audit", "sweep", "--videos", str(VIDEOS_CSV), "--requests", str(REQUESTS_CSV),
+         "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader is gone before anything was printed
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(timeout=120) == 0, stderr
+    assert "internal error" not in stderr
+    assert {p.name for p in out.iterdir()} >= {"summary.json", "duplicates.csv", "report.html"}
