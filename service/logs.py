@@ -1,9 +1,10 @@
 """Log lines: text (the default) or JSON (`CLAIMFIRST_LOG_FORMAT=json`), with the request's ids.
 
-- `RequestId` (pure ASGI) takes the request's `X-Request-ID` (or makes one), keeps it in a
-  context variable for every line logged while the request runs, and echoes it in the answer.
-  asyncio tasks copy the context they are created in, so a generation started by a request
-  logs that request's id; `bind` adds the video id and attempt once they are known.
+- The request id (`service.edge` takes the request's `X-Request-ID` when `usable_request_id`,
+  or makes one) is kept in a context variable by `request_context` for every line logged while
+  the request runs, and echoed in the answer. asyncio tasks copy the context they are created
+  in, so a generation started by a request logs that request's id; `bind` adds the video id
+  and attempt once they are known.
 - `JsonFormatter`: one object per line: time (UTC, ISO 8601), level, logger, message, then
   request_id, video_id, attempt, outcome where known (from the context or a call's `extra`).
 - `RedactSecrets`: a filter on every handler that masks the API keys, the provider token and
@@ -18,18 +19,16 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from service.settings import Settings
 
-__all__ = ["RequestId", "JsonFormatter", "RedactSecrets", "bind", "log_config", "CONTEXT_FIELDS"]
+__all__ = ["request_context", "usable_request_id", "JsonFormatter", "RedactSecrets", "bind", "log_config", "CONTEXT_FIELDS"]
 
 CONTEXT_FIELDS = ("request_id", "video_id", "attempt", "outcome")
 _context: ContextVar[dict[str, Any]] = ContextVar("claimfirst_log_context", default={})
@@ -46,33 +45,23 @@ def bind(**fields: Any) -> None:
     _context.set({**_context.get(), **fields})
 
 
-def _request_id(headers: Headers) -> str:
-    given = headers.get("x-request-id", "")
-    if 0 < len(given) <= MAX_REQUEST_ID_CHARS and given.isascii() and given.isprintable():
-        return given
-    return uuid.uuid4().hex
+def usable_request_id(given: bytes | None) -> str | None:
+    """A client's X-Request-ID (raw header bytes) if it is one we can keep, else None."""
+    if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isascii():
+        text = given.decode("ascii")
+        if text.isprintable():
+            return text
+    return None
 
 
-class RequestId:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _request_id(Headers(scope=scope))
-        token = _context.set({"request_id": request_id})
-
-        async def echo(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
-            await send(message)
-
-        try:
-            await self.app(scope, receive, echo)
-        finally:
-            _context.reset(token)
+@contextmanager
+def request_context(request_id: str) -> Iterator[None]:
+    """Log lines within carry `request_id` (and whatever `bind` adds), none after."""
+    token = _context.set({"request_id": request_id})
+    try:
+        yield
+    finally:
+        _context.reset(token)
 
 
 class JsonFormatter(logging.Formatter):

@@ -17,19 +17,13 @@ worker that died still count; the in-flight gauge counts live processes only).
 from __future__ import annotations
 
 import glob
-import logging
 import os
-import time
 from decimal import Decimal
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "CreateMetrics", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "create_outcome"]
-
-log = logging.getLogger("claimfirst.http")
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "create_outcome"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -74,11 +68,18 @@ class Metrics:
         # livesum: the sum over live processes; a dead worker's generations are not in flight.
         self.in_flight = Gauge("claimfirst_in_flight", "generations admitted and not ended", registry=reg,
                                multiprocess_mode="livesum")
-        # Every labelled series exists from the start (at 0), so rate() sees the first event.
-        for outcome in CREATE_OUTCOMES:
-            self.creates.labels(outcome)
+        # Every labelled series exists from the start (at 0), so rate() sees the first event;
+        # kept, so counting an answer does not look its series up again.
+        self._created = {outcome: self.creates.labels(outcome) for outcome in CREATE_OUTCOMES}
         for outcome in GENERATION_OUTCOMES:
             self.generations.labels(outcome)
+
+    def create_answered(self, status: int, replayed: bool, seconds: float) -> str:
+        """Count and time one POST /create answer (`service.edge`); returns its outcome."""
+        outcome = create_outcome(status, replayed)
+        self.create_seconds.observe(seconds)
+        self._created[outcome].inc()
+        return outcome
 
     def generation_ended(self, outcome: str | None, cost_usd: Decimal | None) -> None:
         if outcome is not None:
@@ -108,38 +109,3 @@ def _forget_dead_processes(path: str) -> None:
             multiprocess.mark_process_dead(pid, path)
         except PermissionError:
             pass  # alive, another user's
-
-
-class CreateMetrics:
-    """Pure ASGI: count, time and log (one line) every POST /create, including the answers
-    given before the route runs (401 from the key guard, 413 from the body limit, 422 from
-    validation). It runs in the request's task, so the line carries the ids `service.logs`
-    bound while the route ran."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/create" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        answer: dict[str, object] = {"status": 500, "replayed": False}
-
-        async def observe(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                answer["status"] = message["status"]
-                answer["replayed"] = Headers(raw=message.get("headers", [])).get("idempotent-replayed") == "true"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, observe)
-        finally:
-            seconds = time.perf_counter() - started
-            status, replayed = int(answer["status"]), bool(answer["replayed"])  # type: ignore[call-overload]
-            outcome = create_outcome(status, replayed)
-            self.metrics.create_seconds.observe(seconds)
-            self.metrics.creates.labels(outcome).inc()
-            log.info("POST /create %d%s in %.1f ms", status, " (replayed)" if replayed else "", seconds * 1000,
-                     extra={"outcome": outcome})

@@ -16,10 +16,10 @@ import hmac
 from typing import Annotated
 
 from fastapi import FastAPI, Header, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from service.errors import Unauthenticated
+from service.http_errors import parsed_body
 from service.schemas import error_responses
 from service.telegram.api import Update
 from service.telegram.bot import TelegramBot
@@ -41,7 +41,7 @@ def install_webhook(app: FastAPI, bot: TelegramBot) -> None:
     responses = error_responses(401, 413, 422, 503)
     responses[401] = {**responses[401], "description": f"{SECRET_HEADER} missing or wrong; nothing was read or written"}
 
-    @app.post(WEBHOOK_PATH, response_model=WebhookOut, max_body_size=settings.max_body_bytes,
+    @app.post(WEBHOOK_PATH, response_model=WebhookOut,
               summary="Telegram Bot API webhook (body: an Update, core.telegram.org/bots/api#update)",
               responses=responses)
     async def telegram_webhook(
@@ -51,9 +51,6 @@ def install_webhook(app: FastAPI, bot: TelegramBot) -> None:
         presented = (x_telegram_bot_api_secret_token or "").encode("latin-1")  # headers arrive as latin-1
         if not hmac.compare_digest(presented, secret):
             raise Unauthenticated(f"Unauthorized: {SECRET_HEADER} does not match TELEGRAM_WEBHOOK_SECRET.")
-        try:
-            update = Update.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+        update = parsed_body(Update, await request.body())
         await bot.take(update)
         return WebhookOut(ok=True)
