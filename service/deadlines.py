@@ -31,12 +31,26 @@ def _forget(task: asyncio.Future) -> None:
 async def within(call: Awaitable[T], seconds: float) -> T:
     """The result of `call`, or TimeoutError after `seconds` whatever `call` does on cancel."""
     task = asyncio.ensure_future(call)
+    # What `asyncio.wait({task}, timeout=…)` does, without its sets and per-call bookkeeping:
+    # this runs on every request, around every database call.
+    loop = task.get_loop()
+    woken = loop.create_future()
+
+    def wake(_: object) -> None:
+        if not woken.done():
+            woken.set_result(None)
+
+    timer = loop.call_later(seconds, wake, None)
+    task.add_done_callback(wake)
     try:
-        done, _ = await asyncio.wait({task}, timeout=seconds)
+        await woken
     except BaseException:  # the caller itself was cancelled (a client went away)
         task.cancel()
         raise
-    if task in done:
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    if task.done():
         return task.result()
     task.cancel()
     _abandoned.add(task)

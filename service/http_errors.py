@@ -4,6 +4,8 @@
 - Request validation → 422 with a one-line `detail` and pydantic's `errors`, each echoed
   `input` shortened and made encodable: a 300 MB body does not come back, and a lone
   surrogate or a NaN in the input cannot crash the encoder that answers it.
+- `parsed_body`: a body a route reads itself (`/create`, the Telegram webhook) gets the 422
+  FastAPI would give it.
 - FastAPI's own HTTP errors: a body it cannot parse (FastAPI says 400; the README promised
   422, as for any other invalid JSON) and its body limit (413) are mapped into the tree.
 """
@@ -11,19 +13,19 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from service.errors import ClaimfirstError, InvalidRequest, RequestTooLarge
 from service.limits import too_large_detail
 
-__all__ = ["install_error_handlers", "validation_body", "bounded", "error_content"]
+__all__ = ["install_error_handlers", "error_response", "parsed_body", "validation_body", "bounded", "error_content"]
 
 # How much of a rejected value a 422 echoes: enough to recognise it, never the whole thing.
 MAX_ECHO_CHARS = 100
@@ -33,6 +35,7 @@ MAX_ECHO_DEPTH = 3
 MAX_LISTED_ERRORS = 10
 
 _JSON_BODY = TypeAdapter(dict[str, Any])
+Model = TypeVar("Model", bound=BaseModel)
 
 
 def bounded(value: Any, depth: int = 0) -> Any:
@@ -95,13 +98,23 @@ def _encodable_tree(value: Any) -> Any:
     return bounded(value)
 
 
+def parsed_body(model: type[Model], raw: bytes) -> Model:
+    """`raw` (JSON) as `model`, or RequestValidationError located under `body`, as FastAPI's."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
 def error_content(exc: ClaimfirstError) -> dict[str, Any]:
     """The JSON an error answers. Pydantic's JSON mode, as for the 2xx models: one timestamp
     format in every answer (and in the answers an Idempotency-Key replays)."""
     return _JSON_BODY.dump_python(exc.body(), mode="json")
 
 
-def _domain_response(exc: ClaimfirstError) -> JSONResponse:
+def error_response(exc: ClaimfirstError) -> JSONResponse:
     return JSONResponse(status_code=exc.status_code, content=error_content(exc),
                         headers=exc.headers() or None, media_type=exc.media_type)
 
@@ -109,7 +122,7 @@ def _domain_response(exc: ClaimfirstError) -> JSONResponse:
 def install_error_handlers(app: FastAPI, *, max_body_bytes: int) -> None:
     @app.exception_handler(ClaimfirstError)
     async def _domain_error(_request: Request, exc: ClaimfirstError) -> JSONResponse:
-        return _domain_response(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -118,10 +131,10 @@ def install_error_handlers(app: FastAPI, *, max_body_bytes: int) -> None:
     @app.exception_handler(HTTPException)
     async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 413:
-            return _domain_response(RequestTooLarge(too_large_detail(max_body_bytes)))
+            return error_response(RequestTooLarge(too_large_detail(max_body_bytes)))
         if exc.status_code == 400:
             # FastAPI's only 400 is a body it could not decode (not UTF-8, a number past
             # Python's 4,300-digit limit): invalid JSON like any other, so 422.
-            return _domain_response(InvalidRequest("Invalid request: body: request body is not valid JSON (it cannot be decoded)"))
+            return error_response(InvalidRequest("Invalid request: body: request body is not valid JSON (it cannot be decoded)"))
         return JSONResponse(status_code=exc.status_code, content={"detail": str(exc.detail)},
                             headers=exc.headers)

@@ -39,6 +39,7 @@ from service.errors import (
     BadIdempotencyKey, ClaimfirstError, DuplicateRequest, IdempotencyKeyInProgress, IdempotencyKeyReused,
 )
 from service.http_errors import error_content
+from service.schemas import MAX_IDEMPOTENCY_KEY_CHARS
 
 if TYPE_CHECKING:
     from service.app import Runtime
@@ -49,8 +50,7 @@ __all__ = ["KeyedRequest", "parse_key", "caller_scope", "fingerprint", "answer_o
 log = logging.getLogger("claimfirst.idempotency")
 
 REPLAYED_HEADER = "Idempotent-Replayed"
-# The draft leaves the length to the server; Stripe allows 255. A UUID is 36.
-MAX_KEY_CHARS = 255
+MAX_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS
 # A live request holds its key "in progress" for at most: the begin, the admission (one
 # bounded call, or two when the backlog is full: the holder read, then the answer), and the
 # finish, each bounded by request_timeout_seconds. A row still in progress after four bounds

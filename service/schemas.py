@@ -6,7 +6,9 @@ every status the service answers (schemathesis checks the two against each other
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from functools import lru_cache
 from decimal import Decimal
 from typing import Any
 
@@ -17,13 +19,35 @@ from service.prompt_key import prompt_key
 __all__ = [
     "CreateRequest", "VideoOut", "CreateAccepted", "StatsOut", "HealthOut",
     "ErrorOut", "ConflictOut", "ValidationErrorOut", "ProblemOut", "error_responses", "idempotency_responses",
-    "MAX_PROMPT_CHARS", "MAX_CATEGORY_CHARS", "MAX_ID",
+    "MAX_PROMPT_CHARS", "MAX_CATEGORY_CHARS", "MAX_ID", "MAX_IDEMPOTENCY_KEY_CHARS", "CREATE_OPERATION",
 ]
 
 MAX_PROMPT_CHARS = 2000
 MAX_CATEGORY_CHARS = 64
 # Telegram user ids and video ids are positive and fit a signed 64-bit column.
 MAX_ID = 2**63 - 1
+# The idempotency draft leaves the length to the server; Stripe allows 255. A UUID is 36.
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+# The headers `POST /create` reads, as OpenAPI parameters (with its body, `CREATE_OPERATION`):
+# the route reads both from the request itself, so they are documented here, not in its signature.
+_CREATE_HEADERS = [
+    {"name": "Idempotency-Key", "in": "header", "required": False,
+     "description": "optional; the same key with the same body replays the first answer (see the README)",
+     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_CHARS, "pattern": "^[ -~]+$"}},
+    {"name": "X-Sim-Seconds", "in": "header", "required": False,
+     "description": "simulated generator only (CLAIMFIRST_SIM_HINTS): how long this generation takes",
+     "schema": {"type": "string"}},
+    {"name": "X-Sim-Fail", "in": "header", "required": False,
+     "description": "simulated generator only (CLAIMFIRST_SIM_HINTS): `1`/`true`/`yes` makes it fail",
+     "schema": {"type": "string"}},
+]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The validator needs a prompt's key to refuse an empty one, and the route needs it again to
+# claim: computed once per request (and once per repeat of a prompt still in the cache).
+_key_of = lru_cache(maxsize=256)(prompt_key)
 
 
 def _storable(value: str) -> str:
@@ -32,7 +56,7 @@ def _storable(value: str) -> str:
         # PostgreSQL text cannot hold U+0000 (it fails the statement); SQLite would store it
         # and the two backends would disagree on the same request.
         raise ValueError("contains a NUL character (U+0000)")
-    if any("\ud800" <= char <= "\udfff" for char in value):
+    if _SURROGATE.search(value):
         # A lone surrogate (JSON "\ud800") is not a character: it has no UTF-8 encoding.
         raise ValueError("contains a lone surrogate (U+D800..U+DFFF), which is not text")
     return value
@@ -54,12 +78,17 @@ class CreateRequest(BaseModel):
     @classmethod
     def _has_content(cls, value: str) -> str:
         _storable(value)
-        if not prompt_key(value):
+        if not _key_of(value):
             raise ValueError(
                 "prompt is empty: it has no text once whitespace, invisible characters and trailing"
                 " punctuation are removed"
             )
         return value
+
+    @property
+    def key(self) -> str:
+        """The prompt's key (`service.prompt_key`)."""
+        return _key_of(self.prompt)
 
     @field_validator("category")
     @classmethod
@@ -188,3 +217,9 @@ def idempotency_responses(responses: dict[int | str, dict[str, Any]], accepted: 
         spec = merged.setdefault(code, {})
         spec["headers"] = {**spec.get("headers", {}), **_REPLAYED}
     return merged
+
+
+CREATE_OPERATION: dict[str, Any] = {
+    "parameters": _CREATE_HEADERS,
+    "requestBody": {"required": True, "content": {"application/json": {"schema": CreateRequest.model_json_schema()}}},
+}

@@ -242,11 +242,11 @@ class PostgresStore:
         )
         self._requests = AsyncConnectionPool(
             conninfo, min_size=1, max_size=pool_size + max_overflow, timeout=timeout_seconds,
-            check=self._check_if_idle, reset=self._mark_returned, name="requests", **common,
+            check=self._check_if_idle, name="requests", **common,
         )
         self._leases = AsyncConnectionPool(
             conninfo, min_size=1, max_size=LEASE_POOL_SIZE, timeout=timeout_seconds,
-            check=self._check_if_idle, reset=self._mark_returned, name="leases", **common,
+            check=self._check_if_idle, name="leases", **common,
         )
 
     # -- pool plumbing -------------------------------------------------------------------
@@ -256,9 +256,6 @@ class PostgresStore:
         # hold its locks; UTC so timestamps come back in one zone.
         await conn.execute(f"SET statement_timeout = {int(self._timeout * 1000)}")
         await conn.execute("SET TIME ZONE 'UTC'")
-
-    async def _mark_returned(self, conn: psycopg.AsyncConnection) -> None:
-        self._returned[id(conn)] = time.monotonic()
 
     async def _check_if_idle(self, conn: psycopg.AsyncConnection) -> None:
         returned = self._returned.pop(id(conn), None)
@@ -279,7 +276,12 @@ class PostgresStore:
     async def _connection(self, pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
             async with pool.connection() as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    # When it goes back, for `_check_if_idle`. Not the pool's `reset` hook:
+                    # with one, every return is a task for the pool's worker, on every request.
+                    self._returned[id(conn)] = time.monotonic()
         except PoolTimeout as exc:
             log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
             raise StorageUnavailable("database unavailable: no connection in time") from exc

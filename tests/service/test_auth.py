@@ -48,13 +48,15 @@ def test_any_configured_key_is_accepted(sqlite_url: str, caplog) -> None:
     assert "anonymous" not in caplog.text
 
 
-def test_without_a_key_only_size_and_syntax_are_checked_before_the_401(sqlite_url: str) -> None:
-    # FastAPI reads (and parses) the body before running dependencies: an oversized body is
-    # 413 and broken JSON 422 for anyone; anything that parses is 401 before it is validated.
+def test_without_a_key_only_size_is_checked_before_the_401(sqlite_url: str) -> None:
+    # An oversized body is 413 for anyone (refused before it is read); any other body, even
+    # one that is not JSON, is 401 before it is parsed.
     with running_app(sqlite_url, api_keys=KEYS[0]) as client:
         assert client.post("/create", json={"tg_user_id": 1, "prompt": "\x00"}).status_code == 401
         assert client.post("/create", json={"tg_user_id": 1, "prompt": "x" * 100_000}).status_code == 413
         assert client.post("/create", content="{broken", headers={"content-type": "application/json"}
+                           ).status_code == 401
+        assert client.post("/create", content="{broken", headers={**bearer(KEYS[0]), "content-type": "application/json"}
                            ).status_code == 422
         assert video_count(client) == 0
 

@@ -21,7 +21,7 @@ BAD_BODIES = {
     "prompt as number": ({"tg_user_id": 1, "prompt": 5}, "prompt: Input should be a valid string"),
     "category as list": ({"tg_user_id": 1, "prompt": "hi", "category": ["a"]}, "category: Input should be a valid string"),
     "unknown field": ({"tg_user_id": 1, "prompt": "hi", "promt": "typo"}, "promt: Extra inputs are not permitted"),
-    "body is a list": ([{"tg_user_id": 1, "prompt": "hi"}], "valid dictionary"),
+    "body is a list": ([{"tg_user_id": 1, "prompt": "hi"}], "body: Input should be an object"),
 }
 
 
