@@ -92,6 +92,9 @@ class Video(Base):
         # prompt key can be three times that (900 CJK characters already overflow it).
         Index("ix_videos_user_created", "tg_user_id", "created_at"),
         Index("ix_videos_created_at", "created_at"),
+        # What a takeover fences off: the (few) attempts still generating (migration 0004).
+        Index("ix_videos_generating_user", "tg_user_id",
+              postgresql_where=text("status = 'generating'"), sqlite_where=text("status = 'generating'")),
     )
 
 

@@ -103,7 +103,8 @@ WITH held AS (
        SET status = 'failed', updated_at = video.created_at,
            error = replace(replace(%(superseded)s, '{{attempt}}', video.attempt::text), '{{video_id}}', video.id::text)
       FROM video
-     WHERE s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
+     WHERE video.attempt > 1  -- a first attempt fences nothing: spares a scan of the user's videos
+       AND s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
        AND s.attempt < video.attempt
     RETURNING s.provider_job_id, s.attempt
 )

@@ -211,7 +211,8 @@ class SqliteStore:
         conn.execute("UPDATE video_claims SET video_id = :video_id WHERE tg_user_id = :user AND key_digest = :digest",
                      {**params, "video_id": video_id})
         error = SUPERSEDED_ERROR.format(attempt=won["attempt"], video_id=video_id)
-        superseded = conn.execute(SUPERSEDE_SQL, {**params, "error": error}).fetchall()
+        # A first attempt has no earlier one to fence off.
+        superseded = conn.execute(SUPERSEDE_SQL, {**params, "error": error}).fetchall() if won["attempt"] > 1 else []
         jobs = sorted((row["attempt"], row["provider_job_id"]) for row in superseded if row["provider_job_id"])
         # The job to adopt: the attempt fenced off just now, or the holder's if the sweep had
         # already marked it abandoned (see the PostgreSQL store's CLAIM_SQL).

@@ -17,7 +17,7 @@ from service.generators import GenerationResult
 from service.models import Video, VideoClaim
 from service.prompt_key import prompt_key
 from service.storage import make_engine
-from tests.stores import SyncStore, age
+from tests.stores import SyncStore, age, migrated_store
 
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 RESULT = GenerationResult("https://v.example/1.mp4", None, Decimal("4.00"))
@@ -242,3 +242,24 @@ def test_migrations_create_exactly_the_models_schema(store: SyncStore) -> None:
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_a_new_claim_does_not_read_the_users_history(pg_url: str) -> None:
+    # A claim fences off the user's earlier attempts still generating: through the partial
+    # index of generating videos, not by reading every video the user ever made.
+    import psycopg
+
+    from service.stores.base import SUPERSEDED_ERROR, key_digest
+    from service.stores.postgres import CLAIM_SQL
+
+    with migrated_store(pg_url):
+        pass
+    with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute("INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, status, prompt_key, attempt,"
+                     " created_at, updated_at) SELECT 7, 'p' || g, 'p' || g, 'ready', 'p' || g, 1, now(), now()"
+                     " FROM generate_series(1, 5000) g")
+        conn.execute("ANALYZE videos")
+        params = {"user": 7, "digest": key_digest("new"), "key": "new", "prompt": "new", "category": None,
+                  "lease": RULE.lease, "window": RULE.window, "seq": "videos_id_seq", "superseded": SUPERSEDED_ERROR}
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + CLAIM_SQL, params))
+    assert "Seq Scan on videos" not in plan and "ix_videos_generating_user" in plan, plan
