@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or settings.workers
     with _metrics_shared_by(workers):
         uvicorn.run(
-            "service.app:create_app", factory=True, host=args.host, port=args.port, workers=workers,
+            "service.app:serving_app", factory=True, host=args.host, port=args.port, workers=workers,
             log_level=args.log_level, log_config=logging_config, **uvicorn_options(settings),
         )
     return 0

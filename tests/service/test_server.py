@@ -76,3 +76,19 @@ def test_an_announced_oversized_body_is_413_before_it_is_sent(sqlite_url: str, t
         assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
         assert answer.endswith(b'{"detail":"Request body too large: at most 65536 bytes are accepted."}')
         assert service.stats()["submitted"] == 0
+
+
+def test_the_serving_process_freezes_its_startup_objects_out_of_the_collector(tmp_path) -> None:
+    # What `python -m service` hands uvicorn; run in its own interpreter, as a worker is.
+    import os
+    import subprocess
+    import sys
+
+    from service.app import GC_YOUNG_THRESHOLD
+
+    script = ("import gc; from service.app import serving_app; serving_app(); "
+              "print(gc.get_freeze_count(), gc.get_threshold()[0])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path}/gc.db"})
+    frozen, young = (int(word) for word in done.stdout.split())
+    assert frozen > 10_000 and young == GC_YOUNG_THRESHOLD
