@@ -1,7 +1,7 @@
 """HTTP routes. Routes stay thin: parse, call `Runtime`, shape the answer.
 
-`install` also sets what guards every route: the body limit (CLAIMFIRST_MAX_BODY_BYTES,
-`service.limits`), the API-key guard (`service.auth`), and the error handlers
+`install` also sets what guards every route: the edge layer (request id, body limit,
+/create metrics: `service.edge`), the API-key guard (`service.auth`), and the error handlers
 (`service.http_errors`). Each route's `responses` lists every error status it can answer.
 """
 
@@ -17,11 +17,11 @@ from fastapi.security.utils import get_authorization_scheme_param
 from service.app import Runtime
 from service.auth import caller_guard
 from service.claim import NewVideo
+from service.edge import Edge
 from service.errors import DuplicateRequest, InvalidRequest
 from service.generators import SimHints
 from service.http_errors import error_response, install_error_handlers, parsed_body
 from service.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
-from service.edge import Edge
 from service.metrics import CONTENT_TYPE_LATEST
 from service.schemas import (
     CREATE_OPERATION, MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
