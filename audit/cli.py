@@ -168,8 +168,7 @@ class InternalError(Exception):
 
 def _sweep(args: argparse.Namespace) -> int:
     from audit.report import summary_text, write_data, write_page
-    from audit.sources import load_database, load_files, load_supabase
-    from audit.sources.supabase import credentials_from_env
+    from audit.sources import load_files
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.requests is not None and args.videos is None:
@@ -178,11 +177,15 @@ def _sweep(args: argparse.Namespace) -> int:
         period = _period(args, is_database=False)
         loaded = load_files(args.videos, args.requests, period=period)
     elif args.database_url:
+        from audit.sources.database import load_database
+
         period = _period(args, is_database=True)
         loaded = load_database(
             args.database_url, period=period, pushdown=args.near_duplicates is None, progress=progress
         )
     else:
+        from audit.sources.supabase import credentials_from_env, load_supabase
+
         period = _period(args, is_database=True)
         url, key = credentials_from_env()
         loaded = load_supabase(url, key, period=period, progress=progress)
