@@ -20,9 +20,21 @@ from audit.frames import AuditError, SchemaError, normalise_requests, normalise_
 from audit.near import DEFAULT_SIMILARITY, near_duplicates
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, AuditResult, run_audit
 from audit.policies import DEFAULT_PENDING_GAP, POLICIES, POLICY_ROWS, compare_policies, prevented_by
-from audit.sources import Loaded, SourceError, detect_duplicates_sql, load_database, load_files, load_supabase
+from audit.sources import Loaded, SourceError, load_files
 from audit.sources.base import Period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
+
+# The database and Supabase loaders load on first use (see `audit.sources`).
+_LAZY_SOURCES = ("detect_duplicates_sql", "load_database", "load_supabase")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SOURCES:
+        import audit.sources
+
+        return getattr(audit.sources, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AuditError",

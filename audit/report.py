@@ -9,11 +9,16 @@ still leaves the sweep's findings on disk for whoever reads them next.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from audit.figures import timeline_figure, waste_by_class_figure, waste_by_week_figure
 from audit.pipeline import AuditResult
@@ -92,14 +97,43 @@ def summary_json(summary: dict[str, Any]) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
+def _csv_quoted(text: str) -> str:
+    """``text`` as the `csv` writer writes a field (with `DataFrame.to_csv`'s dialect)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([text, ""])  # two fields: no one-field rule
+    return buffer.getvalue()[:-2]
+
+
+def _csv_fields(values: list, *, text: bool) -> list[str]:
+    """One column's fields: ``str`` of each value, as the `csv` writer takes it; in a ``text``
+    column the few that hold a delimiter, a quote or a line break quoted by the writer
+    itself (numbers, booleans and ISO times never do)."""
+    fields = list(map(str, values))
+    if text:
+        special = pc.match_substring_regex(pa.array(fields, type=pa.string()), r'[,"\r\n]')
+        for i in np.flatnonzero(special.to_numpy(zero_copy_only=False)).tolist():
+            fields[i] = _csv_quoted(fields[i])
+    return fields
+
+
 def duplicates_csv(duplicates: pd.DataFrame) -> str:
     """``duplicates.csv``: `DUPLICATE_CSV_COLUMNS`, times as ISO 8601 with ``+00:00`` (the form
-    the fixtures use and the loaders accept)."""
+    the fixtures use and the loaders accept), missing values empty.
+
+    The text ``DataFrame.to_csv`` writes (the `csv` module's quoting, values as ``str`` gives
+    them), joined column-wise: ``to_csv`` took 0.7 s for a 1 M-row sweep's 90 k duplicates,
+    most of it in the writer's per-field work, where nearly no field needs quoting."""
     table = duplicates.reindex(columns=DUPLICATE_CSV_COLUMNS)
-    for column in table.columns:
-        if isinstance(table[column].dtype, pd.DatetimeTZDtype):
-            table[column] = iso_utc(table[column])
-    return table.to_csv(index=False)
+    columns = []
+    for name in table.columns:
+        column = table[name]
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
+            columns.append(_csv_fields(iso_utc(column).tolist(), text=False))
+        else:
+            plain = column.dtype.kind in "biuf" and isinstance(column.dtype, np.dtype)
+            columns.append(_csv_fields(column.to_numpy(dtype=object, na_value="").tolist(), text=not plain))
+    lines = [",".join(_csv_fields(list(table.columns), text=True)), *map(",".join, zip(*columns, strict=True))]
+    return "\n".join(lines) + "\n"
 
 
 def render_html(result: AuditResult, *, source: str) -> str:

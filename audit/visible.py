@@ -8,7 +8,8 @@ from its ``created_at``, a pending row from its request plus the insert's round 
 
 `seen_by_check` answers it for many probes at once: an as-of join for rows visible strictly
 before ``at`` (the latest one is the nearest, so the window test on it is enough), plus an
-equality join for rows visible exactly at ``at``. Equal instants need their own rule because
+equality join for rows visible exactly at ``at``, both as binary searches over the rows
+sorted by group and time. Equal instants need their own rule because
 the as-of join alone cannot skip the probe's own row: a request logged at (or, by clock skew,
 after) its own save would otherwise find itself and look no further back.
 """
@@ -37,6 +38,41 @@ def group_codes(frame: pd.DataFrame, by: list[str]) -> np.ndarray:
     return codes
 
 
+def _joint_codes(probes: pd.DataFrame, rows: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``by`` values of probes and rows as one int64 each, equal where the values are
+    (missing values equal each other, as in a pandas join). A single integer column, which
+    is what `group_codes` hands the callers, is used as it is."""
+    plain = [isinstance(f[c].dtype, np.dtype) and f[c].dtype.kind == "i" for f in (probes, rows) for c in by]
+    if len(by) == 1 and all(plain):
+        return probes[by[0]].to_numpy(dtype=np.int64), rows[by[0]].to_numpy(dtype=np.int64)
+    both = pd.concat([probes[by], rows[by]], ignore_index=True)
+    codes = np.zeros(len(both), dtype=np.int64)
+    for column in by:
+        column_codes, uniques = pd.factorize(both[column], use_na_sentinel=False)
+        codes = codes * max(len(uniques), 1) + column_codes
+    return codes[: len(probes)], codes[len(probes) :]
+
+
+def _first_at_or_after(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, t: np.ndarray, *, after: bool) -> np.ndarray:
+    """For each probe, the first position in ``lo..hi-1`` (a stretch of ``times`` in order)
+    whose time is ``>= t`` (``> t`` with ``after``), ``hi`` if none: a binary search for all
+    probes at once, as many NumPy passes as the longest stretch has bits."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        mid = (lo + hi) // 2
+        at_mid = times[np.where(active, mid, 0)]
+        right = active & ((at_mid <= t) if after else (at_mid < t))
+        lo = np.where(right, mid + 1, lo)
+        hi = np.where(active & ~right, mid, hi)
+
+
+def _us(times: pd.Series) -> np.ndarray:
+    return times.dt.tz_convert("UTC").dt.as_unit("us").array.asi8
+
+
 def seen_by_check(
     probes: pd.DataFrame,
     rows: pd.DataFrame,
@@ -52,28 +88,48 @@ def seen_by_check(
     ``rows``: ``*by, row_id, visible_at``. ``ties`` says which row visible exactly at ``at``
     counts: ``"any"`` other row, or only one ``"earlier"`` than the probe's video by
     ``(created_at, id)`` (rows are saved videos, ``visible_at`` their ``created_at``).
+
+    Rows of groups no probe has are dropped, the rest sorted by ``(group, visible_at)``, and
+    each probe's group range is searched for ``at``: the row just before is the latest one
+    visible strictly before ``at`` (the as-of join), the rows from there up to the first one
+    after ``at`` are those visible exactly at it. pandas' ``merge_asof`` plus an equality
+    ``merge`` did the same in 0.3 s a call at 1 M rows, five calls a sweep.
     """
     if probes.empty or rows.empty:
         return np.zeros(len(probes), dtype=bool)
-    rows = rows[[*by, "row_id", "visible_at"]]
-    ordered = probes[[*by, "probe_id", "at"]].sort_values("at", kind="stable")
-    strict = pd.merge_asof(
-        ordered,
-        rows.sort_values("visible_at", kind="stable"),
-        left_on="at",
-        right_on="visible_at",
-        by=by,
-        direction="backward",
-        allow_exact_matches=False,
-    )
-    near = strict["row_id"].notna() & ((strict["at"] - strict["visible_at"]) <= pd.Timedelta(window))
-    hits = [strict.loc[near.fillna(False).astype(bool), "probe_id"].to_numpy()]
+    probe_group, row_group = _joint_codes(probes, rows, by)
+    keep = pd.Series(row_group).isin(pd.unique(probe_group)).to_numpy()
+    if not keep.any():  # no row shares a probe's group
+        return np.zeros(len(probes), dtype=bool)
+    row_group = row_group[keep]
+    row_time = _us(rows["visible_at"])[keep]
+    row_id = rows["row_id"].to_numpy()[keep]
+    order = np.lexsort((row_time, row_group))
+    row_group, row_time, row_id = row_group[order], row_time[order], row_id[order]
 
-    tied = probes[[*by, "probe_id", "at", "own_at"]].merge(rows, left_on=[*by, "at"], right_on=[*by, "visible_at"])
-    counts = tied["row_id"] != tied["probe_id"]
-    if ties == "earlier":
-        # The row was saved exactly when V was requested: it precedes V unless V was saved at
-        # that same instant too, and then the id decides, as in the duplicate rule.
-        counts &= (tied["at"] < tied["own_at"]) | (tied["row_id"] < tied["probe_id"])
-    hits.append(tied.loc[counts, "probe_id"].to_numpy())
-    return probes["probe_id"].isin(np.concatenate(hits)).to_numpy()
+    at = _us(probes["at"])
+    probe_id = probes["probe_id"].to_numpy()
+    # Each probe's group is a stretch of the sorted rows; `at` is searched inside it.
+    group_start = np.searchsorted(row_group, probe_group, side="left")
+    group_end = np.searchsorted(row_group, probe_group, side="right")
+    start = _first_at_or_after(row_time, group_start, group_end, at, after=False)
+    end = _first_at_or_after(row_time, start, group_end, at, after=True)
+    # The as-of part: the latest row of the group visible strictly before `at`.
+    before = start - 1
+    same_group = before >= group_start
+    window_us = window // timedelta(microseconds=1)
+    hit = same_group & (at - row_time[np.maximum(before, 0)] <= window_us)
+
+    # The tied part: rows visible exactly at `at`, positions start..end-1 of each probe.
+    counts = end - start
+    if counts.any():
+        owner = np.repeat(np.arange(len(at)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        tied_id = row_id[start[owner] + offsets]
+        counted = tied_id != probe_id[owner]
+        if ties == "earlier":
+            # The row was saved exactly when V was requested: it precedes V unless V was saved at
+            # that same instant too, and then the id decides, as in the duplicate rule.
+            counted &= (at[owner] < _us(probes["own_at"])[owner]) | (tied_id < probe_id[owner])
+        hit |= np.bincount(owner[counted], minlength=len(at)) > 0
+    return pd.Series(probe_id).isin(probe_id[hit]).to_numpy()

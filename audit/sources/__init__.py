@@ -11,9 +11,20 @@ missing file, an unreachable server, or a refused request; `SchemaError` for bad
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from audit.sources.base import Loaded, SourceError
-from audit.sources.database import detect_duplicates_sql, load_database
 from audit.sources.files import load_files
-from audit.sources.supabase import load_supabase
 
 __all__ = ["Loaded", "SourceError", "load_files", "load_database", "detect_duplicates_sql", "load_supabase"]
+
+# Imported on first use: SQLAlchemy's ORM with the service's models, and httpx, are 0.2 s of a
+# file sweep's start-up that it never uses.
+_LAZY = {"load_database": "database", "detect_duplicates_sql": "database", "load_supabase": "supabase"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"audit.sources.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

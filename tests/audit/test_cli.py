@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -172,3 +173,20 @@ def test_a_reader_that_goes_away_does_not_stop_the_sweep(tmp_path):
     assert process.wait(timeout=120) == 0, stderr
     assert "internal error" not in stderr
     assert {p.name for p in out.iterdir()} >= {"summary.json", "duplicates.csv", "report.html"}
+
+
+@pytest.mark.parametrize("env_pool", [None, "jemalloc"])
+def test_the_cli_picks_arrows_allocator_unless_the_environment_does(env_pool):
+    # A fresh process, as cron runs it: the allocator is the process's, chosen in `main`.
+    probe = (
+        "import pyarrow as pa; from audit.cli import main; before = pa.default_memory_pool().backend_name; "
+        "main(['sql', '--dialect', 'duckdb']); print(before, pa.default_memory_pool().backend_name)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if env_pool:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = env_pool
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
+    before, after = done.stdout.split()[-2:]
+    assert after == (env_pool or "system")
+    if env_pool is None:
+        assert before != "system"  # the default pool it replaces (mimalloc or jemalloc)

@@ -55,6 +55,22 @@ def test_timestamps_without_an_offset_are_refused(text):
         normalise_videos(pd.DataFrame([_row(1, "p", text)]))
 
 
+def test_a_column_is_checked_whole_and_padded_offsets_are_offsets():
+    # The check runs on the whole Arrow column first: one naive value among many is still
+    # found and quoted, and whitespace around an offset time is not taken for a missing offset.
+    times = [f"2025-10-15T{h:02d}:00:00+00:00" for h in range(20)]
+    naive = normalise_videos_of([*times[:10], "2025-10-15 10:30:00", *times[10:]])
+    with pytest.raises(SchemaError, match=r"without a UTC offset \('2025-10-15 10:30:00'\)"):
+        naive()
+    padded = normalise_videos_of([*times[:10], "  2025-10-15T10:30:00+00:00 \t", *times[10:]])()
+    assert padded.set_index("id").loc[11, "created_at"] == pd.Timestamp("2025-10-15T10:30:00Z")
+
+
+def normalise_videos_of(created: list[str]):
+    frame = pd.DataFrame([_row(i + 1, "p", text) for i, text in enumerate(created)])
+    return lambda: normalise_videos(frame)
+
+
 def test_postgres_text_export_sweeps_like_iso(tmp_path, capsys):
     # `\copy videos TO … CSV HEADER` writes timestamptz as "2025-10-15 05:37:00+00".
     frame = pd.read_csv(VIDEOS_CSV, dtype=str)

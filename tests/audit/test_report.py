@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from audit.pipeline import run_audit
-from audit.report import render_html, summary_json, summary_text, timeline_figure, waste_by_class_figure, waste_by_week_figure
+from audit.report import (
+    DUPLICATE_CSV_COLUMNS,
+    duplicates_csv,
+    render_html,
+    summary_json,
+    summary_text,
+    timeline_figure,
+    waste_by_class_figure,
+    waste_by_week_figure,
+)
 from audit.report_page import policy_sentences, week_comparison
 from audit.words import duration, money
 from tests.audit.conftest import AS_OF
@@ -139,3 +148,22 @@ def test_a_timeline_with_nothing_to_draw_is_a_sentence_not_an_empty_chart(fixtur
             "(3 estimated-only chain(s) not drawn).</p>") in page
     assert page.count('class="plotly-graph-div"') == 2  # waste by class and by week only
     assert page.count("plotly.js v") == 1  # still inline once, with the first chart drawn
+
+
+def test_duplicates_csv_is_the_text_to_csv_writes(result):
+    # Written column-wise for speed; it must stay the text pandas writes, awkward values included.
+    awkward = ["plain", "a,b", 'say "hi"', "line\nbreak", "cr\rhere", "", " lead", "tab\there", "ünï 🎆", None]
+    n = len(awkward)
+    table = result.duplicates.iloc[[0] * n].reset_index(drop=True)
+    table["prompt"] = pd.Series(awkward, dtype="str")
+    table["basis"] = pd.Series(awkward, dtype=object)
+    table["gap_seconds"] = [0.1, 1e16, 1e-5, float("nan"), 3.0, -0.0, 2.5, 1e22, 123456.789, float("inf")]
+    table["tg_user_id"] = pd.array([1, None] * (n // 2), dtype="Int64")
+    table.loc[n - 1, "requested_at"] = pd.NaT
+    expected = table.reindex(columns=DUPLICATE_CSV_COLUMNS)
+    for column in ("requested_at", "created_at", "original_created_at", "previous_created_at"):
+        expected[column] = [t.isoformat() if pd.notna(t) else "" for t in expected[column]]
+    assert duplicates_csv(table) == expected.to_csv(index=False)
+    assert duplicates_csv(result.duplicates.iloc[:0]) == ",".join(DUPLICATE_CSV_COLUMNS) + "\n"
+    text = duplicates_csv(table)
+    assert text.count('"a,b"') == text.count('"say ""hi"""') == text.count('"line\nbreak"') == 2  # prompt, basis
