@@ -103,7 +103,9 @@ WITH held AS (
        SET status = 'failed', updated_at = video.created_at,
            error = replace(replace(%(superseded)s, '{{attempt}}', video.attempt::text), '{{video_id}}', video.id::text)
       FROM video
-     WHERE video.attempt > 1  -- a first attempt fences nothing: spares a scan of the user's videos
+     -- A first attempt fences nothing. Written as a subquery, so that it is a one-time filter
+     -- evaluated before the scan of the user's generating videos, not a join condition after it.
+     WHERE (SELECT attempt FROM video) > 1
        AND s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
        AND s.attempt < video.attempt
     RETURNING s.provider_job_id, s.attempt

@@ -245,8 +245,8 @@ def test_migrations_create_exactly_the_models_schema(store: SyncStore) -> None:
 
 
 def test_a_new_claim_does_not_read_the_users_history(pg_url: str) -> None:
-    # A claim fences off the user's earlier attempts still generating: through the partial
-    # index of generating videos, not by reading every video the user ever made.
+    # A takeover fences off the user's earlier attempts still generating, found through the
+    # partial index of generating videos; a first attempt has none and reads none of them.
     import psycopg
 
     from service.stores.base import SUPERSEDED_ERROR, key_digest
@@ -256,10 +256,12 @@ def test_a_new_claim_does_not_read_the_users_history(pg_url: str) -> None:
         pass
     with psycopg.connect(pg_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute("INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, status, prompt_key, attempt,"
-                     " created_at, updated_at) SELECT 7, 'p' || g, 'p' || g, 'ready', 'p' || g, 1, now(), now()"
+                     " created_at, updated_at) SELECT 7, 'p' || g, 'p' || g,"
+                     " CASE WHEN g % 50 = 0 THEN 'generating' ELSE 'ready' END, 'p' || g, 1, now(), now()"
                      " FROM generate_series(1, 5000) g")
         conn.execute("ANALYZE videos")
         params = {"user": 7, "digest": key_digest("new"), "key": "new", "prompt": "new", "category": None,
                   "lease": RULE.lease, "window": RULE.window, "seq": "videos_id_seq", "superseded": SUPERSEDED_ERROR}
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + CLAIM_SQL, params))
-    assert "Seq Scan on videos" not in plan and "ix_videos_generating_user" in plan, plan
+        plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + CLAIM_SQL, params)]
+    fence = [line for line in plan if " on videos s" in line and "Update" not in line]
+    assert len(fence) == 1 and "ix_videos_generating_user" in fence[0] and "never executed" in fence[0], plan
