@@ -26,10 +26,9 @@ from tests.service.live import live_service, wait_until
 
 LEASE = 1.0
 PROMPT = "Fireworks over Sydney harbour"
-# libfaketime: the clock of every child of `faketime` runs this far ahead. Monotonic time is
+# libfaketime: the clock of a process that preloads it runs this far ahead. Monotonic time is
 # left alone so the service's event loop and timeouts behave; only wall-clock time is skewed.
 SKEW = "+40s"
-SKEWED = ("faketime", "-f", SKEW)
 SKEW_ENV = {"FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 WAITING_CLAIM_SQL = """
@@ -100,22 +99,24 @@ def test_a_claim_that_waited_behind_a_lock_longer_than_the_lease_is_not_taken_ov
 
 @pytest.fixture(scope="session")
 def faketime(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, ...]:
-    """The command prefix that skews a process's clock (never skipped).
+    """The command prefix that skews a process's clock (never skipped): `env` preloading
+    libfaketime, Debian's when it is installed, else built from the source the `libfaketime`
+    wheel (a dev dependency) vendors, with the C compiler and make every machine of this kind
+    has. Not the `faketime` command: it runs the program as its own child, so stopping the
+    service (SIGTERM to the process the test started) left the service itself running."""
+    installed = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+    library = installed[0] if installed else build_libfaketime(tmp_path_factory.mktemp("libfaketime"))
+    return ("env", f"LD_PRELOAD={library}", f"FAKETIME={SKEW}")
 
-    Debian's `faketime` when it is installed; otherwise libfaketime built from the source the
-    `libfaketime` wheel (a dev dependency) vendors, with the C compiler and make every machine
-    of this kind has, and preloaded by hand."""
-    return SKEWED if shutil.which("faketime") else preload_built_libfaketime(tmp_path_factory.mktemp("libfaketime"))
 
-
-def preload_built_libfaketime(build: Path) -> tuple[str, ...]:
+def build_libfaketime(build: Path) -> Path:
     spec = importlib.util.find_spec("libfaketime")
     assert spec is not None and spec.submodule_search_locations, "the dev extras install libfaketime"
     source = Path(next(iter(spec.submodule_search_locations))) / "vendor" / "libfaketime" / "src"
     shutil.copytree(source, build, dirs_exist_ok=True)
     made = subprocess.run(["make", "-s", "libfaketime.so.1"], cwd=build, capture_output=True, text=True)
     assert made.returncode == 0, f"building libfaketime failed: {made.stderr.strip()[-500:]}"
-    return ("env", f"LD_PRELOAD={build / 'libfaketime.so.1'}", f"FAKETIME={SKEW}")
+    return build / "libfaketime.so.1"
 
 
 def skewed_clock(service_url: str) -> timedelta:
