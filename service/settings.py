@@ -110,9 +110,11 @@ class Settings(BaseSettings):
     # heartbeats and outcome writes. Size them so that, over every process and worker on the
     # database, processes x (pool_size + max_overflow + 2) stays below the server's
     # `max_connections` (PostgreSQL's default is 100, minus 3 reserved for superusers;
-    # Supabase's smallest plan allows 60 direct connections).
+    # Supabase's smallest plan allows 60 direct connections). More is not faster: a claim holds
+    # its connection for one round trip, and with 32 clients on 2 cores a process served more
+    # /create with 8 connections than with 10 or 16 (bench/create_throughput.py).
     db_pool_size: int = Field(default=4, ge=1)
-    db_max_overflow: int = Field(default=6, ge=0)
+    db_max_overflow: int = Field(default=4, ge=0)
 
     # Simulated generator: duration (one number, or "min,max" drawn uniformly), failure rate
     # and seed. The default is seconds, not the real 2-5 minutes, so a demo finishes.
