@@ -147,8 +147,8 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
 
 
 # A young-generation collection every 10,000 allocations instead of Python's 700: a request
-# allocates a few hundred objects that reference counting frees, so the default ran one every
-# request or two (bench/create_throughput.py: about a tenth of a duplicate /create's time).
+# allocates a few hundred objects that reference counting frees anyway. Measured in-process
+# over 20,000 duplicate /create: 2,282 young collections with the default, 213 with this.
 GC_YOUNG_THRESHOLD = 10_000
 
 

@@ -1,8 +1,8 @@
 """The one layer every HTTP request passes before routing: its id, its body limit, its metrics.
 
-Pure ASGI, and one layer rather than three: each middleware layer is a coroutine call and a
-`send` wrapper per request, and on the duplicate path they were a fifth of the process's time
-(`bench/create_throughput.py`). What it does, in order:
+Pure ASGI, and one layer rather than the three middlewares and FastAPI's per-route body limit
+(three layers more) it replaces: each layer is a coroutine call and a `send` wrapper per
+request, on every duplicate /create (py-spy under `bench/create_throughput.py`). In order:
 
 - **request id**: the client's `X-Request-ID` when it looks like an id (`service.logs`), else a
   new one; kept in the log context for every line logged while the request runs (and by the
