@@ -29,6 +29,7 @@ small pool, so a burst can never starve a lease into expiry.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -251,6 +252,11 @@ class PostgresStore:
             conninfo, min_size=1, max_size=LEASE_POOL_SIZE, timeout=timeout_seconds,
             check=self._check_if_idle, name="leases", **common,
         )
+        # Callers queue here, not in the pool: a pool wait is an `asyncio.wait_for`, a task per
+        # waiting caller, and with 32 clients on 8 connections most requests wait. A semaphore
+        # wait is a future. One slot per connection the pool may open.
+        self._slots = {id(self._requests): asyncio.Semaphore(pool_size + max_overflow),
+                       id(self._leases): asyncio.Semaphore(LEASE_POOL_SIZE)}
 
     # -- pool plumbing -------------------------------------------------------------------
 
@@ -275,16 +281,32 @@ class PostgresStore:
         await self._requests.close()
         await self._leases.close()
 
+    async def _slot(self, pool: AsyncConnectionPool) -> asyncio.Semaphore:
+        slots = self._slots[id(pool)]
+        if slots.locked():  # the pool's own bound on waiting for a connection, kept
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await slots.acquire()
+            except TimeoutError:
+                raise PoolTimeout(f"no free connection after {self._timeout:.2f} s") from None
+        else:
+            await slots.acquire()
+        return slots
+
     @contextlib.asynccontextmanager
     async def _connection(self, pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
         try:
-            async with pool.connection() as conn:
-                try:
-                    yield conn
-                finally:
-                    # When it goes back, for `_check_if_idle`. Not the pool's `reset` hook:
-                    # with one, every return is a task for the pool's worker, on every request.
-                    self._returned[id(conn)] = time.monotonic()
+            slots = await self._slot(pool)
+            try:
+                async with pool.connection() as conn:
+                    try:
+                        yield conn
+                    finally:
+                        # When it goes back, for `_check_if_idle`. Not the pool's `reset` hook:
+                        # with one, every return is a task for the pool's worker, on every request.
+                        self._returned[id(conn)] = time.monotonic()
+            finally:
+                slots.release()
         except PoolTimeout as exc:
             log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
             raise StorageUnavailable("database unavailable: no connection in time") from exc

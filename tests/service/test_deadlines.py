@@ -1,16 +1,27 @@
 """`service.deadlines.within`: the deadline does not wait for a slow cancellation.
 
 The stand-in call behaves as psycopg does on a frozen server: cancelled, it keeps running its
-cleanup (here until an event is set). The real case is tests/service/test_failures_outage.py.
+cleanup (here until an event is set). The real case is tests/service/test_failures_outage.py;
+the last test here is the live server's case: a claim stuck behind a lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import timedelta
 
+import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
+from service.claim import ClaimRule, NewVideo
 from service.deadlines import within
+from service.prompt_key import prompt_key
+from tests.service.live import wait_until
+from tests.stores import migrated_store
+
+RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 
 
 async def slow_to_cancel(cleanup_may_end: asyncio.Event, cleaned: list[str]) -> str:
@@ -70,3 +81,74 @@ def test_cancelling_the_caller_cancels_the_call() -> None:
         return inner.cancelled()
 
     assert asyncio.run(scenario())
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _waiting_claims(conninfo: str) -> int:
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity"
+                           " WHERE datname = current_database() AND query LIKE '%%INSERT INTO video_claims%%'"
+                           " AND state = 'active' AND pid <> pg_backend_pid()").fetchone()
+        return row[0] if row else 0
+
+
+def test_a_claim_stuck_behind_a_lock_answers_at_its_deadline_and_is_rolled_back_on_the_server(pg_url: str) -> None:
+    """The statement timeout is 30 s here, so only the deadline can end the wait. The request
+    answers at the deadline; the abandoned call, cancelled in the background, has the server
+    cancel the statement. Were it left waiting, it would commit as soon as the lock went and
+    hold the key with no worker."""
+    conninfo = _libpq(pg_url)
+    with migrated_store(pg_url, request_timeout_seconds=30) as store, \
+            psycopg.connect(conninfo) as locker:
+        locker.execute("LOCK TABLE video_claims IN ACCESS EXCLUSIVE MODE")
+        new = NewVideo(7, "stuck behind a lock", prompt_key("stuck behind a lock"))
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            store._runner.run(within(store._store.claim(new, RULE), 0.3))
+        answered = time.monotonic() - started
+        assert answered < 1.0, answered
+
+        # The server drops the abandoned statement while the lock is still held...
+        wait_until(lambda: _waiting_claims(conninfo) == 0, timeout=5, what="the abandoned claim to leave the server")
+        locker.rollback()
+        # ...so nothing commits once the lock is gone, and the store still answers.
+        assert store.claim(new, RULE).attempt == 1
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM videos").fetchone() == (1,)
+
+
+def test_callers_beyond_the_pool_wait_their_turn_within_the_pool_timeout(pg_url: str) -> None:
+    """Callers queue for a connection on the store's semaphore, not in psycopg's pool (whose
+    wait is a task per caller). The queue keeps the pool's bound: with the only connection in
+    use, the next caller is told 'no connection in time' after the timeout; once it is back,
+    twenty callers on that one connection all get their answer."""
+    from service.errors import StorageUnavailable
+    from service.settings import Settings
+    from service.stores import open_store
+
+    with migrated_store(pg_url):  # migrated; its own store is not used
+        pass
+
+    async def scenario() -> tuple[float, int]:
+        store = open_store(Settings(database_url=pg_url, db_pool_size=1, db_max_overflow=0,
+                                    request_timeout_seconds=0.5))
+        await store.open()
+        try:
+            async with store._connection(store._requests):  # the one connection, in use
+                started = time.monotonic()
+                with pytest.raises(StorageUnavailable, match="no connection in time"):
+                    # wait_for: a queue without the bound fails here instead of hanging the suite
+                    await asyncio.wait_for(store.claim(NewVideo(2, "queued", prompt_key("queued")), RULE), 10)
+                waited = time.monotonic() - started
+            answers = await asyncio.gather(*(store.claim(NewVideo(3, f"p{i}", prompt_key(f"p{i}")), RULE)
+                                             for i in range(20)))
+            return waited, sum(answer.attempt == 1 for answer in answers)
+        finally:
+            await store.close()
+
+    waited, won = asyncio.run(scenario())
+    assert 0.4 < waited < 2.0, waited
+    assert won == 20
