@@ -1,7 +1,9 @@
-"""Who may call the API: bearer API keys (`CLAIMFIRST_API_KEYS`), as a FastAPI dependency.
+"""Who may call the API: bearer API keys (`CLAIMFIRST_API_KEYS`).
 
-`caller_guard(settings)` gives the dependencies a route lists to require a key; a route that
-lists none is open (`/healthz`, and the Telegram webhook, which checks its own secret: `service.telegram.webhook`).
+`api_key_check(settings)` is the check of a presented key; `caller_guard(check)` makes it the
+dependency a route lists to require a key, and `/create` (a `service.routes.DirectRoute`, which
+solves no dependencies) calls it itself. A route that lists none is open (`/healthz`, and the
+Telegram webhook, which checks its own secret: `service.telegram.webhook`).
 With no key configured the guard is empty and the service is anonymous: allowed on loopback,
 and refused on any other address by `anonymous_refusal` unless CLAIMFIRST_ALLOW_ANONYMOUS.
 
@@ -14,18 +16,20 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from collections.abc import Iterable
-from typing import Annotated
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
 
 from fastapi import Depends
 from fastapi.params import Depends as DependsParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import SecretStr
 
 from service.errors import Unauthenticated
 from service.settings import Settings
 
-__all__ = ["ApiKeys", "caller_guard", "anonymous_refusal", "is_loopback"]
+__all__ = ["ApiKeys", "KeyCheck", "api_key_check", "bearer_token", "caller_guard", "openapi_security",
+           "anonymous_refusal", "is_loopback"]
 
 log = logging.getLogger("claimfirst")
 
@@ -53,22 +57,48 @@ class ApiKeys:
         return found
 
 
-def caller_guard(settings: Settings) -> list[DependsParam]:
-    """The dependencies that make a route require an API key (empty when anonymous)."""
+KeyCheck = Callable[[str | None], None]
+
+
+def api_key_check(settings: Settings) -> KeyCheck | None:
+    """The check of a presented bearer token, raising Unauthenticated; None when anonymous."""
     keys = ApiKeys(settings.api_keys)
     if not keys:
         log.warning(
             "no CLAIMFIRST_API_KEYS: the API is anonymous, anyone who reaches it can start generations"
         )
+        return None
+
+    def check(presented: str | None) -> None:
+        if presented is None or not keys.matches(presented):
+            raise Unauthenticated("Unauthorized: send `Authorization: Bearer <key>` with a key of this service.")
+
+    return check
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, read as `HTTPBearer` reads it."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
+def caller_guard(check: KeyCheck | None) -> list[DependsParam]:
+    """The dependencies that make a route require an API key (empty when anonymous)."""
+    if check is None:
         return []
 
     async def require_api_key(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        if credentials is None or not keys.matches(credentials.credentials):
-            raise Unauthenticated("Unauthorized: send `Authorization: Bearer <key>` with a key of this service.")
+        check(None if credentials is None else credentials.credentials)
 
     return [Depends(require_api_key)]
+
+
+def openapi_security(check: KeyCheck | None) -> dict[str, Any]:
+    """What `caller_guard`'s dependency adds to an operation's OpenAPI, for a route that checks
+    the key itself. The scheme's definition comes from the routes that list the dependency."""
+    return {"security": [{_bearer.scheme_name: []}]} if check is not None else {}
 
 
 def is_loopback(host: str) -> bool:

@@ -136,3 +136,22 @@ def test_sim_hints_are_ignored_unless_enabled(sqlite_url: str) -> None:
         assert client.get(f"/videos/{video_id}").json()["status"] == "failed"
         bad = client.post("/create", json={"tg_user_id": 1, "prompt": "r"}, headers={"X-Sim-Seconds": "soon"})
         assert bad.status_code == 422 and "X-Sim-Seconds" in bad.json()["detail"]
+
+
+def test_a_direct_route_refuses_dependencies_it_would_not_run() -> None:
+    """/create is a DirectRoute: FastAPI solves none of its dependencies. Listing one (say, the
+    API-key guard) must fail at start-up, not leave the route silently unguarded."""
+    from fastapi import Depends, Request
+    from fastapi.responses import Response
+
+    from service.routes import DirectRoute
+
+    async def guard() -> None:
+        raise AssertionError("never called")
+
+    async def endpoint(http: Request) -> Response:
+        return Response()
+
+    with pytest.raises(TypeError, match="runs no dependencies"):
+        DirectRoute("/create", endpoint, methods=["POST"], dependencies=[Depends(guard)])
+    assert DirectRoute("/create", endpoint, methods=["POST"]).get_route_handler() is endpoint
