@@ -22,7 +22,10 @@ ever cancelled, never the write that records it; `stop` waits for those writes, 
 
 Backlog. Each queued generation holds a claim and a user waiting for it; past
 `max_concurrent + max_queued` generations, new work is refused (429) *before* any claim is
-taken (`check_capacity`).
+taken (`check_capacity`). A queued generation is an entry in a deque, not a task waiting on a
+semaphore: a task, its coroutines and its waiter were ~20 objects per entry for the collector
+to walk, and with the backlog limit lifted (bench/create_throughput.py) those walks were the
+new-claim path's latency tail. Its task starts when a generation ends and frees its slot.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -112,6 +116,10 @@ class _Hold:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+# A submitted generation, queued or running: what `_run` is started with.
+_Entry = tuple[Admission, GenerationJob, "_Hold | None", "OnOutcome | None"]
+
+
 class GenerationRunner:
     def __init__(
         self,
@@ -138,7 +146,8 @@ class GenerationRunner:
         self.capacity = max_concurrent + max_queued
         self.stats = RunnerStats()
         self.metrics = metrics
-        self._slots = asyncio.Semaphore(max_concurrent)
+        self._running = 0  # generations holding one of the max_concurrent slots
+        self._queued: deque[_Entry] = deque()
         self._holds: dict[int, _Hold] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._generations: set[asyncio.Task[GenerationResult]] = set()
@@ -158,6 +167,8 @@ class GenerationRunner:
         self._stopping.set()
         for generation in list(self._generations):
             generation.cancel()
+        while self._queued:  # each sees the stop: recorded as stopped, nothing generated
+            self._start(self._queued.popleft())
         await self.drain()
         for task in self._background:
             task.cancel()
@@ -197,9 +208,25 @@ class GenerationRunner:
         hold = None
         if admission.ticket is not None:
             hold = self._holds[admission.ticket.video_id] = _Hold(admission.ticket)
-        task = asyncio.get_running_loop().create_task(self._run(admission, job, hold, on_outcome), name=f"video-{job.video_id}")
+        entry = (admission, job, hold, on_outcome)
+        if self._running < self.max_concurrent or self._stopping.is_set():
+            self._start(entry)
+        else:
+            self._queued.append(entry)
+
+    def _start(self, entry: _Entry) -> None:
+        self._running += 1
+        task = asyncio.get_running_loop().create_task(self._run(*entry), name=f"video-{entry[1].video_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _free_slot(self) -> None:
+        # Before the outcome is recorded: a database slow to take it must not hold the next
+        # generation back. Queued entries start in order; `drain` sees their tasks, since the
+        # slot is freed by a task still running.
+        self._running -= 1
+        if self._queued:
+            self._start(self._queued.popleft())
 
     # -- generation --------------------------------------------------------------------
 
@@ -221,7 +248,8 @@ class GenerationRunner:
                 log.exception("video %s: the outcome listener failed", job.video_id)
 
     async def _generate(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> _Outcome:
-        async with self._slots:
+        """Generate in the slot `_start` took for it; the slot is freed when this returns."""
+        try:
             if self._stopping.is_set():
                 return _Outcome(error=_STOPPED)
             self.stats.started += 1
@@ -247,6 +275,8 @@ class GenerationRunner:
                 self._generations.discard(generation)
                 if lost is not None:
                     lost.cancel()
+        finally:
+            self._free_slot()
         if generation.cancelled():
             return _Outcome(error=_STOPPED, cost_usd=self._spent())
         exc = generation.exception()

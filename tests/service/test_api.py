@@ -155,3 +155,41 @@ def test_a_direct_route_refuses_dependencies_it_would_not_run() -> None:
     with pytest.raises(TypeError, match="runs no dependencies"):
         DirectRoute("/create", endpoint, methods=["POST"], dependencies=[Depends(guard)])
     assert DirectRoute("/create", endpoint, methods=["POST"]).get_route_handler() is endpoint
+
+
+def test_queued_generations_start_in_order_as_slots_free_and_never_exceed_the_limit(sqlite_url: str) -> None:
+    """The backlog is a queue of entries behind `max_concurrent` slots: with two slots and
+    seven admitted prompts, two generate while five wait; once the gate opens, each ends and
+    hands its slot to the next in order, and all seven are recorded ready."""
+    from decimal import Decimal
+
+    class Gated:
+        cost_usd = Decimal("4.00")
+
+        def __init__(self) -> None:
+            self.gate = asyncio.Event()
+            self.started: list[int | None] = []
+            self.running = self.most = 0
+
+        async def generate(self, job: GenerationJob) -> GenerationResult:
+            self.started.append(job.video_id)
+            self.running += 1
+            self.most = max(self.most, self.running)
+            try:
+                await self.gate.wait()
+            finally:
+                self.running -= 1
+            return GenerationResult(f"https://videos.example/{job.video_id}.mp4", None, self.cost_usd)
+
+    generator = Gated()
+    with running_app(sqlite_url, generator=generator, max_concurrent_generations=2,
+                     max_queued_generations=5) as client:
+        ids = [create(client, f"prompt {i}").json()["video_id"] for i in range(7)]
+        assert create(client, "one too many").status_code == 429  # 2 running + 5 queued
+        assert generator.started == ids[:2]
+        assert client.get("/stats").json()["backlog"] == 7
+        client.portal.call(generator.gate.set)
+        drain(client)
+        assert generator.started == ids and generator.most == 2
+        assert [client.get(f"/videos/{i}").json()["status"] for i in ids] == ["ready"] * 7
+        assert client.get("/stats").json()["backlog"] == 0
