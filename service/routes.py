@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from service.app import Runtime
@@ -114,8 +114,9 @@ def install(app: FastAPI) -> None:
                 # The common answer, not a fault: answered here rather than raised through
                 # every layer to the exception handlers (same body, see service.http_errors).
                 return error_response(exc)
-            # Already the response model: answered as it is, not validated again on the way out.
-            return JSONResponse(accepted.model_dump(mode="json"), status_code=202)
+            # Already the response model: written as it is (pydantic's JSON, the bytes
+            # json.dumps gave), not validated again on the way out.
+            return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
         # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
         keyed = KeyedRequest(caller_scope(token if check_key is not None else None, body.tg_user_id),
                              parse_key(idempotency_key), fingerprint(body.model_dump()))
