@@ -70,8 +70,9 @@ def serve_subprocess(
 ) -> Iterator[ServiceProcess]:
     """Run the service with `env` added to this process's environment; yield its handle.
 
-    `prefix` goes before the interpreter, e.g. `("faketime", "-f", "+40s")` to run the
-    service on a skewed clock."""
+    `prefix` goes before the interpreter, e.g. `("env", "LD_PRELOAD=…/libfaketime.so.1",
+    "FAKETIME=+40s")` to run the service on a skewed clock. It must exec the interpreter, not
+    run it as a child (the `faketime` command does): the handle stops the process it started."""
     full_env = {**os.environ, **env}
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
