@@ -27,6 +27,14 @@ from service.storage import make_engine
 from service.stores.base import as_utc
 
 
+# Claim statements blocked on a lock: how many, and how long the oldest has waited (seconds).
+WAITING_CLAIMS_SQL = """
+SELECT count(*), coalesce(extract(epoch FROM max(clock_timestamp() - query_start)), 0)
+  FROM pg_stat_activity
+ WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO video_claims%'
+"""
+
+
 def libpq(database_url: str) -> str:
     """A libpq conninfo (for psycopg.connect) from the service's SQLAlchemy URL."""
     return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -1,8 +1,9 @@
 """`service.deadlines.within`: the deadline does not wait for a slow cancellation.
 
 The stand-in call behaves as psycopg does on a frozen server: cancelled, it keeps running its
-cleanup (here until an event is set). The real case is tests/service/test_failures_outage.py;
-the last test here is the live server's case: a claim stuck behind a lock.
+cleanup (here until an event is set). The real case is tests/service/test_failures_outage.py.
+On a live PostgreSQL: a claim stuck behind a lock is cancelled on the server at its deadline,
+and callers beyond the pool wait for a connection no longer than the pool's timeout.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from service.claim import ClaimRule, NewVideo
 from service.deadlines import within
 from service.prompt_key import prompt_key
+from tests.service.failures import WAITING_CLAIMS_SQL, libpq
 from tests.service.live import wait_until
 from tests.stores import migrated_store
 
@@ -83,16 +84,9 @@ def test_cancelling_the_caller_cancels_the_call() -> None:
     assert asyncio.run(scenario())
 
 
-def _libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 def _waiting_claims(conninfo: str) -> int:
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity"
-                           " WHERE datname = current_database() AND query LIKE '%%INSERT INTO video_claims%%'"
-                           " AND state = 'active' AND pid <> pg_backend_pid()").fetchone()
-        return row[0] if row else 0
+    with psycopg.connect(conninfo, autocommit=True) as observer:
+        return observer.execute(WAITING_CLAIMS_SQL).fetchone()[0]
 
 
 def test_a_claim_stuck_behind_a_lock_answers_at_its_deadline_and_is_rolled_back_on_the_server(pg_url: str) -> None:
@@ -100,7 +94,7 @@ def test_a_claim_stuck_behind_a_lock_answers_at_its_deadline_and_is_rolled_back_
     answers at the deadline; the abandoned call, cancelled in the background, has the server
     cancel the statement. Were it left waiting, it would commit as soon as the lock went and
     hold the key with no worker."""
-    conninfo = _libpq(pg_url)
+    conninfo = libpq(pg_url)
     with migrated_store(pg_url, request_timeout_seconds=30) as store, \
             psycopg.connect(conninfo) as locker:
         locker.execute("LOCK TABLE video_claims IN ACCESS EXCLUSIVE MODE")

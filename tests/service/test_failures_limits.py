@@ -24,7 +24,7 @@ from service.models import Video, VideoClaim
 from service.stores import postgres as pg_store
 from service.stores import sqlite as sqlite_store
 from tests.service.app_client import running_app
-from tests.service.failures import attempts, count, create, libpq, video
+from tests.service.failures import WAITING_CLAIMS_SQL, attempts, count, create, libpq, video
 from tests.service.live import live_service, wait_until
 from tests.stores import migrated_store
 
@@ -36,13 +36,6 @@ async def _burst(url: str, bodies: list[dict]) -> Counter:
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
         answers = await asyncio.gather(*(client.post(f"{url}/create", json=body) for body in bodies))
     return Counter(a.status_code for a in answers)
-
-
-WAITING_CLAIMS_SQL = """
-SELECT count(*), coalesce(extract(epoch FROM max(clock_timestamp() - query_start)), 0)
-  FROM pg_stat_activity
- WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO video_claims%'
-"""
 
 
 def starved_for(observer: psycopg.Connection, connections: int, seconds: float) -> bool:
