@@ -8,7 +8,10 @@ order between repetitions (the machine is shared and noisy); the table shows med
 service's ratio to the ceiling measured in the same run:
 - `duplicate`: POST /create of a prompt already claimed (the service answers 409 with its holder);
 - `new`: POST /create of distinct prompts (claim + video row + background hand-off);
-- `--workers 2` on the duplicate path, against one worker;
+- `--workers 2` on the duplicate path, against one worker, for the ceiling and the service alike,
+  with the CPU each request cost (server, PostgreSQL, wrk) and the rate that CPU allows on this
+  machine's cores: on a small machine the database and wrk share the cores with the workers, and
+  that bound, not the service, caps what a second worker can add;
 - SQLite (the embedded default) against a minimal SQLite endpoint (`bench/minimal_sqlite.py`).
 Then the RSS of the service after `--queued` new claims with their generations queued.
 
@@ -25,12 +28,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pgserver
+import psutil
 import psycopg
 
 from service.process import free_port, serve_subprocess
@@ -47,6 +52,17 @@ SERVICE_ENV = {"CLAIMFIRST_SIM_SECONDS": "36000", "CLAIMFIRST_MAX_QUEUED_GENERAT
                "CLAIMFIRST_LIMIT_CONCURRENCY": "100000"}
 
 
+class Running(NamedTuple):
+    url: str
+    pid: int  # the server's first process; its workers are its children
+
+
+class Run(NamedTuple):
+    rate: float  # requests/s
+    p99: float  # ms
+    cpu_us: dict[str, float]  # CPU µs per request: the server's processes, PostgreSQL's, wrk's
+
+
 def wrk(url: str, script: str, seconds: int, connections: int = 32) -> tuple[float, float]:
     """Requests/s and p99 latency (ms) of one wrk run."""
     out = subprocess.run(
@@ -55,6 +71,46 @@ def wrk(url: str, script: str, seconds: int, connections: int = 32) -> tuple[flo
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     value, unit = re.search(r"\n\s+99%\s+([\d.]+)(us|ms|s)\b", out).groups()
     return rate, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def measured(server: Running, script: str, seconds: int) -> Run:
+    """One wrk run, with the CPU time each side spent on it, per request."""
+    before, wall, children = _cpu_seconds(server.pid), time.monotonic(), _children_cpu()
+    rate, p99 = wrk(server.url, script, seconds)
+    after, wall, children = _cpu_seconds(server.pid), time.monotonic() - wall, _children_cpu() - children
+    requests = rate * wall
+    return Run(rate, p99, {"server": 1e6 * (after[0] - before[0]) / requests,
+                           "postgres": 1e6 * (after[1] - before[1]) / requests,
+                           "wrk": 1e6 * children / requests})
+
+
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds so far of the server's process tree, and of every PostgreSQL process."""
+    def spent(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a backend that ended between listing and reading
+            return 0.0
+        return times.user + times.system
+
+    root = psutil.Process(pid)
+    server = sum(spent(p) for p in [root, *root.children(recursive=True)])
+    postgres = sum(spent(p) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres")
+    return server, postgres
+
+
+def _children_cpu() -> float:
+    # wrk is this process's waited-for child: its CPU time is in ours once it has exited.
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _wait_for(ready: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not ready():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not up within 30 s")
+        time.sleep(0.1)
 
 
 def _wait_up(url: str, process: subprocess.Popen) -> None:
@@ -71,27 +127,45 @@ def _wait_up(url: str, process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def uvicorn_app(app: str, app_dir: Path, env: dict[str, str]) -> Iterator[str]:
+def uvicorn_app(app: str, app_dir: Path, env: dict[str, str], workers: int = 1) -> Iterator[Running]:
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
-        env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_up(url, process)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
+    # At info, uvicorn says "Application startup complete." once per worker and nothing per
+    # request (no access log): the log is how a multi-worker ceiling is known to be all up.
+    with tempfile.NamedTemporaryFile("w", suffix=".log") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir), "--port", str(port),
+             "--no-access-log", "--log-level", "info", "--workers", str(workers)],
+            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+
+        def started() -> int:
+            # Read through its name: seeking the shared descriptor would move the child's writes.
+            return Path(log.name).read_text().count("Application startup complete.")
+
+        try:
+            _wait_up(url, process)
+            _wait_for(lambda: started() >= workers, process, f"{workers} workers of {app}")
+            yield Running(url, process.pid)
+        finally:
+            process.terminate()
+            process.wait(10)
 
 
 @contextmanager
-def service(database_url: str, log_dir: Path, **extra: str) -> Iterator[str]:
+def service(database_url: str, log_dir: Path, **extra: str) -> Iterator[Running]:
     env = {**SERVICE_ENV, "DATABASE_URL": database_url, **extra}
+    workers = int(extra.get("CLAIMFIRST_WORKERS", "1"))
     with serve_subprocess(env, log_dir, cwd=ROOT) as handle:
         _wait_up(handle.url, handle.process)
-        yield handle.url
+        pids: set[int] = set()
+
+        def answered() -> bool:
+            # A new connection each time: the kernel hands each to whichever worker accepts.
+            pids.add(httpx.get(f"{handle.url}/stats", timeout=5).json()["pid"])
+            return len(pids) >= workers
+
+        _wait_for(answered, handle.process, f"{workers} service workers")
+        yield Running(handle.url, handle.process.pid)
 
 
 def fresh_database(admin: str, name: str) -> str:
@@ -101,25 +175,45 @@ def fresh_database(admin: str, name: str) -> str:
     return admin.replace("/postgres?", f"/{name}?")
 
 
-def compare(servers: dict[str, object], scripts: dict[str, str], seconds: int, repeats: int) -> dict:
-    """Medians of (rate, p99) per (server, kind), servers alternating order per repetition."""
-    runs: dict[tuple[str, str], list[tuple[float, float]]] = {}
+def compare(servers: dict[str, object], scripts: dict[str, str], seconds: int, repeats: int) -> dict[tuple[str, str], Run]:
+    """Medians per (server, kind), servers alternating order per repetition."""
+    runs: dict[tuple[str, str], list[Run]] = {}
     names = list(servers)
     for rep in range(repeats):
         for name in names if rep % 2 == 0 else names[::-1]:
-            with servers[name]() as url:  # type: ignore[operator]
+            with servers[name]() as running:  # type: ignore[operator]
                 for kind, script in scripts.items():
-                    runs.setdefault((name, kind), []).append(wrk(url, script, seconds))
-    return {key: (statistics.median(r for r, _ in values), statistics.median(p for _, p in values))
+                    runs.setdefault((name, kind), []).append(measured(running, script, seconds))
+    return {key: Run(statistics.median(r.rate for r in values), statistics.median(r.p99 for r in values),
+                     {side: statistics.median(r.cpu_us[side] for r in values) for side in values[0].cpu_us})
             for key, values in runs.items()}
 
 
-def table(title: str, results: dict, baseline: str, scripts: dict[str, str]) -> None:
+def table(title: str, results: dict[tuple[str, str], Run], baseline: str | dict[str, str],
+          scripts: dict[str, str]) -> None:
+    """One row per (server, kind); `baseline` names the row each ratio is to, or maps server to it."""
     print(f"\n{title}")
-    print(f"{'server':<22} {'kind':<10} {'req/s':>8} {'p99 ms':>8} {'vs ' + baseline:>14}")
-    for (name, kind), (rate, p99) in results.items():
-        ratio = rate / results[(baseline, kind)][0]
-        print(f"{name:<22} {kind:<10} {rate:>8.0f} {p99:>8.1f} {ratio:>13.2f}x")
+    print(f"{'server':<22} {'kind':<10} {'req/s':>8} {'p99 ms':>8} {'ratio':>7}")
+    for (name, kind), run in results.items():
+        base = baseline if isinstance(baseline, str) else baseline[name]
+        print(f"{name:<22} {kind:<10} {run.rate:>8.0f} {run.p99:>8.1f} {run.rate / results[(base, kind)].rate:>6.2f}x")
+
+
+def cpu_table(results: dict[tuple[str, str], Run], cores: int) -> None:
+    """Where each request's CPU went, and the rate that much CPU per request allows on `cores`.
+
+    One worker is bound by its own core (`server cores` near 1.0); a run near its bound is
+    limited by the machine, not by the server: a second worker can only add what the cores
+    left over by the first worker, PostgreSQL and wrk allow.
+    """
+    print(f"\nCPU per request (µs), and the rate that allows on {cores} cores")
+    print(f"{'server':<22} {'server':>7} {'postgres':>9} {'wrk':>5} {'total':>6} {'server cores':>13} "
+          f"{'bound req/s':>12} {'of bound':>9}")
+    for (name, _), run in results.items():
+        total = sum(run.cpu_us.values())
+        bound = cores * 1e6 / total
+        print(f"{name:<22} {run.cpu_us['server']:>7.0f} {run.cpu_us['postgres']:>9.0f} {run.cpu_us['wrk']:>5.0f} "
+              f"{total:>6.0f} {run.rate * run.cpu_us['server'] / 1e6:>13.2f} {bound:>12.0f} {run.rate / bound:>8.0%}")
 
 
 def rss_after_new_claims(url: str, pid: int, n: int) -> tuple[float, float]:
@@ -148,11 +242,11 @@ def main() -> None:
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
         admin = server.get_uri()
 
-        def minimal():  # type: ignore[no-untyped-def]
+        def minimal(workers: int = 1):  # type: ignore[no-untyped-def]
             dsn = fresh_database(admin, "minimal")
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute(MINIMAL_SCHEMA)
-            return uvicorn_app("minimal_app:app", PERF, {"MINIMAL_DSN": dsn})
+            return uvicorn_app("minimal_app:app", PERF, {"MINIMAL_DSN": dsn}, workers)
 
         def ours(**extra: str):  # type: ignore[no-untyped-def]
             return lambda: service(normalize_database_url(fresh_database(admin, "service")), Path(tmp), **extra)
@@ -160,9 +254,13 @@ def main() -> None:
         print(f"wrk -t1 -c32 -d{args.seconds}s, medians of {args.repeats}, one PostgreSQL, same run")
         pg = compare({"minimal (ceiling)": minimal, "python -m service": ours()}, scripts, args.seconds, args.repeats)
         table("PostgreSQL", pg, "minimal (ceiling)", scripts)
-        workers = compare({"service, 1 worker": ours(), "service, --workers 2": ours(CLAIMFIRST_WORKERS="2")},
-                          {"duplicate": "dup.lua"}, args.seconds, args.repeats)
-        table("PostgreSQL, duplicate path by workers", workers, "service, 1 worker", {"duplicate": "dup.lua"})
+        dup = {"duplicate": "dup.lua"}
+        workers = compare({"minimal, 1 worker": minimal, "minimal, 2 workers": lambda: minimal(workers=2),
+                           "service, 1 worker": ours(), "service, --workers 2": ours(CLAIMFIRST_WORKERS="2")},
+                          dup, args.seconds, args.repeats)
+        table("PostgreSQL, duplicate path by workers (ratio to the same server's 1 worker)", workers,
+              {name: name.split(",")[0] + ", 1 worker" for name, _ in workers}, dup)
+        cpu_table(workers, len(os.sched_getaffinity(0)))
 
         def sqlite_minimal():  # type: ignore[no-untyped-def]
             path = Path(tmp) / f"minimal-{time.monotonic_ns()}.db"
