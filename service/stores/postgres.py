@@ -30,13 +30,12 @@ small pool, so a burst can never starve a lease into expiry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -53,6 +52,8 @@ from service.stores.idempotency import PG_BEGIN_SQL, PG_FINISH_SQL, PG_FORGET_SQ
 __all__ = ["PostgresStore"]
 
 log = logging.getLogger("claimfirst.store")
+
+T = TypeVar("T")
 
 # Connections that sat idle longer than this are checked before use. A server restart kills
 # every pooled connection; checking the idle ones replaces them without failing a request,
@@ -254,7 +255,8 @@ class PostgresStore:
         )
         # Callers queue here, not in the pool: a pool wait is an `asyncio.wait_for`, a task per
         # waiting caller, and with 32 clients on 8 connections most requests wait. A semaphore
-        # wait is a future. One slot per connection the pool may open.
+        # wait is a future. One slot per connection the pool may open, so the pool's own wait
+        # (and its PoolTimeout) is left for a connection being (re)opened.
         self._slots = {id(self._requests): asyncio.Semaphore(pool_size + max_overflow),
                        id(self._leases): asyncio.Semaphore(LEASE_POOL_SIZE)}
 
@@ -281,30 +283,32 @@ class PostgresStore:
         await self._requests.close()
         await self._leases.close()
 
-    async def _slot(self, pool: AsyncConnectionPool) -> asyncio.Semaphore:
-        slots = self._slots[id(pool)]
-        if slots.locked():  # the pool's own bound on waiting for a connection, kept
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                raise PoolTimeout(f"no free connection after {self._timeout:.2f} s") from None
-        else:
-            await slots.acquire()
-        return slots
+    async def _execute(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any],
+                       fetch: Callable[[psycopg.AsyncCursor[Any]], Awaitable[T]]) -> T:
+        """Run one statement on a connection of `pool`; what `fetch` reads from its cursor.
 
-    @contextlib.asynccontextmanager
-    async def _connection(self, pool: AsyncConnectionPool) -> AsyncIterator[psycopg.AsyncConnection]:
+        One coroutine, not the pool's `connection()` inside a context manager of our own: on
+        the hot path each layer of those was a generator to step in and out of. The pool's
+        own context also commits or rolls back on the way out, which autocommit makes a no-op,
+        except after a cancelled statement, where its rollback would wait on the server.
+        `putconn` instead discards a connection left mid-statement.
+        """
         try:
-            slots = await self._slot(pool)
+            # Unbounded here: every store call the service makes runs under `within` with the
+            # request's deadline (service.deadlines), started before this wait and as long as
+            # the pool's timeout, so a bound of our own would never fire first and would cost
+            # each contended call a timer. A cancelled waiter takes no slot with it.
+            slots = self._slots[id(pool)]
+            await slots.acquire()
             try:
-                async with pool.connection() as conn:
-                    try:
-                        yield conn
-                    finally:
-                        # When it goes back, for `_check_if_idle`. Not the pool's `reset` hook:
-                        # with one, every return is a task for the pool's worker, on every request.
-                        self._returned[id(conn)] = time.monotonic()
+                conn = await pool.getconn()
+                try:
+                    return await fetch(await conn.execute(sql, params))
+                finally:
+                    # When it goes back, for `_check_if_idle`. Not the pool's `reset` hook:
+                    # with one, every return is a task for the pool's worker, on every request.
+                    self._returned[id(conn)] = time.monotonic()
+                    await pool.putconn(conn)
             finally:
                 slots.release()
         except PoolTimeout as exc:
@@ -317,12 +321,13 @@ class PostgresStore:
             raise StorageUnavailable("database unavailable") from exc
 
     async def _one(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
-        async with self._connection(pool) as conn:
-            return await (await conn.execute(sql, params)).fetchone()
+        return await self._execute(pool, sql, params, psycopg.AsyncCursor.fetchone)
 
     async def _all(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-        async with self._connection(pool) as conn:
-            return await (await conn.execute(sql, params)).fetchall()
+        return await self._execute(pool, sql, params, psycopg.AsyncCursor.fetchall)
+
+    async def _rowcount(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> int:
+        return await self._execute(pool, sql, params, _rowcount)
 
     async def _sequence(self) -> str:
         if self._seq is None:
@@ -374,9 +379,8 @@ class PostgresStore:
         return bool(row and row["won"])
 
     async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None:
-        async with self._connection(self._leases) as conn:
-            await conn.execute(FAIL_SQL, {**_fence(ticket), "error": error[:2000], "cost": cost_usd,
-                                          "abandoned": ABANDONED_ERROR})
+        await self._rowcount(self._leases, FAIL_SQL, {**_fence(ticket), "error": error[:2000], "cost": cost_usd,
+                                                      "abandoned": ABANDONED_ERROR})
 
     async def expire_abandoned(self) -> list[int]:
         return [row["video_id"] for row in await self._all(self._leases, SWEEP_SQL, {"error": ABANDONED_ERROR})]
@@ -396,12 +400,10 @@ class PostgresStore:
         return row is not None
 
     async def release_key(self, scope: str, key: str, token: Any) -> None:
-        async with self._connection(self._requests) as conn:
-            await conn.execute(PG_RELEASE_SQL, {"scope": scope, "key": key, "token": token})
+        await self._rowcount(self._requests, PG_RELEASE_SQL, {"scope": scope, "key": key, "token": token})
 
     async def forget_keys(self, window: timedelta) -> int:
-        async with self._connection(self._leases) as conn:
-            return (await conn.execute(PG_FORGET_SQL, {"window": window})).rowcount
+        return await self._rowcount(self._leases, PG_FORGET_SQL, {"window": window})
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -442,11 +444,15 @@ class PostgresStore:
     async def set_outcome(
         self, video_id: int, status: str, result: GenerationResult | None = None, error: str | None = None
     ) -> None:
-        async with self._connection(self._leases) as conn:
-            await conn.execute(
-                "UPDATE videos SET status = %(status)s, error = %(error)s, updated_at = clock_timestamp(),"
-                " video_url = %(url)s, thumbnail_url = %(thumb)s, cost_usd = %(cost)s WHERE id = %(id)s",
-                {"id": video_id, "status": status, "error": error, **_result_params(result)})
+        await self._rowcount(
+            self._leases,
+            "UPDATE videos SET status = %(status)s, error = %(error)s, updated_at = clock_timestamp(),"
+            " video_url = %(url)s, thumbnail_url = %(thumb)s, cost_usd = %(cost)s WHERE id = %(id)s",
+            {"id": video_id, "status": status, "error": error, **_result_params(result)})
+
+
+async def _rowcount(cursor: psycopg.AsyncCursor[Any]) -> int:
+    return cursor.rowcount
 
 
 def _first_line(exc: BaseException) -> str:

@@ -3,7 +3,7 @@
 The stand-in call behaves as psycopg does on a frozen server: cancelled, it keeps running its
 cleanup (here until an event is set). The real case is tests/service/test_failures_outage.py.
 On a live PostgreSQL: a claim stuck behind a lock is cancelled on the server at its deadline,
-and callers beyond the pool wait for a connection no longer than the pool's timeout.
+and callers queued beyond the pool wait no longer than their deadline and lose no slot.
 """
 
 from __future__ import annotations
@@ -114,35 +114,45 @@ def test_a_claim_stuck_behind_a_lock_answers_at_its_deadline_and_is_rolled_back_
             assert conn.execute("SELECT count(*) FROM videos").fetchone() == (1,)
 
 
-def test_callers_beyond_the_pool_wait_their_turn_within_the_pool_timeout(pg_url: str) -> None:
+def test_callers_queued_beyond_the_pool_give_up_at_their_deadline_and_lose_no_slot(pg_url: str) -> None:
     """Callers queue for a connection on the store's semaphore, not in psycopg's pool (whose
-    wait is a task per caller). The queue keeps the pool's bound: with the only connection in
-    use, the next caller is told 'no connection in time' after the timeout; once it is back,
-    twenty callers on that one connection all get their answer."""
-    from service.errors import StorageUnavailable
+    wait is a task per caller), bounded by the deadline every store call runs under (`within`,
+    as `Runtime.bounded` and the runner call it). With the only connection in use the next
+    caller answers at its deadline; the waits it and nine more gave up on take no slot with
+    them: once the connection is back, twenty callers on it all get their answer."""
     from service.settings import Settings
     from service.stores import open_store
 
     with migrated_store(pg_url):  # migrated; its own store is not used
         pass
 
-    async def scenario() -> tuple[float, int]:
-        store = open_store(Settings(database_url=pg_url, db_pool_size=1, db_max_overflow=0,
-                                    request_timeout_seconds=0.5))
+    async def scenario() -> tuple[float, int, int]:
+        store = open_store(Settings(database_url=pg_url, db_pool_size=1, db_max_overflow=0))
         await store.open()
         try:
-            async with store._connection(store._requests):  # the one connection, in use
-                started = time.monotonic()
-                with pytest.raises(StorageUnavailable, match="no connection in time"):
-                    # wait_for: a queue without the bound fails here instead of hanging the suite
-                    await asyncio.wait_for(store.claim(NewVideo(2, "queued", prompt_key("queued")), RULE), 10)
-                waited = time.monotonic() - started
-            answers = await asyncio.gather(*(store.claim(NewVideo(3, f"p{i}", prompt_key(f"p{i}")), RULE)
-                                             for i in range(20)))
-            return waited, sum(answer.attempt == 1 for answer in answers)
+            in_use, done = asyncio.Event(), asyncio.Event()
+
+            async def keep(_cursor: object) -> None:  # the one connection, held until `done`
+                in_use.set()
+                await done.wait()
+
+            holding = asyncio.create_task(store._execute(store._requests, "SELECT 1", {}, keep))
+            await in_use.wait()
+            started = time.monotonic()
+            gave_up = await asyncio.gather(
+                *(within(store.claim(NewVideo(2, f"queued {i}", prompt_key(f"queued {i}")), RULE), 0.5)
+                  for i in range(10)), return_exceptions=True)
+            waited = time.monotonic() - started
+            done.set()
+            await holding
+            # wait_for: a lost slot fails here instead of hanging the suite
+            answers = await asyncio.wait_for(asyncio.gather(
+                *(store.claim(NewVideo(3, f"p{i}", prompt_key(f"p{i}")), RULE) for i in range(20))), 10)
+            return waited, sum(isinstance(g, TimeoutError) for g in gave_up), sum(a.attempt == 1 for a in answers)
         finally:
             await store.close()
 
-    waited, won = asyncio.run(scenario())
+    waited, timed_out, won = asyncio.run(scenario())
     assert 0.4 < waited < 2.0, waited
+    assert timed_out == 10
     assert won == 20
