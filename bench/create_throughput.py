@@ -4,8 +4,9 @@ The ceiling is `../shared/perf/minimal_app.py` (FastAPI, a psycopg async pool, o
 upsert per request, nothing else). Both servers run as real processes on one throwaway
 PostgreSQL (the pgserver wheel), and `wrk` (Debian package `wrk`) drives each with the same
 scripts (`../shared/perf/dup.lua`, `new.lua`): 32 connections, one thread. Servers alternate
-order between repetitions (the machine is shared and noisy); the table shows medians and the
-service's ratio to the ceiling measured in the same run:
+order between repetitions (the machine is shared and noisy); the table shows medians, and the
+service's ratio to the ceiling as the median of each repetition's own ratio (its two runs are
+seconds apart) with the range of those ratios:
 - `duplicate`: POST /create of a prompt already claimed (the service answers 409 with its holder);
 - `new`: POST /create of distinct prompts (claim + video row + background hand-off);
 - `--workers 2` on the duplicate path, against one worker, for the ceiling and the service alike,
@@ -15,7 +16,7 @@ service's ratio to the ceiling measured in the same run:
 - SQLite (the embedded default) against a minimal SQLite endpoint (`bench/minimal_sqlite.py`).
 Then the RSS of the service after `--queued` new claims with their generations queued.
 
-    .venv/bin/python bench/create_throughput.py [--seconds 10] [--repeats 3] [--queued 100000]
+    .venv/bin/python bench/create_throughput.py [--seconds 10] [--repeats 5] [--queued 100000]
 """
 
 from __future__ import annotations
@@ -175,8 +176,10 @@ def fresh_database(admin: str, name: str) -> str:
     return admin.replace("/postgres?", f"/{name}?")
 
 
-def compare(servers: dict[str, object], scripts: dict[str, str], seconds: int, repeats: int) -> dict[tuple[str, str], Run]:
-    """Medians per (server, kind), servers alternating order per repetition."""
+def compare(servers: dict[str, object], scripts: dict[str, str], seconds: int,
+            repeats: int) -> dict[tuple[str, str], list[Run]]:
+    """Every run per (server, kind), in repetition order; servers alternate order per repetition,
+    so in each repetition a server's run and its baseline's are close in time."""
     runs: dict[tuple[str, str], list[Run]] = {}
     names = list(servers)
     for rep in range(repeats):
@@ -184,22 +187,33 @@ def compare(servers: dict[str, object], scripts: dict[str, str], seconds: int, r
             with servers[name]() as running:  # type: ignore[operator]
                 for kind, script in scripts.items():
                     runs.setdefault((name, kind), []).append(measured(running, script, seconds))
-    return {key: Run(statistics.median(r.rate for r in values), statistics.median(r.p99 for r in values),
-                     {side: statistics.median(r.cpu_us[side] for r in values) for side in values[0].cpu_us})
-            for key, values in runs.items()}
+    return runs
 
 
-def table(title: str, results: dict[tuple[str, str], Run], baseline: str | dict[str, str],
+def median_run(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.rate for r in runs), statistics.median(r.p99 for r in runs),
+               {side: statistics.median(r.cpu_us[side] for r in runs) for side in runs[0].cpu_us})
+
+
+def table(title: str, results: dict[tuple[str, str], list[Run]], baseline: str | dict[str, str],
           scripts: dict[str, str]) -> None:
-    """One row per (server, kind); `baseline` names the row each ratio is to, or maps server to it."""
+    """One row per (server, kind): medians, and the ratio to `baseline` (a server, or a map from
+    server to its baseline) as the median of the repetitions' own ratios, with their range.
+
+    The machine's speed drifts by tens of percent over minutes (a shared VM): a ratio taken
+    within one repetition, where the two runs are seconds apart, is steadier than the ratio
+    of two medians taken minutes apart."""
     print(f"\n{title}")
-    print(f"{'server':<22} {'kind':<10} {'req/s':>8} {'p99 ms':>8} {'ratio':>7}")
-    for (name, kind), run in results.items():
-        base = baseline if isinstance(baseline, str) else baseline[name]
-        print(f"{name:<22} {kind:<10} {run.rate:>8.0f} {run.p99:>8.1f} {run.rate / results[(base, kind)].rate:>6.2f}x")
+    print(f"{'server':<22} {'kind':<10} {'req/s':>8} {'p99 ms':>8} {'ratio':>7}  {'range of repetitions':<20}")
+    for (name, kind), runs in results.items():
+        base = results[(baseline if isinstance(baseline, str) else baseline[name], kind)]
+        ratios = [run.rate / paired.rate for run, paired in zip(runs, base, strict=True)]
+        run = median_run(runs)
+        print(f"{name:<22} {kind:<10} {run.rate:>8.0f} {run.p99:>8.1f} {statistics.median(ratios):>6.2f}x  "
+              f"{min(ratios):.2f}-{max(ratios):.2f}")
 
 
-def cpu_table(results: dict[tuple[str, str], Run], cores: int) -> None:
+def cpu_table(results: dict[tuple[str, str], list[Run]], cores: int) -> None:
     """Where each request's CPU went, and the rate that much CPU per request allows on `cores`.
 
     One worker is bound by its own core (`server cores` near 1.0); a run near its bound is
@@ -209,7 +223,8 @@ def cpu_table(results: dict[tuple[str, str], Run], cores: int) -> None:
     print(f"\nCPU per request (µs), and the rate that allows on {cores} cores")
     print(f"{'server':<22} {'server':>7} {'postgres':>9} {'wrk':>5} {'total':>6} {'server cores':>13} "
           f"{'bound req/s':>12} {'of bound':>9}")
-    for (name, _), run in results.items():
+    for (name, _), runs in results.items():
+        run = median_run(runs)
         total = sum(run.cpu_us.values())
         bound = cores * 1e6 / total
         print(f"{name:<22} {run.cpu_us['server']:>7.0f} {run.cpu_us['postgres']:>9.0f} {run.cpu_us['wrk']:>5.0f} "
@@ -234,7 +249,7 @@ def _rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--queued", type=int, default=100_000, help="new claims for the RSS figure (0: skip)")
     args = parser.parse_args()
     scripts = {"duplicate": "dup.lua", "new": "new.lua"}
