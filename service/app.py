@@ -24,7 +24,7 @@ from service.claim import ClaimRule, NewVideo
 from service.deadlines import within
 from service.errors import DuplicateRequest, StorageUnavailable
 from service.generators import GenerationJob, Generator, SimHints, make_generator
-from service.idempotency import forget_expired_keys
+from service.housekeeping import forget_old_rows
 from service.logs import bind
 from service.metrics import Metrics
 from service.policies import Admission, admit
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
         runtime.runner.start()
         forgetting: asyncio.Task[None] | None = None
         try:
-            forgetting = asyncio.get_running_loop().create_task(forget_expired_keys(runtime), name="forget-keys")
+            forgetting = asyncio.get_running_loop().create_task(forget_old_rows(runtime), name="forget-old-rows")
             log.info("claimfirst ready: %s, policy=%s", runtime.store.dialect, settings.policy)
             yield
         finally:

@@ -23,7 +23,6 @@ never the key) or, anonymous, the `tg_user_id`; it is kept for the duplicate win
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -45,7 +44,7 @@ if TYPE_CHECKING:
     from service.app import Runtime
 
 __all__ = ["KeyedRequest", "parse_key", "caller_scope", "fingerprint", "answer_once", "REPLAYED_HEADER",
-           "MAX_KEY_CHARS", "in_progress_timeout", "forget_expired_keys"]
+           "MAX_KEY_CHARS", "in_progress_timeout"]
 
 log = logging.getLogger("claimfirst.idempotency")
 
@@ -57,10 +56,6 @@ MAX_KEY_CHARS = MAX_IDEMPOTENCY_KEY_CHARS
 # belongs to a process that died mid-request: it is taken over rather than answer 409 for the
 # whole window. Taking over a live-but-slow holder's key cannot pay twice: the claim decides.
 IN_PROGRESS_BOUNDS = 4
-# Rows past the window are already ignored by `begin_key`; deleting them only bounds the
-# table (one row per keyed request) to about a window plus an hour of traffic. Every process
-# runs it; the DELETE is harmless twice.
-FORGET_EVERY_SECONDS = 3600.0
 # Enough of the API key's SHA-256 to tell a deployment's few keys apart, too little to matter
 # if the table leaks (it is a hash of a secret of >= 16 random characters anyway).
 SCOPE_HASH_CHARS = 16
@@ -148,16 +143,3 @@ async def _settle(write: Awaitable[object], runtime: Runtime) -> None:
     except ClaimfirstError as exc:  # StorageUnavailable, or a value the database refused
         log.warning("Idempotency-Key not settled (%s); it frees itself after %s", exc,
                     in_progress_timeout(runtime.settings.request_timeout_seconds))
-
-
-async def forget_expired_keys(runtime: Runtime) -> None:
-    """Delete keys older than the window, hourly, until cancelled (the app's lifespan)."""
-    window = timedelta(hours=runtime.settings.duplicate_window_hours)
-    while True:
-        try:
-            forgotten = await runtime.bounded(runtime.store.forget_keys(window))
-            if forgotten:
-                log.info("forgot %d Idempotency-Keys older than %s", forgotten, window)
-        except ClaimfirstError as exc:
-            log.warning("forgetting old Idempotency-Keys failed: %s", exc)
-        await asyncio.sleep(FORGET_EVERY_SECONDS)  # the cadence, not synchronisation

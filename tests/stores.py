@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.models import IdempotencyKey, Video, VideoClaim
+from service.models import IdempotencyKey, TelegramUpdate, Video, VideoClaim
 from service.settings import Settings
 from service.storage import make_engine, migrate
 from service.stores import open_store
@@ -54,7 +54,7 @@ def migrated_store(database_url: str, **settings: Any) -> Iterator[SyncStore]:
 
 
 _TIMES = {Video: ("created_at", "updated_at"), VideoClaim: ("claimed_at", "lease_expires_at"),
-          IdempotencyKey: ("created_at",)}
+          IdempotencyKey: ("created_at",), TelegramUpdate: ("received_at",)}
 
 
 def age(database_url: str, **delta: float) -> None:

@@ -152,6 +152,12 @@ class Store(Protocol):
         redelivery. One INSERT … ON CONFLICT DO NOTHING, `received_at` the database's clock."""
         ...
 
+    async def forget_updates(self, age: timedelta, limit: int) -> int:
+        """Delete up to `limit` deliveries received more than `age` ago (Telegram redelivers
+        none that old); how many. Bounded, so that a table that grew for months before it was
+        first pruned is emptied in statements that each fit the time bound."""
+        ...
+
     # incident replay only (service.policies): the bot's separate round trips
     async def find_recent_by_prompt(
         self, tg_user_id: int, prompt: str, window: timedelta, statuses: tuple[str, ...] | None = None

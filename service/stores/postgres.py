@@ -214,6 +214,11 @@ ON CONFLICT (update_id) DO NOTHING
 RETURNING update_id
 """
 
+FORGET_UPDATES_SQL = """
+DELETE FROM telegram_updates WHERE update_id IN (
+    SELECT update_id FROM telegram_updates WHERE received_at < clock_timestamp() - %(age)s LIMIT %(limit)s)
+"""
+
 _INSERT_VIDEO_SQL = """
 INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
                     video_url, thumbnail_url, cost_usd, created_at, updated_at)
@@ -420,6 +425,9 @@ class PostgresStore:
         # connections reserved for heartbeats.
         row = await self._one(self._requests, RECORD_UPDATE_SQL, {"update_id": update_id})
         return row is not None
+
+    async def forget_updates(self, age: timedelta, limit: int) -> int:
+        return await self._rowcount(self._leases, FORGET_UPDATES_SQL, {"age": age, "limit": limit})
 
     # -- incident replay only ------------------------------------------------------------
 

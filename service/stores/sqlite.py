@@ -371,6 +371,12 @@ class SqliteStore:
         # The request writer's thread: a delivery is a request like /create.
         return await self._run(self._claims, partial(self._write, partial(self._record_update, update_id=update_id)))
 
+    async def forget_updates(self, age: timedelta, limit: int) -> int:
+        sql = ("DELETE FROM telegram_updates WHERE update_id IN (SELECT update_id FROM telegram_updates"
+               f" WHERE received_at < {_now_plus('age')} LIMIT :limit)")
+        return await self._run(self._leases, partial(self._write, partial(
+            self._execute, sql=sql, params={"age": _seconds(age, "-"), "limit": limit})))
+
     # -- incident replay only ------------------------------------------------------------
 
     async def find_recent_by_prompt(

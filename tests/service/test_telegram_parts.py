@@ -12,6 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from service.claim import NewVideo
+from service.housekeeping import UPDATE_MEMORY
 from service.prompt_key import prompt_key
 from service.runner import VideoOutcome
 from service.settings import Settings
@@ -19,6 +20,7 @@ from service.telegram.api import Message, Update, command_of
 from service.telegram.client import BotApi, RetryPolicy, TelegramApiError
 from tests.service.app_client import drain, running_app, runtime
 from tests.stand_ins.telegram import DEFAULT_TOKEN, RECORDINGS, recorded_update
+from tests.stores import age
 
 NO_WAIT = RetryPolicy(attempts=3, backoff_base_seconds=0, backoff_cap_seconds=0, retry_after_cap_seconds=0)
 
@@ -150,6 +152,21 @@ def test_record_update_is_true_once_per_update_id_even_when_raced(store) -> None
         return await asyncio.gather(*(store._store.record_update(2**62) for _ in range(8)))
 
     assert sorted(store._runner.run(race())) == [False] * 7 + [True]
+
+
+def test_deliveries_older_than_telegram_redelivers_are_forgotten(store) -> None:
+    assert store.record_update(1) is True
+    age(store.url, hours=47)
+    assert store.record_update(2) is True
+    assert store.forget_updates(UPDATE_MEMORY, 10) == 0  # 47 h: Telegram could not redeliver it, but kept
+    age(store.url, hours=2)
+    assert store.forget_updates(UPDATE_MEMORY, 10) == 1  # update 1, now 49 h old
+    assert store.record_update(2) is False  # update 2 (2 h old) still recognised as a redelivery
+    assert store.record_update(1) is True  # forgotten: a new delivery, as far as the table knows
+    for update_id in range(100, 105):
+        store.record_update(update_id)
+    age(store.url, hours=49)
+    assert [store.forget_updates(UPDATE_MEMORY, 3) for _ in range(3)] == [3, 3, 1]  # 7 old: at most 3 each
 
 
 # -- settings ---------------------------------------------------------------------------------
