@@ -136,10 +136,12 @@ _FENCE = "c.tg_user_id = %(user)s AND c.key_digest = %(digest)s AND c.attempt = 
 # the database (an outage longer than the lease) is still this attempt's if nobody took it
 # over since: the beat takes it back rather than cancel a generation that is being paid for.
 # A claim its own worker marked failed or ready is never revived.
+# The arrays go in binary (`%(…)b`): as text, psycopg quotes each element with a regex, and
+# with ten thousand leases held that was 20 ms of the event loop per beat (half its cost).
 RENEW_SQL = """
 WITH renewed AS (
     UPDATE video_claims c SET status = 'generating', lease_expires_at = clock_timestamp() + %(lease)s
-      FROM unnest(%(users)s::bigint[], %(digests)s::bytea[], %(attempts)s::int[]) AS t(u, d, a), videos v
+      FROM unnest(%(users)b::bigint[], %(digests)b::bytea[], %(attempts)b::int[]) AS t(u, d, a), videos v
      WHERE c.tg_user_id = t.u AND c.key_digest = t.d AND c.attempt = t.a AND v.id = c.video_id
        AND (c.status = 'generating' OR (c.status = 'failed' AND v.status = 'failed' AND v.error = %(abandoned)s))
     RETURNING c.video_id
