@@ -79,7 +79,6 @@ def test_requests_in_flight_when_postgresql_restarts_get_an_answer_and_nothing_i
                       max_queued_generations=100_000) as service:
         with Clients(service.url) as clients:
             wait_until(lambda: len(clients.answers) >= 200, timeout=30, what="requests before the restart")
-            before = len(clients.answers)
             pg.stop()
             wait_until(lambda: clients.seen(503) >= CLIENTS, timeout=30, what="503s while the database is down")
             pg.start()
@@ -94,7 +93,7 @@ def test_requests_in_flight_when_postgresql_restarts_get_an_answer_and_nothing_i
     statuses = Counter(status for _, status, _ in answers)
     assert set(statuses) <= {202, 409, 503}, statuses
     assert all(retry is not None and int(retry) > 0 for _, status, retry in answers if status == 503)
-    assert statuses[409] > 0 and statuses[503] >= CLIENTS and before >= 200
+    assert statuses[409] > 0  # the 503s during the outage were awaited above
 
     accepted = Counter(prompt for prompt, status, _ in answers if status == 202)
     assert max(accepted.values()) == 1, accepted.most_common(3)
