@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     # An import string and a factory, so that each worker process builds its own app (and
     # its own pools and runner) from the same environment; the claim lives in the database.
     workers = args.workers or settings.workers
+    # Migrated just now: the workers must not need the database to start (see Settings).
+    os.environ["CLAIMFIRST_MIGRATE_ON_START"] = "false"
     with _metrics_shared_by(workers):
         uvicorn.run(
             "service.app:serving_app", factory=True, host=args.host, port=args.port, workers=workers,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 
 from service.claim import ClaimRule, NewVideo
-from service.deadlines import within
+from service.deadlines import request_deadline, within
 from service.errors import DuplicateRequest, StorageUnavailable
 from service.generators import GenerationJob, Generator, SimHints, make_generator
 from service.housekeeping import forget_old_rows
@@ -57,7 +58,7 @@ class Runtime:
         metrics = Metrics()
         runner = GenerationRunner(
             store, generator,
-            lease=rule.lease,
+            rule=rule,
             max_concurrent=settings.max_concurrent_generations,
             max_queued=settings.max_queued_generations,
             timeout_seconds=settings.generation_timeout_seconds,
@@ -78,7 +79,7 @@ class Runtime:
                 if holder is not None and holder.blocks:
                     raise DuplicateRequest(holder.video)
             raise throttled
-        admission = await self.bounded(admit(self.settings.policy, self.store, self.rule, request))
+        admission = await self.bounded(admit(self.settings.policy, self.store, self.rule, request, self.deadline()))
         if admission.attempt > 1:
             self.metrics.takeovers.inc()
         # Before submit: the generation's task copies this context, so its log lines carry
@@ -88,13 +89,18 @@ class Runtime:
         self.runner.submit(admission, job, on_outcome)
         return admission
 
+    def deadline(self) -> float:
+        """When the current request gives up: its scope's deadline (service.deadlines), or a
+        full bound from now for a call made outside one."""
+        return request_deadline() or time.monotonic() + self.settings.request_timeout_seconds
+
     async def bounded(self, call):  # type: ignore[no-untyped-def]
-        """Await a store call within the request's time bound; a database that does not answer
-        in time is StorageUnavailable (503). A claim that committed just after the bound has
-        no worker: its lease runs out and the key frees itself, nothing is generated.
+        """Await a store call within what is left of the request's time bound; a database that
+        does not answer in time is StorageUnavailable (503). The claim itself carries the same
+        deadline to the database, so one decided after it changes nothing.
         `within`, not `asyncio.wait_for`: the bound holds on a frozen database too."""
         try:
-            return await within(call, self.settings.request_timeout_seconds)
+            return await within(call, max(0.0, self.deadline() - time.monotonic()))
         except TimeoutError:
             raise StorageUnavailable(
                 f"database unavailable: no answer within {self.settings.request_timeout_seconds:g} s"
@@ -110,7 +116,8 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(_migrate, settings.database_url)
+        if settings.migrate_on_start:
+            await anyio.to_thread.run_sync(_migrate, settings.database_url)
         await runtime.store.open()
         runtime.runner.start()
         forgetting: asyncio.Task[None] | None = None

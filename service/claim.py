@@ -105,8 +105,10 @@ class NewVideo:
 class ClaimTicket:
     """What a worker holds while generating: the fencing token is `attempt`.
 
-    `adopt_job_id` is the provider job of the attempt this one took over (its worker died while
-    the job ran): the new worker looks at that job before paying for another.
+    `adopt_job_id` is the provider job of the attempt this one took over (its worker died, stalled
+    or handed it over while the job ran): the new worker looks at that job before paying for
+    another. `adopt_requested_at` is set instead when that attempt asked the provider for a job
+    and never recorded its id: the new worker looks for it at the provider first.
     """
 
     video_id: int
@@ -115,6 +117,7 @@ class ClaimTicket:
     attempt: int
     created_at: datetime
     adopt_job_id: str | None = None
+    adopt_requested_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -127,17 +130,22 @@ class Holder:
 
 
 class ClaimStore(Protocol):
-    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
-        """Try the claim: the ticket when won, else the holder (None if it could not be seen)."""
+    async def claim(self, request: NewVideo, rule: ClaimRule, deadline: float | None = None
+                    ) -> ClaimTicket | Holder | None:
+        """Try the claim: the ticket when won, else the holder (None if it could not be seen).
+
+        `deadline` (time.monotonic()) is when the request gives up: a claim the database decides
+        after it changes nothing, so a request that already answered 503 cannot take a key."""
         ...
 
     async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None: ...
 
 
-async def claim_video(store: ClaimStore, rule: ClaimRule, request: NewVideo) -> ClaimTicket:
+async def claim_video(store: ClaimStore, rule: ClaimRule, request: NewVideo,
+                      deadline: float | None = None) -> ClaimTicket:
     """Win the claim for `request`, or raise `DuplicateRequest` with the video that holds it."""
     for _ in range(1 + MAX_CLAIM_RETRIES):
-        outcome = await store.claim(request, rule)
+        outcome = await store.claim(request, rule, deadline)
         if isinstance(outcome, ClaimTicket):
             return outcome
         # PostgreSQL reads the holder in the claim's own statement, under that statement's

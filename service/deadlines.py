@@ -11,10 +11,13 @@ its cleanup in the background (it still returns its connection to the pool, or c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
-__all__ = ["within"]
+__all__ = ["within", "request_deadline", "deadline_scope"]
 
 T = TypeVar("T")
 
@@ -56,3 +59,28 @@ async def within(call: Awaitable[T], seconds: float) -> T:
     _abandoned.add(task)
     task.add_done_callback(_forget)
     raise TimeoutError
+
+
+# One deadline for a whole request: every database call it makes (an Idempotency-Key's begin,
+# the claim, the finish) shares what is left of it, so the answer comes within the bound
+# however many calls it takes. A context variable, set by the route for the request's task.
+_request_deadline: ContextVar[float | None] = ContextVar("claimfirst_request_deadline", default=None)
+
+
+def request_deadline() -> float | None:
+    """When the current request gives up (time.monotonic()), or None outside a request scope."""
+    return _request_deadline.get()
+
+
+@contextmanager
+def deadline_scope(seconds: float) -> Iterator[float]:
+    """Give the code inside `seconds` in all from now (an enclosing scope's deadline stands)."""
+    existing = _request_deadline.get()
+    if existing is not None:
+        yield existing
+        return
+    token = _request_deadline.set(time.monotonic() + seconds)
+    try:
+        yield time.monotonic() + seconds
+    finally:
+        _request_deadline.reset(token)

@@ -25,6 +25,8 @@ FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`servic
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -137,6 +139,12 @@ class StorageUnavailable(_RetryAfter, ClaimfirstError):
 
 class GenerationError(ClaimfirstError):
     status_code = 502
+
+    def __init__(self, message: str, *, cost_usd: Decimal | None = None) -> None:
+        super().__init__(message)
+        # What the failed generation cost: set once a provider job existed (it bills whatever
+        # its end), so the books show the money even when there is no video.
+        self.cost_usd = cost_usd
 
 
 class IdempotencyError(ClaimfirstError):

@@ -18,6 +18,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,9 +57,23 @@ class GenerationJob:
     # paying for a new one.
     adopt_job_id: str | None = None
     # Called with the provider's job id as soon as the job is created (or adopted), BEFORE
-    # waiting on it: the runner makes it durable on the claim. If it raises, the generator
-    # cancels the provider job and re-raises.
+    # waiting on it: the runner makes it durable on the claim.
     on_job_started: Callable[[str], Awaitable[None]] | None = None
+    # Called just before a provider is asked for a new job: the runner commits a recovery point
+    # (raises if the claim's lease is no longer live: then nothing is created).
+    on_job_requested: Callable[[], Awaitable[None]] | None = None
+    # An earlier attempt asked for a job at `search_since` (the database's clock) and never
+    # recorded its id: look for it at the provider before creating one. `search_age_seconds`:
+    # how long before this attempt's claim that was (the search waits until that request has
+    # surely landed at the provider).
+    search_since: datetime | None = None
+    search_age_seconds: float = 0.0
+    # Finish an earlier attempt's job for nobody's new request (the sweep): never create one.
+    adopt_only: bool = False
+    # Asked when the generation is interrupted or fails with a job running: may it be cancelled
+    # at the provider? Only the attempt that holds the claim may stop a job (a successor may
+    # have adopted it; a stopping service hands it over). None: yes.
+    may_cancel: Callable[[], bool] | None = None
 
 
 @dataclass(frozen=True)

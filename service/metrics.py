@@ -28,7 +28,7 @@ __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "create_outcome"]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 CREATE_OUTCOMES = ("accepted", "duplicate", "rejected", "unavailable", "throttled")
-GENERATION_OUTCOMES = ("ready", "adopted", "failed", "superseded")
+GENERATION_OUTCOMES = ("ready", "adopted", "failed", "superseded", "handed_over")
 # A won claim takes milliseconds, a duplicate less; a request that waits on a locked or
 # unreachable database ends at request_timeout_seconds (5 s by default). The buckets span
 # both, so the histogram tells a slow database from a healthy one and shows the timeouts.

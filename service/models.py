@@ -86,6 +86,9 @@ class Video(Base):
     # The provider's id for this attempt's paid job, recorded before the worker waits on it, so
     # that whoever takes the claim over after a crash adopts that job instead of paying again.
     provider_job_id: Mapped[str | None] = mapped_column(Text)
+    # When this attempt asked the provider for a job whose id is not recorded yet (migration
+    # 0005): a successor looks for that job at the provider before paying for another.
+    job_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     __table_args__ = (
         # Per user, not per prompt key: a btree entry holds at most ~2.7 kB, and a 2,000-character
@@ -95,6 +98,9 @@ class Video(Base):
         # What a takeover fences off: the (few) attempts still generating (migration 0004).
         Index("ix_videos_generating_user", "tg_user_id",
               postgresql_where=text("status = 'generating'"), sqlite_where=text("status = 'generating'")),
+        # A job handed on between attempts is on both rows; the cost stays on the newest (0005).
+        Index("ix_videos_provider_job", "provider_job_id",
+              postgresql_where=text("provider_job_id IS NOT NULL"), sqlite_where=text("provider_job_id IS NOT NULL")),
     )
 
 

@@ -34,7 +34,11 @@ __all__ = ["Admission", "Recorder", "admit", "POLICIES"]
 class Recorder(Protocol):
     """How one admitted generation reports back (the runner calls these, retrying on outages)."""
 
+    async def request_job(self) -> bool: ...
+
     async def record_job(self, job_id: str) -> bool: ...
+
+    async def release(self) -> None: ...
 
     async def complete(self, result: GenerationResult) -> bool: ...
 
@@ -58,8 +62,14 @@ class ClaimRecorder:
     store: Store
     ticket: ClaimTicket
 
+    async def request_job(self) -> bool:
+        return await self.store.request_job(self.ticket)
+
     async def record_job(self, job_id: str) -> bool:
         return await self.store.record_job(self.ticket, job_id)
+
+    async def release(self) -> None:
+        await self.store.release(self.ticket)
 
     async def complete(self, result: GenerationResult) -> bool:
         return await self.store.complete(self.ticket, result)
@@ -68,8 +78,8 @@ class ClaimRecorder:
         await self.store.fail(self.ticket, error, cost_usd)
 
 
-async def _admit_claim(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
-    ticket = await claim_video(store, rule, request)
+async def _admit_claim(store: Store, rule: ClaimRule, request: NewVideo, deadline: float | None = None) -> Admission:
+    ticket = await claim_video(store, rule, request, deadline)
     return Admission(ticket.video_id, ticket.attempt, ticket.created_at, ClaimRecorder(store, ticket), ticket)
 
 
@@ -83,8 +93,14 @@ class PendingRowRecorder:
     store: Store
     video_id: int
 
+    async def request_job(self) -> bool:
+        return True
+
     async def record_job(self, job_id: str) -> bool:
         return True
+
+    async def release(self) -> None:
+        return None
 
     async def complete(self, result: GenerationResult) -> bool:
         await self.store.set_outcome(self.video_id, READY, result=result)
@@ -101,8 +117,14 @@ class SaveAtEndRecorder:
     store: Store
     request: NewVideo
 
+    async def request_job(self) -> bool:
+        return True
+
     async def record_job(self, job_id: str) -> bool:
         return True
+
+    async def release(self) -> None:
+        return None
 
     async def complete(self, result: GenerationResult) -> bool:
         await self.store.insert_video(self.request, READY, result=result)
@@ -117,18 +139,18 @@ def _admitted_now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _admit_none(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+async def _admit_none(store: Store, rule: ClaimRule, request: NewVideo, deadline: float | None = None) -> Admission:
     return Admission(None, 1, _admitted_now(), SaveAtEndRecorder(store, request))
 
 
-async def _admit_check(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+async def _admit_check(store: Store, rule: ClaimRule, request: NewVideo, deadline: float | None = None) -> Admission:
     existing = await store.find_recent_by_prompt(request.tg_user_id, request.prompt, rule.window)
     if existing is not None:
         raise DuplicateRequest(existing)
     return Admission(None, 1, _admitted_now(), SaveAtEndRecorder(store, request))
 
 
-async def _admit_pending(store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
+async def _admit_pending(store: Store, rule: ClaimRule, request: NewVideo, deadline: float | None = None) -> Admission:
     existing = await store.find_recent_by_prompt(
         request.tg_user_id, request.prompt, rule.window, statuses=(GENERATING, READY)
     )
@@ -140,7 +162,7 @@ async def _admit_pending(store: Store, rule: ClaimRule, request: NewVideo) -> Ad
     return Admission(video.id, 1, video.created_at, PendingRowRecorder(store, video.id))
 
 
-POLICIES: dict[str, Callable[[Store, ClaimRule, NewVideo], Awaitable[Admission]]] = {
+POLICIES: dict[str, Callable[[Store, ClaimRule, NewVideo, float | None], Awaitable[Admission]]] = {
     "claim": _admit_claim,
     "pending": _admit_pending,
     "check": _admit_check,
@@ -148,6 +170,8 @@ POLICIES: dict[str, Callable[[Store, ClaimRule, NewVideo], Awaitable[Admission]]
 }
 
 
-async def admit(policy: str, store: Store, rule: ClaimRule, request: NewVideo) -> Admission:
-    """Admit `request` under `policy`, or raise DuplicateRequest / StorageUnavailable."""
-    return await POLICIES[policy](store, rule, request)
+async def admit(policy: str, store: Store, rule: ClaimRule, request: NewVideo,
+                deadline: float | None = None) -> Admission:
+    """Admit `request` under `policy`, or raise DuplicateRequest / StorageUnavailable. A claim
+    decided after `deadline` (time.monotonic(): when the request gives up) changes nothing."""
+    return await POLICIES[policy](store, rule, request, deadline)

@@ -31,7 +31,8 @@ import logging
 import random
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 from urllib.parse import quote
 
@@ -47,13 +48,20 @@ log = logging.getLogger("claimfirst.replicate")
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 RUNNING = frozenset({"starting", "processing"})
-ADOPTABLE = RUNNING | {"succeeded"}
 # One HTTP exchange, not the generation: Replicate answers a create or a poll in well under
 # a second; 30 s rides out a slow edge without leaving a poll hanging for minutes.
 REQUEST_TIMEOUT_SECONDS = 30.0
 # A cancel happens while the service stops or a generation is abandoned: it must not hold
 # up the shutdown that is waiting for it.
 CANCEL_TIMEOUT_SECONDS = 5.0
+# How far before an unrecorded request's moment (the database's clock) a prediction may be
+# stamped by the provider's clock and still be that request's.
+SEARCH_SKEW_SECONDS = 60.0
+# At most this many pages of the predictions list are read looking for one prediction.
+SEARCH_MAX_PAGES = 20
+# A create that has not landed this long after it was asked never will: the create's own
+# timeout is shorter (REQUEST_TIMEOUT_SECONDS for the exchange), so a search after this sees it.
+SEARCH_SETTLE_SECONDS = REQUEST_TIMEOUT_SECONDS + 5.0
 # Transport failures after which the request certainly never reached the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CREATE_RETRYABLE_STATUS = frozenset({429, 503})
@@ -90,6 +98,18 @@ class Prediction(BaseModel):
     output: Any = None
     error: str | None = None
     metrics: dict[str, Any] | None = None
+    model: str | None = None
+    input: dict[str, Any] | None = None
+    created_at: str | None = None
+
+
+class PredictionPage(BaseModel):
+    """One page of `GET /predictions`: newest first, `next` the following page's URL."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    results: list[Prediction]
+    next: str | None = None
 
 
 class ReplicateGenerator:
@@ -107,6 +127,8 @@ class ReplicateGenerator:
     ) -> None:
         owner, _, name = model.partition("/")
         self.model = model
+        # Each generation is a paid job at the provider, with an id the runner records.
+        self.provider_jobs = True
         self.poll_seconds = poll_seconds
         self.cost_usd = usd(cost_usd)
         self.retry = retry
@@ -124,38 +146,104 @@ class ReplicateGenerator:
         async with httpx.AsyncClient(
             base_url=self._base_url, headers=headers, timeout=self._timeout, transport=self._transport
         ) as client:
-            prediction = await self._adopt(client, job) if job.adopt_job_id else None
-            if prediction is None:
+            earlier: Prediction | None = None
+            if job.adopt_job_id:
+                earlier = await self._look(client, job.adopt_job_id, job)
+            elif job.search_since is not None:
+                earlier = await self._find(client, job)
+            prediction = earlier if earlier is not None and _adoptable(earlier) else None
+            # An earlier job that ran and ended (failed, canceled) billed, and was handed on here.
+            handed_cost = self.cost_usd if earlier is not None and prediction is None else Decimal(0)
+            if prediction is not None:
+                log.info("video %s: adopted prediction %s (%s)", job.video_id, prediction.id, prediction.status)
+            else:
+                if job.adopt_only:
+                    raise GenerationError(
+                        f"the earlier prediction {earlier.id if earlier else '(not found)'} cannot be adopted;"
+                        " nothing new is created without a request", cost_usd=handed_cost or None)
+                if job.on_job_requested is not None:
+                    await job.on_job_requested()  # the recovery point; raises when the lease is gone
                 prediction = await self._create(client, job)
             try:
                 if job.on_job_started is not None:
                     await job.on_job_started(prediction.id)
                 prediction = await self._wait(client, prediction)
             except BaseException:
-                # Cancelled (service stopping, lease lost, timeout), the runner could not
-                # record the id, or polling gave up: nobody will use this job's result, so
-                # stop paying for it, then let the reason propagate.
-                await self._cancel(client, prediction.id)
+                # Stop paying for a job nobody will use, but only when this attempt holds the
+                # claim and chose to stop (a timeout, polling that gave up): a lost lease means
+                # a successor may have adopted the job, and a stopping service hands it over.
+                if job.may_cancel is None or job.may_cancel():
+                    await self._cancel(client, prediction.id)
                 raise
-        return self._result(prediction)
+        return self._result(prediction, handed_cost)
 
     # -- the three calls ---------------------------------------------------------------
 
-    async def _adopt(self, client: httpx.AsyncClient, job: GenerationJob) -> Prediction | None:
-        """The earlier attempt's prediction if it is worth waiting for, else None."""
-        job_id = job.adopt_job_id or ""
+    async def _look(self, client: httpx.AsyncClient, job_id: str, job: GenerationJob) -> Prediction | None:
+        """The earlier attempt's prediction as it is now, or None if Replicate does not know it."""
         try:
             prediction = await self._request(
                 client, "GET", _prediction_path(job_id), what=f"adopting {job_id}", missing_ok=True
             )
         except _NotFound:
-            log.warning("video %s: earlier prediction %s is unknown to Replicate; creating one", job.video_id, job_id)
+            log.warning("video %s: earlier prediction %s is unknown to Replicate", job.video_id, job_id)
             return None
-        if prediction.status in ADOPTABLE and (prediction.status != "succeeded" or _video_url(prediction)):
-            log.info("video %s: adopted prediction %s (%s)", job.video_id, prediction.id, prediction.status)
-            return prediction
-        log.info("video %s: earlier prediction %s is %s; creating one", job.video_id, job_id, prediction.status)
-        return None
+        if not _adoptable(prediction):
+            log.info("video %s: earlier prediction %s is %s", job.video_id, job_id, prediction.status)
+        return prediction
+
+    async def _find(self, client: httpx.AsyncClient, job: GenerationJob) -> Prediction | None:
+        """The prediction an earlier attempt asked for at `job.search_since` and never recorded.
+
+        Replicate takes no idempotency key, so the job is found by what it was asked: this
+        model, this exact prompt, created at or after the request (less `SEARCH_SKEW_SECONDS`
+        for the provider's clock against the database's). The earliest match is taken; the
+        search waits first until the earlier request has surely landed or timed out."""
+        assert job.search_since is not None
+        settle = SEARCH_SETTLE_SECONDS - job.search_age_seconds
+        if settle > 0:
+            await asyncio.sleep(settle)  # until the earlier create has surely landed or timed out
+        since = job.search_since - timedelta(seconds=SEARCH_SKEW_SECONDS)
+        found: Prediction | None = None
+        url: str | None = "/predictions"
+        for _ in range(SEARCH_MAX_PAGES):
+            page = await self._list(client, url)
+            for item in page.results:
+                created = _parse_time(item.created_at)
+                if created is not None and created < since:
+                    url = None
+                    break
+                if item.model in (None, self.model) and (item.input or {}).get("prompt") == job.prompt:
+                    found = item  # newest first: the last match is the earliest
+            else:
+                url = page.next
+            if url is None:
+                break
+        if found is None:
+            log.info("video %s: no prediction found for the earlier attempt's request; creating one", job.video_id)
+            return None
+        log.info("video %s: found the earlier attempt's prediction %s (%s)", job.video_id, found.id, found.status)
+        return await self._look(client, found.id, job)
+
+    async def _list(self, client: httpx.AsyncClient, url: str) -> PredictionPage:
+        for attempt in range(1, self.retry.attempts + 1):
+            try:
+                response = await client.get(url)
+            except httpx.TransportError as exc:
+                failure = f"Replicate unreachable while listing predictions: {_describe(exc)}"
+            else:
+                if response.is_success:
+                    try:
+                        return PredictionPage.model_validate_json(response.content)
+                    except ValidationError as exc:
+                        raise GenerationError("Replicate listed predictions in an unknown shape") from exc
+                failure = f"{_problem(response)} (while listing predictions)"
+                if not _transient(response.status_code, True):
+                    raise GenerationError(failure)
+            if attempt == self.retry.attempts:
+                raise GenerationError(f"{failure}; gave up after {attempt} attempts")
+            await asyncio.sleep(self.retry.delay(attempt, None))
+        raise AssertionError("unreachable: the loop returns or raises")
 
     async def _create(self, client: httpx.AsyncClient, job: GenerationJob) -> Prediction:
         prediction = await self._request(
@@ -182,16 +270,19 @@ class ReplicateGenerator:
         else:
             log.warning("prediction %s: cancel refused: %s", job_id, _problem(response))
 
-    def _result(self, prediction: Prediction) -> GenerationResult:
+    def _result(self, prediction: Prediction, handed_cost: Decimal = Decimal(0)) -> GenerationResult:
+        # The prediction ran: whatever its end, it billed.
         if prediction.status != "succeeded":
             why = f": {prediction.error}" if prediction.error else ""
-            raise GenerationError(f"Replicate prediction {prediction.id} {prediction.status}{why}")
+            raise GenerationError(f"Replicate prediction {prediction.id} {prediction.status}{why}",
+                                  cost_usd=self.cost_usd + handed_cost)
         url = _video_url(prediction)
         if url is None:
-            raise GenerationError(f"Replicate prediction {prediction.id} succeeded without a video URL")
+            raise GenerationError(f"Replicate prediction {prediction.id} succeeded without a video URL",
+                                  cost_usd=self.cost_usd + handed_cost)
         predict_time = (prediction.metrics or {}).get("predict_time")
         log.info("prediction %s succeeded (predict_time %s s)", prediction.id, predict_time)
-        return GenerationResult(video_url=url, thumbnail_url=None, cost_usd=self.cost_usd)
+        return GenerationResult(video_url=url, thumbnail_url=None, cost_usd=self.cost_usd + handed_cost)
 
     # -- one request, retried ----------------------------------------------------------
 
@@ -249,6 +340,11 @@ def _prediction(response: httpx.Response, what: str) -> Prediction:
         raise GenerationError(f"Replicate answered {response.status_code} while {what} without a prediction") from exc
 
 
+def _adoptable(prediction: Prediction) -> bool:
+    """Worth waiting for: still running, or succeeded with a video."""
+    return prediction.status in RUNNING or (prediction.status == "succeeded" and _video_url(prediction) is not None)
+
+
 def _video_url(prediction: Prediction) -> str | None:
     """The video's URL: models return one URL, or a list of them (the video first)."""
     output = prediction.output
@@ -287,6 +383,16 @@ def _retry_after(response: httpx.Response) -> float | None:
     if when.tzinfo is None:  # "-0000": a UTC time with no stated zone
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _describe(exc: httpx.TransportError) -> str:

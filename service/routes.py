@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from service.app import Runtime
 from service.auth import api_key_check, bearer_token, caller_guard, openapi_security
 from service.claim import NewVideo
+from service.deadlines import deadline_scope
 from service.edge import Edge
 from service.errors import DuplicateRequest, InvalidRequest
 from service.generators import SimHints
@@ -85,6 +86,24 @@ async def _accept(runtime: Runtime, request: NewVideo, hints: SimHints | None) -
     )
 
 
+async def _answer(runtime: Runtime, request: NewVideo, hints: SimHints | None, idempotency_key: str | None,
+                  api_key: str | None, body: CreateRequest) -> Response:
+    if idempotency_key is None:
+        try:
+            accepted = await _accept(runtime, request, hints)
+        except DuplicateRequest as exc:
+            # The common answer, not a fault: answered here rather than raised through
+            # every layer to the exception handlers (same body, see service.http_errors).
+            return error_response(exc)
+        # Already the response model: written as it is (pydantic's JSON, the bytes
+        # json.dumps gave), not validated again on the way out.
+        return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
+    # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
+    keyed = KeyedRequest(caller_scope(api_key, body.tg_user_id),
+                         parse_key(idempotency_key), fingerprint(body.model_dump()))
+    return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
+
+
 def install(app: FastAPI) -> None:
     settings = app.state.runtime.settings
     app.add_middleware(Edge, metrics=app.state.runtime.metrics, max_body_bytes=settings.max_body_bytes)
@@ -106,21 +125,10 @@ def install(app: FastAPI) -> None:
         runtime = _runtime(http)
         request = NewVideo(body.tg_user_id, body.prompt, body.key, body.category)
         hints = _sim_hints(runtime, headers.get("x-sim-seconds"), headers.get("x-sim-fail"))
-        idempotency_key = headers.get("idempotency-key")
-        if idempotency_key is None:
-            try:
-                accepted = await _accept(runtime, request, hints)
-            except DuplicateRequest as exc:
-                # The common answer, not a fault: answered here rather than raised through
-                # every layer to the exception handlers (same body, see service.http_errors).
-                return error_response(exc)
-            # Already the response model: written as it is (pydantic's JSON, the bytes
-            # json.dumps gave), not validated again on the way out.
-            return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
-        # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
-        keyed = KeyedRequest(caller_scope(token if check_key is not None else None, body.tg_user_id),
-                             parse_key(idempotency_key), fingerprint(body.model_dump()))
-        return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
+        # From here on one deadline for every database call the request makes (service.deadlines).
+        with deadline_scope(runtime.settings.request_timeout_seconds):
+            return await _answer(runtime, request, hints, headers.get("idempotency-key"),
+                                 token if check_key is not None else None, body)
 
     app.router.add_api_route(
         "/create", create, methods=["POST"], route_class_override=DirectRoute,

@@ -41,12 +41,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from service.claim import FAILED, READY
+from service.claim import FAILED, READY, ClaimRule
 from service.deadlines import within
-from service.errors import ClaimfirstError, GenerationError, StorageUnavailable, Throttled
+from service.errors import (
+    ClaimContention, ClaimfirstError, DuplicateRequest, GenerationError, StorageUnavailable, Throttled,
+)
 from service.generators import GenerationJob, GenerationResult, Generator
 from service.metrics import Metrics
-from service.policies import Admission, Recorder
+from service.policies import Admission, Recorder, admit
 from service.stores.base import Store
 
 __all__ = ["GenerationRunner", "RunnerStats", "VideoOutcome", "OnOutcome"]
@@ -77,10 +79,11 @@ class RunnerStats:
     failed: int = 0
     lost: int = 0
     unrecorded: int = 0  # outcomes the database never took before shutdown (logged)
+    handed_over: int = 0  # running provider jobs left to the next sweep when stopping
 
     @property
     def in_flight(self) -> int:
-        return self.submitted - self.ready - self.failed - self.lost - self.unrecorded
+        return self.submitted - self.ready - self.failed - self.lost - self.unrecorded - self.handed_over
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class _Outcome:
     cost_usd: Decimal | None = None
     lost: bool = False
     adopted: bool = False  # the result came from an earlier attempt's provider job
+    handed_over: bool = False  # stopping with a running provider job: released for adoption
 
 
 @dataclass
@@ -126,7 +130,7 @@ class GenerationRunner:
         store: Store,
         generator: Generator,
         *,
-        lease: timedelta,
+        rule: ClaimRule,
         max_concurrent: int,
         max_queued: int,
         timeout_seconds: float,
@@ -135,7 +139,8 @@ class GenerationRunner:
     ) -> None:
         self.store = store
         self.generator = generator
-        self.lease = lease
+        self.rule = rule
+        self.lease = lease = rule.lease
         self.heartbeat_seconds = lease.total_seconds() / 3
         # Sweeping once per lease bounds how long an abandoned claim shows `generating` to two
         # leases; a new request takes an expired claim over without waiting for the sweep.
@@ -163,7 +168,9 @@ class GenerationRunner:
                             loop.create_task(self._sweep_until_stopped(), name="sweeper")]
 
     async def stop(self) -> None:
-        """Cancel in-flight generations, wait until each outcome is recorded (or given up)."""
+        """Stop in-flight generations and wait until each is recorded (or given up): one with a
+        running provider job is handed over (its lease ended, the job left running for the next
+        sweep anywhere to adopt), any other is recorded failed."""
         self._stopping.set()
         for generation in list(self._generations):
             generation.cancel()
@@ -249,19 +256,40 @@ class GenerationRunner:
 
     async def _generate(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> _Outcome:
         """Generate in the slot `_start` took for it; the slot is freed when this returns."""
+        jobs: list[str] = []  # provider jobs this attempt started or adopted
+        claim_lost: list[bool] = []
         try:
             if self._stopping.is_set():
                 return _Outcome(error=_STOPPED)
             self.stats.started += 1
             started = time.monotonic()
-            adopt = getattr(admission.ticket, "adopt_job_id", None)
+            ticket = admission.ticket
+            adopt = ticket.adopt_job_id if ticket is not None else None
+            search_since = ticket.adopt_requested_at if ticket is not None else None
             adopted: list[bool] = []
 
             async def on_job_started(job_id: str) -> None:
+                jobs.append(job_id)
                 adopted.append(adopt is not None and job_id == adopt)
-                await self._job_started(admission.recorder, job_id)
+                if not await self._job_started(admission.recorder, job_id):
+                    claim_lost.append(True)
+                    raise GenerationError(f"claim lost before provider job {job_id} was recorded; the job runs on",
+                                          cost_usd=self.generator.cost_usd)
 
-            job = replace(job, adopt_job_id=adopt, on_job_started=on_job_started)
+            async def on_job_requested() -> None:
+                if not await self._retrying(admission.recorder.request_job, what="provider job request",
+                                            deadline=time.monotonic() + self.lease.total_seconds()):
+                    raise GenerationError("claim lost before a provider job was asked for; nothing was created")
+
+            def may_cancel() -> bool:
+                # Only the attempt that holds the claim, and chose to stop, stops its job.
+                lease_lost = hold is not None and hold.lost.is_set()
+                return not (lease_lost or claim_lost or self._stopping.is_set())
+
+            job = replace(
+                job, adopt_job_id=adopt, on_job_started=on_job_started, on_job_requested=on_job_requested,
+                search_since=search_since, may_cancel=may_cancel,
+                search_age_seconds=(ticket.created_at - search_since).total_seconds() if search_since and ticket else 0.0)
             generation = asyncio.create_task(asyncio.wait_for(self.generator.generate(job), self.timeout_seconds))
             self._generations.add(generation)
             lost = asyncio.create_task(hold.lost.wait()) if hold is not None else None
@@ -270,7 +298,7 @@ class GenerationRunner:
                 if not generation.done():
                     generation.cancel()
                     await asyncio.wait({generation})
-                    return _Outcome(error=_LEASE_LOST, cost_usd=self._spent(), lost=True)
+                    return _Outcome(error=_LEASE_LOST, cost_usd=self._spent(jobs), lost=True)
             finally:
                 self._generations.discard(generation)
                 if lost is not None:
@@ -278,30 +306,43 @@ class GenerationRunner:
         finally:
             self._free_slot()
         if generation.cancelled():
-            return _Outcome(error=_STOPPED, cost_usd=self._spent())
+            # A stopping service hands a running provider job over instead of cancelling it: the
+            # lease is ended, the job runs on, and the next sweep anywhere adopts it (paid once).
+            if jobs and admission.ticket is not None:
+                return _Outcome(error=_STOPPED, handed_over=True)
+            return _Outcome(error=_STOPPED, cost_usd=self._spent(jobs))
         exc = generation.exception()
         if isinstance(exc, TimeoutError):
-            return _Outcome(error=f"generation timed out after {self.timeout_seconds:g} s", cost_usd=self._spent())
+            return _Outcome(error=f"generation timed out after {self.timeout_seconds:g} s", cost_usd=self._spent(jobs))
         if exc is not None:  # any generator error marks the video failed, never leaks
             return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=getattr(exc, "cost_usd", None))
         # A running mean of how long generations take here, for Retry-After when full.
         self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
         return _Outcome(result=generation.result(), adopted=any(adopted))
 
-    def _spent(self) -> Decimal | None:
-        """What a started, then abandoned, generation cost: the generator's price per video."""
+    def _spent(self, jobs: list[str]) -> Decimal | None:
+        """What a started, then abandoned, generation cost: the price of a provider job if one
+        was started (the database keeps it off this row if the job was handed on); a generator
+        without provider jobs (the simulated one) charges its price all the same."""
+        if getattr(self.generator, "provider_jobs", False) and not jobs:
+            return None
         return getattr(self.generator, "cost_usd", None)
 
-    async def _job_started(self, recorder: Recorder, job_id: str) -> None:
-        """Make the provider's job id durable on the claim before the generator waits on it."""
-        deadline = time.monotonic() + self.lease.total_seconds()
-        ours = await self._retrying(lambda: recorder.record_job(job_id), deadline=deadline, what="provider job id")
-        if not ours:
-            raise GenerationError(f"claim lost before provider job {job_id} was recorded")
+    async def _job_started(self, recorder: Recorder, job_id: str) -> bool:
+        """Make the provider's job id durable before the generator waits on it; whether this
+        attempt still holds the claim. Retried until the database takes it, like an outcome:
+        a job whose id is lost is money the books never show."""
+        return await self._retrying(lambda: recorder.record_job(job_id), what="provider job id")
 
     async def _record(self, recorder: Recorder, outcome: _Outcome, video_id: int | None) -> str | None:
         """Record the outcome; the status recorded (ready, failed, superseded), None if none was."""
         try:
+            if outcome.handed_over:
+                await self._retrying(recorder.release, what="hand-over")
+                log.info("video %s: stopping; its provider job runs on and is handed over", video_id)
+                self.stats.handed_over += 1
+                self._ended("handed_over", outcome, video_id)
+                return None
             if outcome.result is not None:
                 accepted = await self._retrying(lambda: recorder.complete(outcome.result), what="result")  # type: ignore[arg-type]
                 if accepted:
@@ -382,20 +423,51 @@ class GenerationRunner:
     async def sweep_once(self) -> list[int]:
         return await within(self.store.expire_abandoned(), self.db_timeout_seconds)
 
+    async def adopt_abandoned(self) -> list[int]:
+        """Claim, on their users' behalf, abandoned claims whose provider job may run on or be
+        done, and finish each by adopting its job (never creating one): a paid result ends
+        recorded without anybody asking again. The same conditional upsert as a request, so
+        a live holder that renewed meanwhile, another process's sweep, or the user's own retry
+        wins instead, once. Bounded per sweep; the rest wait for the next."""
+        adopted: list[int] = []
+        if self._stopping.is_set():
+            return adopted
+        for request in await within(self.store.adoptable(ADOPT_PER_SWEEP), self.db_timeout_seconds):
+            deadline = time.monotonic() + self.db_timeout_seconds
+            try:
+                admission = await within(admit("claim", self.store, self.rule, request, deadline),
+                                         self.db_timeout_seconds)
+            except (DuplicateRequest, ClaimContention):
+                continue  # taken in between: its new holder finishes it
+            job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category,
+                                adopt_only=True)
+            self.submit(admission, job)
+            adopted.append(admission.video_id)  # type: ignore[arg-type]
+        return adopted
+
     async def _sweep_until_stopped(self) -> None:
+        # The first sweep one interval after start, like every other: a claim abandoned by a
+        # process that just died has a lease that may still be running anyway.
         while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.sweep_seconds)
+                return
+            except TimeoutError:
+                pass
             try:
                 expired = await self.sweep_once()
                 if expired:
                     log.warning("sweep: marked abandoned videos failed: %s", expired)
+                adopted = await self.adopt_abandoned()
+                if adopted:
+                    log.warning("sweep: adopting the provider jobs of abandoned claims as videos %s", adopted)
             except (ClaimfirstError, TimeoutError) as exc:
                 log.warning("sweep failed: %s", str(exc) or "timed out")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.sweep_seconds)
-            except TimeoutError:
-                pass
 
 
+# Abandoned claims adopted per sweep, at most: each is a claim statement and a generation slot;
+# more wait one lease for the next sweep (any process's).
+ADOPT_PER_SWEEP = 16
 SUPERSEDED = "superseded"
 _STOPPED = "service stopped during generation"
 _LEASE_LOST = "lease lost while generating; generation cancelled"

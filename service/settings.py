@@ -203,6 +203,11 @@ class Settings(BaseSettings):
     # OS processes serving one socket (uvicorn workers) on one database: the claim is decided
     # by the database, so any number is safe; one per core is the usual choice.
     workers: int = Field(default=1, ge=1)
+    # Whether the app applies migrations when it starts. `python -m service` migrates once
+    # before its workers start and starts them with this off: a worker that uvicorn restarts
+    # while the database is down must come up and answer 503, not fail its start-up (which
+    # makes uvicorn stop the healthy workers too).
+    migrate_on_start: bool = True
     # "text" for a person at a terminal; "json" (one object per line, with request and video
     # ids) for a log shipper. See service.logs.
     log_format: LogFormat = "text"

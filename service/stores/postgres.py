@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -61,6 +61,9 @@ T = TypeVar("T")
 IDLE_CHECK_SECONDS = 5.0
 # The workers' own pool: one connection for the heartbeat batch, one for outcome writes.
 LEASE_POOL_SIZE = 2
+# How long the best anchor of the database's clock is kept before a newer one replaces it
+# whatever it says (see PostgresStore._observe).
+CLOCK_ANCHOR_SECONDS = 60.0
 
 # The rule, in SQL: `ClaimRule.blocks` negated, with the database's clock (`{now}`). Keep in
 # step with service.claim; tests/service/test_claim_rule.py evaluates both on the same rows.
@@ -71,6 +74,12 @@ _FREE_NOW = FREE_TEMPLATE.format(now="clock_timestamp()")
 
 _HOLDER_COLUMNS = f"""c.status AS claim_status, c.attempt AS claim_attempt, c.claimed_at AS claim_claimed_at,
        c.lease_expires_at AS claim_lease_expires_at, NOT {_FREE_NOW} AS blocks, v.*"""
+
+# A claim carries the moment its request gives up, on the database's clock (`until`): a
+# statement that only runs after that (a frozen server, a slow network, a lock) changes
+# nothing. Without it, a duplicate that had already answered 503 could, on thaw, find the live
+# holder's lease expired and take the key over with nobody to generate it.
+_IN_TIME = "(%(until)s::timestamptz IS NULL OR clock_timestamp() <= %(until)s::timestamptz)"
 
 CLAIM_SQL = f"""
 WITH held AS (
@@ -85,42 +94,47 @@ WITH held AS (
     INSERT INTO video_claims AS c (tg_user_id, key_digest, video_id, attempt, status, claimed_at, lease_expires_at)
     SELECT %(user)s, %(digest)s, nextval(%(seq)s::regclass), 1, 'generating',
            clock_timestamp(), clock_timestamp() + %(lease)s
-     WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks)
+     WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND {_IN_TIME}
     ON CONFLICT (tg_user_id, key_digest) DO UPDATE
        SET video_id = nextval(%(seq)s::regclass), attempt = c.attempt + 1, status = 'generating',
            claimed_at = clock_timestamp(), lease_expires_at = clock_timestamp() + %(lease)s
-     WHERE {_FREE_NOW}
+     WHERE {_FREE_NOW} AND {_IN_TIME}
     RETURNING c.video_id, c.attempt, c.claimed_at
-), video AS (
-    INSERT INTO videos (id, tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
-                        created_at, updated_at)
-    SELECT video_id, %(user)s, %(prompt)s, %(prompt)s, %(category)s, 'generating', %(key)s, attempt,
-           claimed_at, claimed_at
-      FROM claimed
-    RETURNING id, attempt, created_at
 ), superseded AS (
     -- A takeover: an earlier attempt still marked generating lost its lease (its worker died or
     -- stalled). Fence it off now rather than wait for the sweep, and hand its provider job on.
     UPDATE videos AS s
-       SET status = 'failed', updated_at = video.created_at,
-           error = replace(replace(%(superseded)s, '{{attempt}}', video.attempt::text), '{{video_id}}', video.id::text)
-      FROM video
+       SET status = 'failed', updated_at = claimed.claimed_at,
+           error = replace(replace(%(superseded)s, '{{attempt}}', claimed.attempt::text),
+                           '{{video_id}}', claimed.video_id::text)
+      FROM claimed
      -- A first attempt fences nothing. Written as a subquery, so that it is a one-time filter
      -- evaluated before the scan of the user's generating videos, not a join condition after it.
-     WHERE (SELECT attempt FROM video) > 1
+     WHERE (SELECT attempt FROM claimed) > 1
        AND s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
-       AND s.attempt < video.attempt
-    RETURNING s.provider_job_id, s.attempt
+       AND s.attempt < claimed.attempt
+    RETURNING s.provider_job_id, s.job_requested_at, s.attempt
+), handed AS (
+    -- The job the new attempt adopts instead of paying again: that of the attempt fenced off
+    -- just now, or the holder's when it failed without its cost recorded (its outcome was never
+    -- written: the job may run on). It goes on the new row in this statement, so the job's cost
+    -- is the new attempt's from the moment it is handed on (outcome writes look it up by id).
+    -- An attempt that asked for a job and never recorded its id hands on that moment instead.
+    SELECT coalesce(
+             (SELECT provider_job_id FROM superseded WHERE provider_job_id IS NOT NULL ORDER BY attempt DESC LIMIT 1),
+             (SELECT h.provider_job_id FROM held h WHERE h.status = 'failed' AND h.cost_usd IS NULL)) AS job_id,
+           (SELECT max(job_requested_at) FROM superseded WHERE provider_job_id IS NULL) AS requested_at
+), video AS (
+    INSERT INTO videos (id, tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
+                        created_at, updated_at, provider_job_id, job_requested_at)
+    SELECT video_id, %(user)s, %(prompt)s, %(prompt)s, %(category)s, 'generating', %(key)s, attempt,
+           claimed_at, claimed_at, handed.job_id, CASE WHEN handed.job_id IS NULL THEN handed.requested_at END
+      FROM claimed, handed
+    RETURNING id, attempt, created_at, provider_job_id, job_requested_at
 )
 SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won_created_at,
-       -- The job a new attempt adopts instead of paying again: the attempt it fenced off, or the
-       -- holder's if the sweep already marked it abandoned (the worker died, its job may run on).
-       -- A holder that finished is not adopted; a job that failed at the provider is looked at
-       -- and replaced by the generator.
-       coalesce((SELECT provider_job_id FROM superseded WHERE provider_job_id IS NOT NULL
-                  ORDER BY attempt DESC LIMIT 1),
-                (SELECT h.provider_job_id FROM held h WHERE h.status <> 'ready')) AS adopt_job_id,
-       held.*
+       video.provider_job_id AS adopt_job_id, video.job_requested_at AS adopt_requested_at,
+       clock_timestamp() AS db_now, held.*
   FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """
 
@@ -156,12 +170,30 @@ WITH renewed AS (
 SELECT video_id FROM renewed
 """
 
-RECORD_JOB_SQL = f"""
-UPDATE videos v SET provider_job_id = %(job)s, updated_at = clock_timestamp()
+# The recovery point before a provider is asked for a job: only while this attempt holds a
+# live lease. A successor that finds it without a job id looks for the job before paying again.
+REQUEST_JOB_SQL = f"""
+UPDATE videos v SET job_requested_at = clock_timestamp(), updated_at = clock_timestamp()
   FROM video_claims c
  WHERE v.id = %(video_id)s AND c.video_id = v.id AND {_FENCE} AND c.status = 'generating'
+   AND c.lease_expires_at > clock_timestamp()
 RETURNING v.id
 """
+
+# The job's id goes on this attempt's own row whether or not the attempt still holds the claim:
+# the job exists and is paid for, and the books must know it. Whether the claim is still held
+# is the answer (a lost claim's job is left running: its successor may have adopted it).
+RECORD_JOB_SQL = f"""
+WITH recorded AS (
+    UPDATE videos v SET provider_job_id = %(job)s, job_requested_at = NULL, updated_at = clock_timestamp()
+     WHERE v.id = %(video_id)s AND v.attempt = %(attempt)s
+)
+SELECT EXISTS (SELECT 1 FROM video_claims c WHERE {_FENCE} AND c.status = 'generating') AS held
+"""
+
+# A job handed on to a newer attempt is that attempt's to pay for: this row keeps no cost for it.
+_HANDED_ON = """EXISTS (SELECT 1 FROM videos n WHERE n.provider_job_id = v.provider_job_id AND n.id <> v.id
+                 AND n.tg_user_id = v.tg_user_id AND n.attempt > v.attempt)"""
 
 # Fenced on the attempt only, not on status = 'generating': a result that arrives after an
 # outage, when the sweep has already marked its claim failed, is still this attempt's and
@@ -177,8 +209,8 @@ WITH won AS (
 ), rejected AS (
     -- Too late: the claim was taken over. The money is spent, so the cost is kept on this
     -- attempt's row, but its result is not published.
-    UPDATE videos v SET status = 'failed', cost_usd = %(cost)s, updated_at = clock_timestamp(),
-           error = coalesce(v.error, %(late)s)
+    UPDATE videos v SET status = 'failed', updated_at = clock_timestamp(), error = coalesce(v.error, %(late)s),
+           cost_usd = CASE WHEN {_HANDED_ON} THEN v.cost_usd ELSE %(cost)s END
      WHERE v.id = %(video_id)s AND v.status <> 'ready' AND NOT EXISTS (SELECT 1 FROM won)
 )
 SELECT EXISTS (SELECT 1 FROM won) AS won
@@ -188,7 +220,8 @@ FAIL_SQL = f"""
 WITH freed AS (
     UPDATE video_claims c SET status = 'failed', lease_expires_at = NULL WHERE {_FENCE} AND c.status = 'generating'
 )
-UPDATE videos v SET status = 'failed', cost_usd = coalesce(%(cost)s, v.cost_usd), updated_at = clock_timestamp(),
+UPDATE videos v SET updated_at = clock_timestamp(), status = 'failed',
+       cost_usd = CASE WHEN {_HANDED_ON} THEN v.cost_usd ELSE coalesce(%(cost)s, v.cost_usd) END,
        -- The worker's own word replaces the sweep's "abandoned" (so no late heartbeat revives
        -- it) but never a takeover's "superseded".
        error = CASE WHEN v.status = 'generating' OR v.error = %(abandoned)s THEN %(error)s
@@ -196,16 +229,42 @@ UPDATE videos v SET status = 'failed', cost_usd = coalesce(%(cost)s, v.cost_usd)
  WHERE v.id = %(video_id)s AND v.status <> 'ready'
 """
 
-SWEEP_SQL = """
+# The sweep fails only abandoned claims that never asked a provider for a job: nothing was
+# paid, nothing is lost. A claim with a job (or a recovery point) stays generating until it is
+# adopted (ADOPTABLE_SQL): marking it failed would throw away a paid result nobody asks for again.
+_NO_JOB = """NOT EXISTS (SELECT 1 FROM videos j WHERE j.id = video_claims.video_id
+                     AND (j.provider_job_id IS NOT NULL OR j.job_requested_at IS NOT NULL))"""
+
+SWEEP_SQL = f"""
 WITH expired AS (
     UPDATE video_claims SET status = 'failed', lease_expires_at = NULL
-     WHERE status = 'generating' AND lease_expires_at <= clock_timestamp()
+     WHERE status = 'generating' AND lease_expires_at <= clock_timestamp() AND {_NO_JOB}
     RETURNING video_id
 ), marked AS (
     UPDATE videos v SET status = 'failed', error = %(error)s, updated_at = clock_timestamp()
       FROM expired WHERE v.id = expired.video_id AND v.status = 'generating'
 )
 SELECT video_id FROM expired ORDER BY video_id
+"""
+
+# Abandoned claims whose job may still be running or done: the sweeping process claims each on
+# its user's behalf (the same conditional upsert as a request) and adopts the job. Oldest first,
+# through the partial index on live claims.
+ADOPTABLE_SQL = """
+SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category
+  FROM video_claims c JOIN videos v ON v.id = c.video_id
+ WHERE c.status = 'generating' AND c.lease_expires_at <= clock_timestamp()
+   AND (v.provider_job_id IS NOT NULL OR v.job_requested_at IS NOT NULL)
+ ORDER BY c.lease_expires_at
+ LIMIT %(limit)s
+"""
+
+# A stopping worker hands its running job over: its lease ends now, the job runs on, and the
+# next sweep anywhere (or the user's retry) adopts it. Its row stays generating, so the
+# takeover hands the job (and its cost) on to the adopter.
+RELEASE_SQL = f"""
+UPDATE video_claims c SET lease_expires_at = clock_timestamp()
+ WHERE {_FENCE} AND c.status = 'generating' AND c.video_id = %(video_id)s
 """
 
 # Two deliveries of one update racing each other: the primary key lets exactly one insert
@@ -247,6 +306,7 @@ class PostgresStore:
     def __init__(self, conninfo: str, *, pool_size: int, max_overflow: int, timeout_seconds: float) -> None:
         self._timeout = timeout_seconds
         self._seq: str | None = None
+        self._clock: tuple[float, float] | None = None  # (monotonic when seen, database epoch - monotonic)
         self._returned: dict[int, float] = {}
         common = dict(
             kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row},
@@ -348,18 +408,45 @@ class PostgresStore:
 
     # -- the claim -----------------------------------------------------------------------
 
-    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+    async def claim(self, request: NewVideo, rule: ClaimRule, deadline: float | None = None) -> ClaimTicket | Holder | None:
+        if deadline is not None and self._clock is None:
+            await self._read_clock()  # once per process: what "until" means on the database's clock
         params = {
             "user": request.tg_user_id, "digest": key_digest(request.prompt_key), "key": request.prompt_key,
             "prompt": request.prompt, "category": request.category, "lease": rule.lease, "window": rule.window,
-            "seq": await self._sequence(), "superseded": SUPERSEDED_ERROR,
+            "seq": await self._sequence(), "superseded": SUPERSEDED_ERROR, "until": self._until(deadline),
         }
         row = await self._one(self._requests, CLAIM_SQL, params)
         assert row is not None  # the statement always returns its one row
+        self._observe(row["db_now"])
         if row["won_id"] is not None:
             return ClaimTicket(row["won_id"], request.tg_user_id, request.prompt_key, row["won_attempt"],
-                               row["won_created_at"], row["adopt_job_id"])
+                               row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"])
         return None if row["claim_status"] is None else holder_from_row(row)
+
+    # -- the database's clock, as seen from here -------------------------------------------
+    #
+    # A deadline is a moment on this process's monotonic clock; the claim statement needs it on
+    # the database's. Each claim brings back `clock_timestamp()`: anchored at the moment its answer
+    # arrived, it is at most one round trip behind the database's clock, so "until" computed
+    # from it is early, never late. The best (latest) anchor is kept for a minute, then the next
+    # one replaces it, so a database clock that was stepped back is followed within a minute.
+
+    async def _read_clock(self) -> None:
+        row = await self._one(self._requests, "SELECT clock_timestamp() AS db_now", {})
+        assert row is not None
+        self._observe(row["db_now"])
+
+    def _observe(self, db_now: datetime) -> None:
+        received = time.monotonic()
+        offset = db_now.timestamp() - received
+        if self._clock is None or offset > self._clock[1] or received - self._clock[0] > CLOCK_ANCHOR_SECONDS:
+            self._clock = (received, offset)
+
+    def _until(self, deadline: float | None) -> datetime | None:
+        if deadline is None or self._clock is None:
+            return None
+        return datetime.fromtimestamp(deadline + self._clock[1], UTC)
 
     async def holder(self, request: NewVideo, rule: ClaimRule) -> Holder | None:
         row = await self._one(self._requests, HOLDER_SQL, {
@@ -378,8 +465,19 @@ class PostgresStore:
         })
         return {row["video_id"] for row in rows}
 
+    async def request_job(self, ticket: ClaimTicket) -> bool:
+        return await self._one(self._leases, REQUEST_JOB_SQL, _fence(ticket)) is not None
+
     async def record_job(self, ticket: ClaimTicket, job_id: str) -> bool:
-        return await self._one(self._leases, RECORD_JOB_SQL, {**_fence(ticket), "job": job_id}) is not None
+        row = await self._one(self._leases, RECORD_JOB_SQL, {**_fence(ticket), "job": job_id})
+        return bool(row and row["held"])
+
+    async def release(self, ticket: ClaimTicket) -> None:
+        await self._rowcount(self._leases, RELEASE_SQL, _fence(ticket))
+
+    async def adoptable(self, limit: int) -> list[NewVideo]:
+        rows = await self._all(self._leases, ADOPTABLE_SQL, {"limit": limit})
+        return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"]) for row in rows]
 
     async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
         row = await self._one(self._leases, COMPLETE_SQL, {**_fence(ticket), **_result_params(result), "late": LATE_ERROR})

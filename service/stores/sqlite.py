@@ -93,8 +93,12 @@ RETURNING id
 SUPERSEDE_SQL = """
 UPDATE videos SET status = 'failed', error = :error, updated_at = :claimed_at
  WHERE tg_user_id = :user AND prompt_key = :key AND status = 'generating' AND attempt < :attempt
-RETURNING provider_job_id, attempt
+RETURNING provider_job_id, job_requested_at, attempt
 """
+
+# A job handed on to a newer attempt is that attempt's to pay for (see the PostgreSQL store).
+HANDED_ON = """EXISTS (SELECT 1 FROM videos n WHERE n.provider_job_id = videos.provider_job_id
+                 AND n.id <> videos.id AND n.tg_user_id = videos.tg_user_id AND n.attempt > videos.attempt)"""
 
 HOLDER_SQL = f"""
 SELECT c.status AS claim_status, c.attempt AS claim_attempt, c.claimed_at AS claim_claimed_at,
@@ -106,9 +110,19 @@ SELECT c.status AS claim_status, c.attempt AS claim_attempt, c.claimed_at AS cla
 _FENCE = "tg_user_id = :user AND key_digest = :digest AND attempt = :attempt"
 
 # The sweep's question, answered from the partial index on live claims (ix_claims_generating_lease).
+# Claims with a provider job (or a recovery point) are not failed but adopted (see the
+# PostgreSQL store's SWEEP_SQL and ADOPTABLE_SQL).
+_HAS_JOB = """EXISTS (SELECT 1 FROM videos j WHERE j.id = c.video_id
+                  AND (j.provider_job_id IS NOT NULL OR j.job_requested_at IS NOT NULL))"""
 SWEEP_SQL = f"""
-UPDATE video_claims SET status = 'failed', lease_expires_at = NULL
- WHERE status = 'generating' AND lease_expires_at <= {NOW} RETURNING video_id
+UPDATE video_claims AS c SET status = 'failed', lease_expires_at = NULL
+ WHERE status = 'generating' AND lease_expires_at <= {NOW} AND NOT {_HAS_JOB} RETURNING video_id
+"""
+ADOPTABLE_SQL = f"""
+SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category
+  FROM video_claims c JOIN videos v ON v.id = c.video_id
+ WHERE c.status = 'generating' AND c.lease_expires_at <= {NOW} AND {_HAS_JOB}
+ ORDER BY c.lease_expires_at LIMIT :limit
 """
 
 
@@ -182,6 +196,9 @@ class SqliteStore:
     def _read_one(self, sql: str, params: dict[str, Any]) -> sqlite3.Row | None:
         return self._conn().execute(sql, params).fetchone()
 
+    def _read_all(self, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, params).fetchall()
+
     async def open(self) -> None:
         return None
 
@@ -214,25 +231,34 @@ class SqliteStore:
         # A first attempt has no earlier one to fence off.
         superseded = conn.execute(SUPERSEDE_SQL, {**params, "error": error}).fetchall() if won["attempt"] > 1 else []
         jobs = sorted((row["attempt"], row["provider_job_id"]) for row in superseded if row["provider_job_id"])
-        # The job to adopt: the attempt fenced off just now, or the holder's if the sweep had
-        # already marked it abandoned (see the PostgreSQL store's CLAIM_SQL).
+        # The job to adopt: the attempt fenced off just now, or the holder's if it failed without
+        # its cost recorded; on the new row at once, so its cost is the new attempt's (see the
+        # PostgreSQL store's CLAIM_SQL). Else the moment an attempt asked for a job it never recorded.
         adopt = jobs[-1][1] if jobs else None
-        if adopt is None and before is not None and before["status"] != "ready":
+        if adopt is None and before is not None and before["status"] == "failed" and before["cost_usd"] is None:
             adopt = before["provider_job_id"]
+        requested = None
+        if adopt is None:
+            requested = max((row["job_requested_at"] for row in superseded if row["job_requested_at"]), default=None)
+        if adopt is not None or requested is not None:
+            conn.execute("UPDATE videos SET provider_job_id = :job, job_requested_at = :requested WHERE id = :id",
+                         {"job": adopt, "requested": requested, "id": video_id})
         return ClaimTicket(video_id, request.tg_user_id, request.prompt_key, won["attempt"],
-                           as_utc(won["claimed_at"]), adopt)
+                           as_utc(won["claimed_at"]), adopt, as_utc(requested))
 
-    async def claim(self, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
+    async def claim(self, request: NewVideo, rule: ClaimRule, deadline: float | None = None) -> ClaimTicket | Holder | None:
         # A holder that visibly blocks is answered from a read, without queueing for the write
         # lock (the PostgreSQL store does the same inside its one statement); anything else is
         # the conditional upsert's to decide.
         holder = await self.holder(request, rule)
         if holder is not None and holder.blocks:
             return holder
-        # The request stops waiting after the timeout (503); a claim that got the write lock
-        # (or its turn on the claims thread) later than that must not commit: nobody would
-        # generate it, and it would block the key for a lease.
-        deadline = time.monotonic() + self._busy_ms / 1000
+        # The request stops waiting at its deadline (503); a claim that got the write lock (or
+        # its turn on the claims thread) later than that must not commit: nobody would generate
+        # it, and a takeover would supersede a live holder. SQLite's clock is this host's, so the
+        # monotonic deadline is checked as it is.
+        if deadline is None:
+            deadline = time.monotonic() + self._busy_ms / 1000
         return await self._run(self._claims, partial(
             self._write, partial(self._claim, request=request, rule=rule), deadline=deadline))
 
@@ -269,16 +295,38 @@ class SqliteStore:
             return set()
         return await self._run(self._leases, partial(self._write, partial(self._renew, tickets=tickets, lease=lease)))
 
+    def _request_job(self, conn: sqlite3.Connection, ticket: ClaimTicket) -> bool:
+        live = conn.execute(f"SELECT 1 FROM video_claims WHERE {_FENCE} AND status = 'generating'"
+                            f" AND video_id = :video_id AND lease_expires_at > {NOW}", _fence(ticket)).fetchone()
+        if live is not None:
+            conn.execute(f"UPDATE videos SET job_requested_at = {NOW}, updated_at = {NOW} WHERE id = :id",
+                         {"id": ticket.video_id})
+        return live is not None
+
+    async def request_job(self, ticket: ClaimTicket) -> bool:
+        return await self._run(self._leases, partial(self._write, partial(self._request_job, ticket=ticket)))
+
     def _record_job(self, conn: sqlite3.Connection, ticket: ClaimTicket, job_id: str) -> bool:
-        ours = conn.execute(f"SELECT 1 FROM video_claims WHERE {_FENCE} AND status = 'generating' AND video_id = :video_id",
+        # On this attempt's own row whether or not it still holds the claim (see the PostgreSQL store).
+        conn.execute(f"UPDATE videos SET provider_job_id = :job, job_requested_at = NULL, updated_at = {NOW}"
+                     " WHERE id = :id AND attempt = :attempt", {"job": job_id, "id": ticket.video_id,
+                                                               "attempt": ticket.attempt})
+        held = conn.execute(f"SELECT 1 FROM video_claims WHERE {_FENCE} AND status = 'generating'",
                             _fence(ticket)).fetchone()
-        if ours is not None:
-            conn.execute(f"UPDATE videos SET provider_job_id = :job, updated_at = {NOW} WHERE id = :id",
-                         {"job": job_id, "id": ticket.video_id})
-        return ours is not None
+        return held is not None
 
     async def record_job(self, ticket: ClaimTicket, job_id: str) -> bool:
         return await self._run(self._leases, partial(self._write, partial(self._record_job, ticket=ticket, job_id=job_id)))
+
+    async def release(self, ticket: ClaimTicket) -> None:
+        await self._run(self._leases, partial(self._write, partial(
+            self._execute, sql=f"UPDATE video_claims SET lease_expires_at = {NOW}"
+                               f" WHERE {_FENCE} AND status = 'generating' AND video_id = :video_id",
+            params=_fence(ticket))))
+
+    async def adoptable(self, limit: int) -> list[NewVideo]:
+        rows = await self._run(self._reads, partial(self._read_all, ADOPTABLE_SQL, {"limit": limit}))
+        return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"]) for row in rows]
 
     def _complete(self, conn: sqlite3.Connection, ticket: ClaimTicket, result: GenerationResult) -> bool:
         # Fenced on the attempt only (see the PostgreSQL store): a late result nobody
@@ -290,8 +338,9 @@ class SqliteStore:
             conn.execute(f"UPDATE videos SET status = 'ready', video_url = :url, thumbnail_url = :thumb, cost_usd = :cost,"
                          f" error = NULL, updated_at = {NOW} WHERE id = :video_id", params)
         else:
-            conn.execute(f"UPDATE videos SET status = 'failed', cost_usd = :cost, updated_at = {NOW},"
-                         f" error = coalesce(error, :late) WHERE id = :video_id AND status <> 'ready'", params)
+            conn.execute(f"UPDATE videos SET status = 'failed', updated_at = {NOW}, error = coalesce(error, :late),"
+                         f" cost_usd = CASE WHEN {HANDED_ON} THEN cost_usd ELSE :cost END"
+                         " WHERE id = :video_id AND status <> 'ready'", params)
         return won
 
     async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
@@ -301,7 +350,8 @@ class SqliteStore:
         params = {**_fence(ticket), "error": error[:2000], "cost": _money(cost_usd), "abandoned": ABANDONED_ERROR}
         conn.execute(f"UPDATE video_claims SET status = 'failed', lease_expires_at = NULL"
                      f" WHERE {_FENCE} AND status = 'generating'", params)
-        conn.execute(f"UPDATE videos SET status = 'failed', cost_usd = coalesce(:cost, cost_usd), updated_at = {NOW},"
+        conn.execute(f"UPDATE videos SET status = 'failed', updated_at = {NOW},"
+                     f" cost_usd = CASE WHEN {HANDED_ON} THEN cost_usd ELSE coalesce(:cost, cost_usd) END,"
                      # the worker's word replaces the sweep's "abandoned", never a takeover's note
                      " error = CASE WHEN status = 'generating' OR error = :abandoned THEN :error"
                      " ELSE coalesce(error, :error) END"

@@ -6,8 +6,10 @@ prediction runs; a new process starts on the same database; once the dead worker
 run out, the next /create of the prompt takes the claim over and adopts the recorded job
 instead of creating another. The provider must have seen exactly one prediction created.
 
-Whichever comes first after the restart, the sweep marking the dead attempt abandoned or the
-takeover fencing it off, the job is handed on: both paths are run.
+Whichever comes first after the restart, the sweep or the user's retry, the job is handed on:
+both paths are run. The sweep does not wait for anybody to ask again (a crash during the
+provider call used to throw the paid video away unless the user re-sent the prompt): it claims
+the key on the user's behalf and adopts the job, never creating one.
 """
 
 from __future__ import annotations
@@ -46,20 +48,24 @@ def test_a_killed_workers_job_is_adopted_not_paid_again(db_url: str, tmp_path, s
             doomed.signal(signal.SIGKILL)
             doomed.process.wait(timeout=10)
 
-        # A sweep every lease (1 s) marks the dead attempt abandoned before anyone asks again;
-        # a long lease on the survivor (its own sweep never runs in time) leaves it to the takeover.
+        # A sweep every lease (1 s) finds the dead attempt before anyone asks again; a long lease
+        # on the survivor (its first sweep is an hour away) leaves it to the user's retry.
         survivor_settings = {**settings, "lease_seconds": 1 if swept_first else 3600}
         with live_service(db_url, tmp_path, **survivor_settings) as survivor:
             if swept_first:
+                # Nobody asks: the sweep supersedes the dead attempt and adopts its job as attempt 2.
                 wait_until(lambda: video(survivor.url, first["video_id"])["status"] == "failed",
-                           what="the sweep to give up on the dead attempt")
+                           what="the sweep to take the dead attempt over")
+                answer = httpx.post(f"{survivor.url}/create", json=BODY, timeout=10)
+                assert answer.status_code == 409, answer.text  # the adopting attempt holds the key
+                second = video(survivor.url, answer.json()["video_id"])
+            else:
+                def taken_over() -> dict | None:
+                    response = httpx.post(f"{survivor.url}/create", json=BODY, timeout=10)
+                    return response.json() if response.status_code == 202 else None
 
-            def taken_over() -> dict | None:
-                response = httpx.post(f"{survivor.url}/create", json=BODY, timeout=10)
-                return response.json() if response.status_code == 202 else None
-
-            # The dead worker's lease (1 s, on the database's clock) runs out, then the key is free.
-            second = wait_until(taken_over, what="the dead worker's lease to run out")
+                # The dead worker's lease (1 s, on the database's clock) runs out, then the key is free.
+                second = wait_until(taken_over, what="the dead worker's lease to run out")
             assert second["attempt"] == 2
             replicate.release(job_id)
             done = wait_until(lambda: (v := video(survivor.url, second["video_id"]))["status"] != "generating" and v,

@@ -28,7 +28,7 @@ class FlappingStore:
     def __init__(self, win_on_try: int | None = None) -> None:
         self.win_on_try, self.tries, self.reads = win_on_try, 0, 0
 
-    async def claim(self, request, rule):  # type: ignore[no-untyped-def]
+    async def claim(self, request, rule, deadline=None):  # type: ignore[no-untyped-def]
         self.tries += 1
         if self.tries == self.win_on_try:
             return ClaimTicket(99, request.tg_user_id, request.prompt_key, self.tries, NOW)
