@@ -136,6 +136,7 @@ def make_generator(settings: Settings) -> Generator:
             api_token=settings.replicate_api_token.get_secret_value(),
             base_url=settings.replicate_base_url,
             poll_seconds=settings.replicate_poll_seconds,
+            request_timeout_seconds=settings.replicate_request_timeout_seconds,
             cost_usd=settings.cost_per_video_usd,
         )
     return SimulatedGenerator(

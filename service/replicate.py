@@ -59,9 +59,9 @@ CANCEL_TIMEOUT_SECONDS = 5.0
 SEARCH_SKEW_SECONDS = 60.0
 # At most this many pages of the predictions list are read looking for one prediction.
 SEARCH_MAX_PAGES = 20
-# A create that has not landed this long after it was asked never will: the create's own
-# timeout is shorter (REQUEST_TIMEOUT_SECONDS for the exchange), so a search after this sees it.
-SEARCH_SETTLE_SECONDS = REQUEST_TIMEOUT_SECONDS + 5.0
+# A create that has not landed this long past its own exchange's timeout never will: a search
+# after that sees it if it exists (the exchange timeout is the generator's request timeout).
+SEARCH_SETTLE_MARGIN_SECONDS = 5.0
 # Transport failures after which the request certainly never reached the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _CREATE_RETRYABLE_STATUS = frozenset({429, 503})
@@ -200,7 +200,7 @@ class ReplicateGenerator:
         for the provider's clock against the database's). The earliest match is taken; the
         search waits first until the earlier request has surely landed or timed out."""
         assert job.search_since is not None
-        settle = SEARCH_SETTLE_SECONDS - job.search_age_seconds
+        settle = self._timeout + SEARCH_SETTLE_MARGIN_SECONDS - job.search_age_seconds
         if settle > 0:
             await asyncio.sleep(settle)  # until the earlier create has surely landed or timed out
         since = job.search_since - timedelta(seconds=SEARCH_SKEW_SECONDS)

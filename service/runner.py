@@ -421,7 +421,9 @@ class GenerationRunner:
     # -- the sweep ---------------------------------------------------------------------
 
     async def sweep_once(self) -> list[int]:
-        return await within(self.store.expire_abandoned(), self.db_timeout_seconds)
+        # Never this process's own holds: after a pause its sweep and its heartbeat wake together,
+        # and a sweep that won would cancel a generation this process is still paying for.
+        return await within(self.store.expire_abandoned(list(self._holds)), self.db_timeout_seconds)
 
     async def adopt_abandoned(self) -> list[int]:
         """Claim, on their users' behalf, abandoned claims whose provider job may run on or be
@@ -432,7 +434,7 @@ class GenerationRunner:
         adopted: list[int] = []
         if self._stopping.is_set():
             return adopted
-        for request in await within(self.store.adoptable(ADOPT_PER_SWEEP), self.db_timeout_seconds):
+        for request in await within(self.store.adoptable(ADOPT_PER_SWEEP, list(self._holds)), self.db_timeout_seconds):
             deadline = time.monotonic() + self.db_timeout_seconds
             try:
                 admission = await within(admit("claim", self.store, self.rule, request, deadline),

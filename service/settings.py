@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # about 150 GETs, far inside Replicate's rate limit for reads, and a result reaches the
     # user at most 2 s after the provider has it.
     replicate_poll_seconds: float = Field(default=2.0, gt=0)
+    # One HTTP exchange with Replicate (a create, a poll), not the generation. It also bounds
+    # how long a successor waits before looking for a job an attempt asked for and never
+    # recorded: a create not answered by then has landed or never will.
+    replicate_request_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
 
     # Which generator turns a won claim into a video: "sim" (no network, the default, so
     # a checkout runs with nothing configured) or "replicate". Declared after the

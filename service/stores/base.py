@@ -131,15 +131,19 @@ class Store(Protocol):
         """End the lease now, leaving the claim generating, so its running job is adopted."""
         ...
 
-    async def adoptable(self, limit: int) -> list[NewVideo]:
-        """Abandoned claims (lease expired) with a provider job or a recovery point."""
+    async def adoptable(self, limit: int, mine: Sequence[int] = ()) -> list[NewVideo]:
+        """Abandoned claims (lease expired) with a provider job or a recovery point, not `mine`."""
         ...
 
     async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool: ...
 
     async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None: ...
 
-    async def expire_abandoned(self) -> list[int]: ...
+    async def expire_abandoned(self, mine: Sequence[int] = ()) -> list[int]:
+        """Fail abandoned claims (lease expired) that never asked for a provider job, but not the
+        process's own (`mine`: video ids whose lease it renews; a process that was paused
+        takes its own back with its next beat rather than sweep itself)."""
+        ...
 
     # Idempotency-Key (service.idempotency), on the request path, on the database's clock
     async def begin_key(self, scope: str, key: str, fingerprint: str, window: timedelta,

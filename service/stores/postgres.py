@@ -239,6 +239,7 @@ SWEEP_SQL = f"""
 WITH expired AS (
     UPDATE video_claims SET status = 'failed', lease_expires_at = NULL
      WHERE status = 'generating' AND lease_expires_at <= clock_timestamp() AND {_NO_JOB}
+       AND NOT video_id = ANY(%(mine)s)
     RETURNING video_id
 ), marked AS (
     UPDATE videos v SET status = 'failed', error = %(error)s, updated_at = clock_timestamp()
@@ -254,7 +255,7 @@ ADOPTABLE_SQL = """
 SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category
   FROM video_claims c JOIN videos v ON v.id = c.video_id
  WHERE c.status = 'generating' AND c.lease_expires_at <= clock_timestamp()
-   AND (v.provider_job_id IS NOT NULL OR v.job_requested_at IS NOT NULL)
+   AND (v.provider_job_id IS NOT NULL OR v.job_requested_at IS NOT NULL) AND NOT c.video_id = ANY(%(mine)s)
  ORDER BY c.lease_expires_at
  LIMIT %(limit)s
 """
@@ -475,8 +476,8 @@ class PostgresStore:
     async def release(self, ticket: ClaimTicket) -> None:
         await self._rowcount(self._leases, RELEASE_SQL, _fence(ticket))
 
-    async def adoptable(self, limit: int) -> list[NewVideo]:
-        rows = await self._all(self._leases, ADOPTABLE_SQL, {"limit": limit})
+    async def adoptable(self, limit: int, mine: Sequence[int] = ()) -> list[NewVideo]:
+        rows = await self._all(self._leases, ADOPTABLE_SQL, {"limit": limit, "mine": list(mine)})
         return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"]) for row in rows]
 
     async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
@@ -487,8 +488,9 @@ class PostgresStore:
         await self._rowcount(self._leases, FAIL_SQL, {**_fence(ticket), "error": error[:2000], "cost": cost_usd,
                                                       "abandoned": ABANDONED_ERROR})
 
-    async def expire_abandoned(self) -> list[int]:
-        return [row["video_id"] for row in await self._all(self._leases, SWEEP_SQL, {"error": ABANDONED_ERROR})]
+    async def expire_abandoned(self, mine: Sequence[int] = ()) -> list[int]:
+        rows = await self._all(self._leases, SWEEP_SQL, {"error": ABANDONED_ERROR, "mine": list(mine)})
+        return [row["video_id"] for row in rows]
 
     # -- Idempotency-Key (service.stores.idempotency) ------------------------------------
 

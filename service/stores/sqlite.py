@@ -28,6 +28,7 @@ back rather than committed: nobody would generate it.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -116,12 +117,14 @@ _HAS_JOB = """EXISTS (SELECT 1 FROM videos j WHERE j.id = c.video_id
                   AND (j.provider_job_id IS NOT NULL OR j.job_requested_at IS NOT NULL))"""
 SWEEP_SQL = f"""
 UPDATE video_claims AS c SET status = 'failed', lease_expires_at = NULL
- WHERE status = 'generating' AND lease_expires_at <= {NOW} AND NOT {_HAS_JOB} RETURNING video_id
+ WHERE status = 'generating' AND lease_expires_at <= {NOW} AND NOT {_HAS_JOB}
+   AND video_id NOT IN (SELECT value FROM json_each(:mine)) RETURNING video_id
 """
 ADOPTABLE_SQL = f"""
 SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category
   FROM video_claims c JOIN videos v ON v.id = c.video_id
  WHERE c.status = 'generating' AND c.lease_expires_at <= {NOW} AND {_HAS_JOB}
+   AND c.video_id NOT IN (SELECT value FROM json_each(:mine))
  ORDER BY c.lease_expires_at LIMIT :limit
 """
 
@@ -324,8 +327,9 @@ class SqliteStore:
                                f" WHERE {_FENCE} AND status = 'generating' AND video_id = :video_id",
             params=_fence(ticket))))
 
-    async def adoptable(self, limit: int) -> list[NewVideo]:
-        rows = await self._run(self._reads, partial(self._read_all, ADOPTABLE_SQL, {"limit": limit}))
+    async def adoptable(self, limit: int, mine: Sequence[int] = ()) -> list[NewVideo]:
+        rows = await self._run(self._reads, partial(self._read_all, ADOPTABLE_SQL,
+                                                    {"limit": limit, "mine": json.dumps(list(mine))}))
         return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"]) for row in rows]
 
     def _complete(self, conn: sqlite3.Connection, ticket: ClaimTicket, result: GenerationResult) -> bool:
@@ -360,15 +364,15 @@ class SqliteStore:
     async def fail(self, ticket: ClaimTicket, error: str, cost_usd: Decimal | None = None) -> None:
         await self._run(self._leases, partial(self._write, partial(self._fail, ticket=ticket, error=error, cost_usd=cost_usd)))
 
-    def _sweep(self, conn: sqlite3.Connection) -> list[int]:
-        expired = [row["video_id"] for row in conn.execute(SWEEP_SQL).fetchall()]
+    def _sweep(self, conn: sqlite3.Connection, mine: Sequence[int]) -> list[int]:
+        expired = [row["video_id"] for row in conn.execute(SWEEP_SQL, {"mine": json.dumps(list(mine))}).fetchall()]
         for video_id in expired:
             conn.execute(f"UPDATE videos SET status = 'failed', error = :error, updated_at = {NOW}"
                          " WHERE id = :id AND status = 'generating'", {"id": video_id, "error": ABANDONED_ERROR})
         return sorted(expired)
 
-    async def expire_abandoned(self) -> list[int]:
-        return await self._run(self._leases, partial(self._write, self._sweep))
+    async def expire_abandoned(self, mine: Sequence[int] = ()) -> list[int]:
+        return await self._run(self._leases, partial(self._write, partial(self._sweep, mine=mine)))
 
     # -- Idempotency-Key (service.stores.idempotency) ------------------------------------
 
