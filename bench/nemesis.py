@@ -32,6 +32,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     # SIGTERM (a test's or a CI runner's timeout) unwinds like Ctrl-C, so `finally` ends every child.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`cmd &`)
     print(f"nemesis seed={args.seed} topology={args.topology} focus={args.focus} minutes={args.minutes:g}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="claimfirst-nemesis-"))
     pg = proxy = stand_in = None
@@ -130,22 +132,21 @@ def run(args: argparse.Namespace, pg: Postgres, proxy: FaultyProxy, stand_in: St
     nemesis = Nemesis(seed=args.seed, focus=args.focus, services=services, pg=pg, proxy=proxy, stand_in=stand_in,
                       lease_seconds=LEASE_SECONDS, print_fn=lambda line: print(line, flush=True))
     traffic = Traffic(hosts=[s.url for s in services], seed=args.seed, rate=args.rate)
-    interrupted = False
+    halt = threading.Event()  # an interrupted run: the schedule's thread returns at its next gap
 
     async def drive() -> None:
         stop = asyncio.Event()
         clients = asyncio.create_task(traffic.run(stop))
         try:
-            await asyncio.to_thread(nemesis.run, args.minutes * 60, lambda: interrupted)
+            await asyncio.to_thread(nemesis.run, args.minutes * 60, halt.is_set)
+        except BaseException:
+            halt.set()
+            raise
         finally:
             stop.set()
             await clients
 
-    try:
-        asyncio.run(drive())
-    except BaseException:
-        interrupted = True  # the schedule's thread returns at its next gap
-        raise
+    asyncio.run(drive())
     nemesis.say(f"traffic stopped after {len(traffic.sent)} requests; healing every fault")
     nemesis.heal()
     settle(nemesis, pg, stand_in, LEASE_SECONDS * 3 + args.prediction_seconds + SETTLE_MARGIN_SECONDS)
@@ -191,4 +192,8 @@ def report(args: argparse.Namespace, verdict: Verdict, nemesis: Nemesis) -> None
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # every child already stopped by main's finally
+        print("nemesis: interrupted; no verdict", file=sys.stderr)
+        sys.exit(130)
