@@ -4,7 +4,7 @@
     postgres.py  psycopg 3 async pools, one statement per decision (production)
     sqlite.py    stdlib sqlite3 on dedicated threads (the embedded default)
 
-Schema changes are Alembic's (`service.storage.migrate`, through SQLAlchemy); at run time
+Schema changes are Alembic's (`service.stores.engine.migrate`, through SQLAlchemy); at run time
 the stores speak SQL directly, because the claim is on every request's path and a driver
 call is all it needs.
 """

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.errors import GenerationError
-from service.generators import GenerationJob, SimulatedGenerator, make_generator
-from service.replicate import ReplicateGenerator, RetryPolicy
+from service.generation import GenerationJob, SimulatedGenerator, make_generator
+from service.generation.replicate import ReplicateGenerator, RetryPolicy
 from service.settings import Settings
 
 from tests.service.app_client import drain

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from service.claim import NewVideo
 from service.housekeeping import UPDATE_MEMORY
 from service.prompt_key import prompt_key
-from service.runner import VideoOutcome
+from service.generation.runner import VideoOutcome
 from service.settings import Settings
 from service.telegram.api import Message, Update, command_of
 from service.telegram.client import BotApi, RetryPolicy, TelegramApiError

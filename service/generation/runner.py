@@ -44,7 +44,7 @@ from typing import TypeVar
 from service.claim import FAILED, READY
 from service.deadlines import within
 from service.errors import ClaimfirstError, GenerationError, StorageUnavailable, Throttled
-from service.generators import GenerationJob, GenerationResult, Generator
+from service.generation.generators import GenerationJob, GenerationResult, Generator
 from service.metrics import Metrics
 from service.policies import Admission, Recorder
 from service.stores.base import Store
