@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from service import Settings
 from service.stores.models import IdempotencyKey, TelegramUpdate, Video, VideoClaim
-from service.settings import Settings
 from service.stores.engine import make_engine, migrate
 from service.stores import open_store
 

@@ -119,3 +119,16 @@ def _owner(target: str, files: dict[str, Path]) -> str | None:
     while target and target not in files:
         target = target.rpartition(".")[0]
     return target or None
+
+
+def test_the_public_api_is_importable_and_light() -> None:
+    # In a fresh interpreter: `import service` alone loads none of the frameworks (the CLI and
+    # the audit import single modules), and every name of `__all__` resolves to a non-module.
+    script = ("import sys, types, service\n"
+              "heavy = sorted({'fastapi', 'sqlalchemy', 'pydantic', 'httpx', 'pandas'} & set(sys.modules))\n"
+              "assert not heavy, heavy\n"
+              "import service.prompt_key, service.settings  # submodules bound on the package shadow nothing public\n"
+              "for name in service.__all__:\n"
+              "    assert not isinstance(getattr(service, name), types.ModuleType), name\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -9,11 +9,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service.app import create_app
-from service.runtime import Runtime
-from service.generation.generators import Generator
+from service import Generator, Runtime, Settings, create_app
 from service.stores.models import Video
-from service.settings import Settings
 from service.stores.engine import make_engine
 
 

@@ -8,8 +8,7 @@ import pytest
 
 from datetime import timedelta
 
-from service.claim import ClaimRule, NewVideo
-from service.generation.generators import GenerationJob, GenerationResult
+from service import ClaimRule, GenerationJob, GenerationResult, NewVideo
 from tests.service.app_client import drain, running_app, runtime, video_count
 from tests.stores import migrated_store
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from service.generation.generators import GenerationJob, GenerationResult
+from service import GenerationJob, GenerationResult
 from service.http.idempotency import caller_scope, fingerprint, in_progress_timeout
 from service.stores.models import IdempotencyKey
 from service.stores.engine import make_engine

@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.errors import GenerationError
-from service.generation.generators import GenerationJob, GenerationResult
+from service import GenerationError, GenerationJob, GenerationResult
 from service.process import free_port
 from service.generation.replicate import ReplicateGenerator, RetryPolicy
 

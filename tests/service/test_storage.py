@@ -11,9 +11,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from service import DuplicateRequest, GenerationResult, VideoNotFound
 from service.claim import FAILED, GENERATING, READY, ClaimRule, NewVideo, claim_video
-from service.errors import DuplicateRequest, VideoNotFound
-from service.generation.generators import GenerationResult
 from service.stores.models import Video, VideoClaim
 from service.prompt_key import prompt_key
 from service.stores.engine import make_engine
