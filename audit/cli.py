@@ -25,12 +25,12 @@ import ctypes
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from audit.frames import AuditError
 from audit.near import DEFAULT_SIMILARITY
+from audit.oneline import OneLineParser, one_line
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
 from audit.rule_sql import DIALECTS, rule_sql
 from audit.sources.base import Period
@@ -39,18 +39,6 @@ __all__ = ["main", "build_parser", "OneLineParser", "one_line"]
 
 # A database sweep without --since covers the last week: the sweep is weekly.
 DEFAULT_DATABASE_PERIOD = timedelta(days=7)
-
-
-def one_line(message: object) -> str:
-    """A message on one line: cron mails and log scrapers read errors line by line."""
-    return " ".join(str(message).split())
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line (``prog: error: …``, exit 2), not usage + error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 

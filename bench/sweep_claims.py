@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from service.settings import normalize_database_url
-from service.storage import make_engine, migrate
+from service.stores.engine import make_engine, migrate
 from service.stores import postgres, sqlite
 
 REPEATS = 15

@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import NoReturn
 
 import uvicorn
-from pydantic import AliasChoices, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from service.auth import anonymous_refusal
+from service.http.auth import anonymous_refusal
 from service.errors import StorageUnavailable
-from service.limits import uvicorn_options
+from service.http.limits import uvicorn_options
 from service.logs import log_config
 from service.metrics import MULTIPROC_ENV
-from service.settings import Settings
-from service.storage import make_engine, migrate
+from service.settings import Settings, describe_settings_error
+from service.stores.engine import make_engine, migrate
 
 # Every SQLite database file starts with these 16 bytes (sqlite.org/fileformat.html).
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -47,24 +47,6 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return int(text)
-
-
-def _env_name(field: str) -> str:
-    # A setting with aliases is named by its first one (DATABASE_URL, TELEGRAM_BOT_TOKEN, …),
-    # the rest by the prefixed field name.
-    info = Settings.model_fields.get(field)
-    if info is not None and isinstance(info.validation_alias, AliasChoices):
-        return str(info.validation_alias.choices[0])
-    return f"CLAIMFIRST_{field.upper()}"
-
-
-def describe_settings_error(exc: ValidationError) -> str:
-    """One line naming each bad setting as it is spelled in the environment, never its value."""
-    return "; ".join(
-        f"{_env_name(str(error['loc'][0])) if error['loc'] else 'settings'}: "
-        f"{error['msg'].removeprefix('Value error, ')}"
-        for error in exc.errors(include_input=False)
-    )
 
 
 def not_a_database(database_url: str) -> str | None:

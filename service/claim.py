@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from service.errors import ClaimContention, DuplicateRequest
 
 if TYPE_CHECKING:
-    from service.stores.base import VideoRecord
+    from service.records import VideoRecord
 
 __all__ = [
     "GENERATING",

@@ -19,7 +19,7 @@
 still maps to a status so no error is left unmapped (a test checks that). A fenced-off worker
 is not an error: the store's fenced writes answer False and the runner records the loss.
 Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
-FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http_errors`).
+FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http.errors`).
 `IdempotencyError`s answer RFC 9457 problem details: a stable `type` per kind, `title`, `status`.
 """
 
@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.storage import VideoRecord
+    from service.records import VideoRecord
 
 __all__ = [
     "ClaimfirstError",

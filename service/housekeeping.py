@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from service.errors import ClaimfirstError
 
 if TYPE_CHECKING:
-    from service.app import Runtime
+    from service.runtime import Runtime
 
 __all__ = ["Chore", "forget_old_rows", "forget_once", "FORGET_EVERY_SECONDS", "UPDATE_MEMORY", "FORGET_BATCH"]
 

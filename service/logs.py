@@ -1,6 +1,6 @@
 """Log lines: text (the default) or JSON (`CLAIMFIRST_LOG_FORMAT=json`), with the request's ids.
 
-- The request id (`service.edge` takes the request's `X-Request-ID` when `usable_request_id`,
+- The request id (`service.http.edge` takes the request's `X-Request-ID` when `usable_request_id`,
   or makes one) is kept in a context variable by `request_context` for every line logged while
   the request runs, and echoed in the answer. asyncio tasks copy the context they are created
   in, so a generation started by a request logs that request's id; `bind` adds the video id

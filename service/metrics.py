@@ -75,7 +75,7 @@ class Metrics:
             self.generations.labels(outcome)
 
     def create_answered(self, status: int, replayed: bool, seconds: float) -> str:
-        """Count and time one POST /create answer (`service.edge`); returns its outcome."""
+        """Count and time one POST /create answer (`service.http.edge`); returns its outcome."""
         outcome = create_outcome(status, replayed)
         self.create_seconds.observe(seconds)
         self._created[outcome].inc()

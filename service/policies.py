@@ -25,7 +25,7 @@ from typing import Protocol
 
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimTicket, NewVideo, claim_video
 from service.errors import DuplicateRequest
-from service.generators import GenerationResult
+from service.records import GenerationResult
 from service.stores.base import Store
 
 __all__ = ["Admission", "Recorder", "admit", "POLICIES"]

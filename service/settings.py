@@ -11,14 +11,14 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 __all__ = [
     "Settings", "Policy", "GeneratorName", "normalize_database_url", "DEFAULT_SQLITE_PATH",
     "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
-    "MIN_API_KEY_CHARS", "DEFAULT_TELEGRAM_API_BASE",
+    "MIN_API_KEY_CHARS", "DEFAULT_TELEGRAM_API_BASE", "describe_settings_error",
 ]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
@@ -160,7 +160,7 @@ class Settings(BaseSettings):
     # transaction), to imitate the bot's Supabase calls over HTTP.
     db_latency_ms: float = Field(default=0.0, ge=0)
 
-    # --- Who may call, and how much one request may cost us (service.auth, service.http) ---
+    # --- Who may call, and how much one request may cost us (service.http.auth, service.http) ---
     # Comma-separated bearer keys; every endpoint but /healthz requires one of them. Secret:
     # never logged, echoed or shown in an error.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
@@ -319,3 +319,21 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _env_name(field: str) -> str:
+    # A setting with aliases is named by its first one (DATABASE_URL, TELEGRAM_BOT_TOKEN, …),
+    # the rest by the prefixed field name.
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        return str(info.validation_alias.choices[0])
+    return f"CLAIMFIRST_{field.upper()}"
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad setting as it is spelled in the environment, never its value."""
+    return "; ".join(
+        f"{_env_name(str(error['loc'][0])) if error['loc'] else 'settings'}: "
+        f"{error['msg'].removeprefix('Value error, ')}"
+        for error in exc.errors(include_input=False)
+    )

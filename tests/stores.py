@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service.models import IdempotencyKey, TelegramUpdate, Video, VideoClaim
-from service.settings import Settings
-from service.storage import make_engine, migrate
+from service import Settings
+from service.stores.models import IdempotencyKey, TelegramUpdate, Video, VideoClaim
+from service.stores.engine import make_engine, migrate
 from service.stores import open_store
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from audit.cli import OneLineParser, one_line
+from audit.oneline import OneLineParser, one_line
 from audit.frames import AuditError, normalise_requests, normalise_videos
 from audit.replay.run import POLICIES, ReplayResult, replay
 from audit.replay.schedule import DEFAULT_SPEEDUP

@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from audit.frames import REQUIRED_VIDEO_COLUMNS, VIDEO_COLUMNS, SchemaError, normalise_videos
 from audit.rule_sql import DUPLICATES_SQL
 from audit.sources.base import Loaded, Period, SourceError, in_period, progress_bar
-from service.models import UTCDateTime
+from service.stores.models import UTCDateTime
 from service.prompt_key import prompt_key
 from service.settings import normalize_database_url
 

@@ -1,12 +1,17 @@
-"""Run-time storage: one `Store` interface (`base`), one implementation per backend.
+"""Storage: everything that speaks SQL. At run time one `Store` interface (`base`), one
+implementation per backend; for schema changes SQLAlchemy and Alembic.
 
-    base.py      the interface, record types, the key digest
-    postgres.py  psycopg 3 async pools, one statement per decision (production)
-    sqlite.py    stdlib sqlite3 on dedicated threads (the embedded default)
+    base.py         the interface, the key digest, the stores' error wording
+    postgres.py     psycopg 3 async pools, one statement per decision (production)
+    sqlite.py       stdlib sqlite3 on dedicated threads (the embedded default)
+    idempotency.py  the Idempotency-Key statements both stores run
+    engine.py       SQLAlchemy engines and `migrate` (Alembic upgrade), for starts, tools, tests
+    models.py       the schema as SQLAlchemy models; migrations/ the Alembic revisions
 
-Schema changes are Alembic's (`service.storage.migrate`, through SQLAlchemy); at run time
+Schema changes are Alembic's (`service.stores.engine.migrate`, through SQLAlchemy); at run time
 the stores speak SQL directly, because the claim is on every request's path and a driver
-call is all it needs.
+call is all it needs. May import the core (`service.claim`, `service.records`,
+`service.errors`, `service.prompt_key`) and `service.settings`; nothing above.
 """
 
 from __future__ import annotations

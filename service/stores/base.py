@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from service.claim import ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
-from service.generators import GenerationResult
+from service.records import GenerationResult, VideoRecord, as_utc
 
 __all__ = ["Store", "VideoRecord", "KeyBegun", "key_digest", "holder_from_row", "as_utc", "SUPERSEDED_ERROR",
            "LATE_ERROR", "ABANDONED_ERROR"]
@@ -37,44 +37,9 @@ def key_digest(prompt_key: str) -> bytes:
     return hashlib.sha256(prompt_key.encode("utf-8")).digest()
 
 
-def as_utc(value: datetime | str | None) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite hands back naive text, PostgreSQL aware)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-@dataclass(frozen=True)
-class VideoRecord:
-    id: int
-    tg_user_id: int
-    prompt: str
-    prompt_key: str
-    category: str | None
-    status: str
-    attempt: int
-    video_url: str | None
-    thumbnail_url: str | None
-    error: str | None
-    cost_usd: Decimal | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_mapping(cls, row: Mapping[str, Any]) -> VideoRecord:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
-        values["created_at"] = as_utc(values["created_at"])
-        values["updated_at"] = as_utc(values["updated_at"])
-        if values["cost_usd"] is not None and not isinstance(values["cost_usd"], Decimal):
-            values["cost_usd"] = Decimal(str(values["cost_usd"])).quantize(Decimal("0.01"))
-        return cls(**values)
-
-
 @dataclass(frozen=True)
 class KeyBegun:
-    """What `Store.begin_key` found for an Idempotency-Key (see `service.idempotency`).
+    """What `Store.begin_key` found for an Idempotency-Key (see `service.http.idempotency`).
 
     `token` is set when this request now holds the key (a new row, or an expired one taken
     over): it is the row's `created_at`, and `finish_key`/`release_key` are fenced on it, so a
@@ -145,7 +110,7 @@ class Store(Protocol):
         takes its own back with its next beat rather than sweep itself)."""
         ...
 
-    # Idempotency-Key (service.idempotency), on the request path, on the database's clock
+    # Idempotency-Key (service.http.idempotency), on the request path, on the database's clock
     async def begin_key(self, scope: str, key: str, fingerprint: str, window: timedelta,
                         in_progress: timedelta) -> KeyBegun:
         """Take the key (new, or its row older than `window`, or in progress past `in_progress`),

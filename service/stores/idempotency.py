@@ -17,7 +17,7 @@ row lock is taken), SQLite `strftime(…, 'now')` in the stored text form.
 
 PostgreSQL's statement snapshot is taken before the INSERT waits on a concurrent insert of
 the same key, so the holder read can miss a row that committed during the wait: the result
-is then all NULL, which `service.idempotency` reads as "in progress" (that row is seconds old).
+is then all NULL, which `service.http.idempotency` reads as "in progress" (that row is seconds old).
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
-from service.generators import GenerationResult
+from service.records import GenerationResult
 from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest,
 )

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import StorageUnavailable, VideoNotFound
-from service.generators import GenerationResult
+from service.records import GenerationResult
 from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, as_utc, holder_from_row, key_digest,
 )

@@ -8,6 +8,9 @@
     bot.py      `TelegramBot`: one delivery in, a claim and the replies out
     webhook.py  `POST /telegram/webhook`, enabled by TELEGRAM_BOT_TOKEN
     cli.py      `python -m service telegram set-webhook --url …`
+
+May import `service.http` (its webhook is an HTTP route: same body parsing, same error
+answers) and everything below it; never `service.app` or `service.__main__`.
 """
 
 from service.telegram.api import Update, command_of

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas import MAX_ID
+from service.http.schemas import MAX_ID
 
 __all__ = ["User", "Chat", "MessageEntity", "Message", "Update", "ResponseParameters", "ApiAnswer",
            "Command", "command_of"]

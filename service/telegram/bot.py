@@ -41,14 +41,14 @@ from pydantic import ValidationError
 from service.claim import FAILED, READY, NewVideo
 from service.errors import ClaimContention, DuplicateRequest, InvalidRequest, StorageUnavailable, Throttled
 from service.prompt_key import prompt_key
-from service.runner import VideoOutcome
-from service.schemas import CreateRequest
+from service.generation.runner import VideoOutcome
+from service.http.schemas import CreateRequest
 from service.telegram import replies
 from service.telegram.api import Command, Message, Update, command_of
 from service.telegram.client import BotApi, TelegramApiError
 
 if TYPE_CHECKING:
-    from service.app import Runtime
+    from service.runtime import Runtime
 
 __all__ = ["TelegramBot", "COMMANDS"]
 

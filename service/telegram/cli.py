@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from service.settings import Settings
+from service.settings import Settings, describe_settings_error  # the one place settings errors are worded
 from service.telegram.client import BotApi, TelegramApiError
 from service.telegram.webhook import WEBHOOK_PATH
 
@@ -51,8 +51,6 @@ async def _set_webhook(settings: Settings, url: str, drop_pending: bool) -> None
 
 
 def main(argv: list[str]) -> int:
-    from service.__main__ import describe_settings_error  # the one place settings errors are worded
-
     # The client logs each retry; this command's output is its one line.
     logging.getLogger("claimfirst").addHandler(logging.NullHandler())
     parser = _parser()

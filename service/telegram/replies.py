@@ -12,8 +12,8 @@ import math
 from pydantic import ValidationError
 
 from service.claim import GENERATING, READY
-from service.schemas import MAX_PROMPT_CHARS
-from service.stores.base import VideoRecord
+from service.http.schemas import MAX_PROMPT_CHARS
+from service.records import VideoRecord
 
 __all__ = ["usage", "started", "duplicate", "busy", "unavailable", "invalid_prompt", "prompt_problem",
            "ready_caption", "ready_link", "failed"]

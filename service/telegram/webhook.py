@@ -19,8 +19,8 @@ from fastapi import FastAPI, Header, Request
 from pydantic import BaseModel
 
 from service.errors import Unauthenticated
-from service.http_errors import parsed_body
-from service.schemas import error_responses
+from service.http.errors import parsed_body
+from service.http.schemas import error_responses
 from service.telegram.api import Update
 from service.telegram.bot import TelegramBot
 

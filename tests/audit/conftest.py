@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit.frames import normalise_videos
-from service.models import Base, Video
+from service.stores.models import Base, Video
 from service.prompt_key import prompt_key
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures"
@@ -72,7 +72,7 @@ def seed_external_db(url: str, videos: pd.DataFrame) -> None:
     """An external store: a ``videos`` table with only the incident's columns (no prompt_key)."""
     engine = sa.create_engine(url)
     meta = sa.MetaData()
-    from service.models import UTCDateTime
+    from service.stores.models import UTCDateTime
 
     table = sa.Table(
         "videos",

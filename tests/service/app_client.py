@@ -9,11 +9,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service.app import Runtime, create_app
-from service.generators import Generator
-from service.models import Video
-from service.settings import Settings
-from service.storage import make_engine
+from service import Generator, Runtime, Settings, create_app
+from service.stores.models import Video
+from service.stores.engine import make_engine
 
 
 @contextmanager

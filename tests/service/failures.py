@@ -21,9 +21,9 @@ import psutil
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from service.models import Video, VideoClaim
+from service.stores.models import Video, VideoClaim
 from service.settings import normalize_database_url
-from service.storage import make_engine
+from service.stores.engine import make_engine
 from service.stores.base import as_utc
 
 

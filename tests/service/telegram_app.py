@@ -9,8 +9,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service.models import TelegramUpdate, Video
-from service.storage import make_engine
+from service.stores.models import TelegramUpdate, Video
+from service.stores.engine import make_engine
 from service.telegram.webhook import SECRET_HEADER, WEBHOOK_PATH
 from tests.service.app_client import drain, running_app, runtime
 from tests.stand_ins.telegram import DEFAULT_SECRET, StandInTelegram

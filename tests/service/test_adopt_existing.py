@@ -14,9 +14,9 @@ import pytest
 import sqlalchemy as sa
 
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
-from service.models import UTCDateTime, Video, VideoClaim
+from service.stores.models import UTCDateTime, Video, VideoClaim
 from service.prompt_key import prompt_key
-from service.storage import make_engine, migrate
+from service.stores.engine import make_engine, migrate
 from tests.stores import age, migrated_store
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "videos.csv"
@@ -112,12 +112,12 @@ def test_downgrade_removes_only_what_the_claim_added(history) -> None:
     from alembic import command
     from alembic.config import Config
 
-    import service.storage
+    import service.stores.engine
 
     engine, rows = history
     migrate(engine)
     config = Config()
-    config.set_main_option("script_location", str(Path(service.storage.__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(Path(service.stores.engine.__file__).parent / "migrations"))
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, "base")

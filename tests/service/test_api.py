@@ -8,8 +8,7 @@ import pytest
 
 from datetime import timedelta
 
-from service.claim import ClaimRule, NewVideo
-from service.generators import GenerationJob, GenerationResult
+from service import ClaimRule, GenerationJob, GenerationResult, NewVideo
 from tests.service.app_client import drain, running_app, runtime, video_count
 from tests.stores import migrated_store
 
@@ -144,7 +143,7 @@ def test_a_direct_route_refuses_dependencies_it_would_not_run() -> None:
     from fastapi import Depends, Request
     from fastapi.responses import Response
 
-    from service.routes import DirectRoute
+    from service.http.routes import DirectRoute
 
     async def guard() -> None:
         raise AssertionError("never called")

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from service import ClaimContention
 from service.claim import (
     FAILED, MAX_CLAIM_RETRIES, ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo, claim_video,
 )
-from service.errors import ClaimContention
 
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 REQUEST = NewVideo(1, "p", "p")

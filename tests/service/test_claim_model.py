@@ -19,8 +19,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+from service import GenerationResult
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimState, ClaimTicket, NewVideo
-from service.generators import GenerationResult
 from tests.stores import age, migrated_store
 
 RULE = ClaimRule(window=timedelta(seconds=3601), lease=timedelta(seconds=31))

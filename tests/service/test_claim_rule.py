@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import insert, text
 
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
-from service.models import Video, VideoClaim
-from service.storage import make_engine
+from service.stores.models import Video, VideoClaim
+from service.stores.engine import make_engine
 from service.stores import key_digest
 from service.stores import postgres as pg_store
 from service.stores import sqlite as sqlite_store

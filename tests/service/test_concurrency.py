@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from service.models import Video
+from service.stores.models import Video
 from tests.service.live import live_service
 
 VARIANTS = ["Smart wallets as digital assistants...", "smart wallets as digital assistants",

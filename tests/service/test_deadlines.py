@@ -15,7 +15,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from service.claim import ClaimRule, NewVideo
+from service import ClaimRule, NewVideo
 from service.deadlines import within
 from service.prompt_key import prompt_key
 from tests.service.failures import WAITING_CLAIMS_SQL, libpq

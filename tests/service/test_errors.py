@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from service import ClaimfirstError
 import service.errors as errors
-from service.errors import ClaimfirstError
 
 EXPECTED = {
     "InvalidRequest": 422, "Unauthenticated": 401, "RequestTooLarge": 413, "DuplicateRequest": 409,

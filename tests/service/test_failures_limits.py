@@ -20,7 +20,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
-from service.models import Video, VideoClaim
+from service.stores.models import Video, VideoClaim
 from service.stores import postgres as pg_store
 from service.stores import sqlite as sqlite_store
 from tests.service.app_client import running_app

@@ -20,7 +20,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from service.models import Video
+from service.stores.models import Video
 from tests.service.failures import OwnPostgres, attempts, count, create, own_postgres, video
 from tests.service.live import live_service, wait_until
 

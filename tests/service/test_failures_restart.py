@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from service.models import Video
+from service.stores.models import Video
 from tests.service.failures import OwnPostgres, count, own_postgres
 from tests.service.live import live_service, wait_until
 

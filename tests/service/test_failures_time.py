@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from service.models import Video
+from service.stores.models import Video
 from tests.service.failures import attempts, count, create, created_at, libpq, video
 from tests.service.live import live_service, wait_until
 

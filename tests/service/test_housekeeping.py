@@ -8,11 +8,9 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from service.app import Runtime
-from service.errors import StorageUnavailable
+from service import Runtime, Settings, StorageUnavailable
 from service.housekeeping import UPDATE_MEMORY, Chore, forget_once
-from service.models import IdempotencyKey, TelegramUpdate
-from service.settings import Settings
+from service.stores.models import IdempotencyKey, TelegramUpdate
 from tests.service.app_client import running_app, video_count
 from tests.service.failures import count, own_postgres
 from tests.service.live import wait_until

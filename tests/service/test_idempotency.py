@@ -9,10 +9,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from service.generators import GenerationJob, GenerationResult
-from service.idempotency import caller_scope, fingerprint, in_progress_timeout
-from service.models import IdempotencyKey
-from service.storage import make_engine
+from service import GenerationJob, GenerationResult
+from service.http.idempotency import caller_scope, fingerprint, in_progress_timeout
+from service.stores.models import IdempotencyKey
+from service.stores.engine import make_engine
 from tests.service.app_client import call, drain, running_app, runtime, video_count
 from tests.stores import age
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import httpx
 
-from service.claim import ClaimRule, NewVideo
+from service import ClaimRule, NewVideo
 from tests.service.live import live_service, wait_until
 from tests.stores import migrated_store
 

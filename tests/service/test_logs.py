@@ -9,8 +9,8 @@ import logging.config
 
 from pydantic import SecretStr
 
+from service import Settings
 from service.logs import log_config
-from service.settings import Settings
 from tests.service.app_client import running_app
 
 KEY = "0123456789abcdef0123456789abcdef"

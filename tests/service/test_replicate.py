@@ -11,10 +11,9 @@ from typing import Any
 
 import pytest
 
-from service.errors import GenerationError
-from service.generators import GenerationJob, GenerationResult
+from service import GenerationError, GenerationJob, GenerationResult
 from service.process import free_port
-from service.replicate import ReplicateGenerator, RetryPolicy
+from service.generation.replicate import ReplicateGenerator, RetryPolicy
 
 from tests.stand_ins.replicate import DEFAULT_MODEL, DEFAULT_TOKEN, Fate, StandInReplicate
 

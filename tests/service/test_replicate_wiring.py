@@ -15,11 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from service.app import create_app
-from service.errors import GenerationError
-from service.generators import GenerationJob, SimulatedGenerator, make_generator
-from service.replicate import ReplicateGenerator, RetryPolicy
-from service.settings import Settings
+from service import GenerationError, GenerationJob, Settings, SimulatedGenerator, create_app, make_generator
+from service.generation.replicate import ReplicateGenerator, RetryPolicy
 
 from tests.service.app_client import drain
 from tests.service.live import ROOT, live_service, wait_until

@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, settings
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from service.app import create_app
-from service.settings import Settings
+from service import Settings, create_app
 from tests.conftest import _admin_conninfo
 from tests.service.live import live_service
 

@@ -11,12 +11,11 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from service import DuplicateRequest, GenerationResult, VideoNotFound
 from service.claim import FAILED, GENERATING, READY, ClaimRule, NewVideo, claim_video
-from service.errors import DuplicateRequest, VideoNotFound
-from service.generators import GenerationResult
-from service.models import Video, VideoClaim
+from service.stores.models import Video, VideoClaim
 from service.prompt_key import prompt_key
-from service.storage import make_engine
+from service.stores.engine import make_engine
 from tests.stores import SyncStore, age, migrated_store
 
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
@@ -233,7 +232,7 @@ def test_migrations_create_exactly_the_models_schema(store: SyncStore) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from service.models import Base
+    from service.stores.models import Base
 
     engine = make_engine(store.url)
     try:

@@ -11,11 +11,10 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from service.claim import NewVideo
+from service import NewVideo, Settings
 from service.housekeeping import UPDATE_MEMORY
 from service.prompt_key import prompt_key
-from service.runner import VideoOutcome
-from service.settings import Settings
+from service.generation.runner import VideoOutcome
 from service.telegram.api import Message, Update, command_of
 from service.telegram.client import BotApi, RetryPolicy, TelegramApiError
 from tests.service.app_client import drain, running_app, runtime

@@ -11,7 +11,7 @@ request, on every duplicate /create (py-spy under `bench/create_throughput.py`).
   `Content-Length` alone, before a byte is read (with `Connection: close`: the unread body must
   not be parsed as the next request). A body without a length (chunked) is counted as the route
   reads it; past the limit the read raises an HTTP 413, which the error handlers answer with the
-  same JSON body (`service.http_errors`).
+  same JSON body (`service.http.errors`).
 - **/create metrics**: every `POST /create` is counted, timed and logged (one line) by what it
   did, including answers given before the route runs (401, 413, 422).
 """
@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.limits import too_large_detail
+from service.http.limits import too_large_detail
 from service.logs import request_context, usable_request_id
 from service.metrics import Metrics
 
@@ -104,7 +104,7 @@ class Edge:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise HTTPException(413)  # answered by service.http_errors
+                    raise HTTPException(413)  # answered by service.http.errors
             return message
 
         return counted

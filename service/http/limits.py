@@ -1,6 +1,6 @@
 """Bounds on what one client can make the service hold: body size, connections, idle sockets.
 
-- The body limit (CLAIMFIRST_MAX_BODY_BYTES) is enforced by `service.edge` for every route;
+- The body limit (CLAIMFIRST_MAX_BODY_BYTES) is enforced by `service.http.edge` for every route;
   `too_large_detail` is its one message, whichever way the 413 is answered.
 - `uvicorn_options` are the server's bounds (CLAIMFIRST_LIMIT_CONCURRENCY, _KEEPALIVE_SECONDS).
 """

@@ -4,7 +4,7 @@
 Why two tables: a claim must be one conditional write against a unique key, yet a user may
 legitimately get a second video for the same prompt (after a failure, after the window). So
 the unique key lives on `video_claims`, which points at the video currently holding it, and
-`videos` keeps every attempt as history. Alembic migrations (`service/migrations`) create
+`videos` keeps every attempt as history. Alembic migrations (`service/stores/migrations`) create
 this schema; the models here are what the code reads and writes through.
 """
 

@@ -1,4 +1,4 @@
-"""Every error the app answers, as JSON bodies of `service.schemas`, and never a 5xx for input.
+"""Every error the app answers, as JSON bodies of `service.http.schemas`, and never a 5xx for input.
 
 - `ClaimfirstError` (the service's tree) → its status, headers and body.
 - Request validation → 422 with a one-line `detail` and pydantic's `errors`, each echoed
@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 
 from service.errors import ClaimfirstError, InvalidRequest, RequestTooLarge
-from service.limits import too_large_detail
+from service.http.limits import too_large_detail
 
 __all__ = ["install_error_handlers", "error_response", "parsed_body", "validation_body", "bounded", "error_content"]
 

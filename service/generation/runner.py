@@ -46,7 +46,7 @@ from service.deadlines import within
 from service.errors import (
     ClaimContention, ClaimfirstError, DuplicateRequest, GenerationError, StorageUnavailable, Throttled,
 )
-from service.generators import GenerationJob, GenerationResult, Generator
+from service.generation.generators import GenerationJob, GenerationResult, Generator
 from service.metrics import Metrics
 from service.policies import Admission, Recorder, admit
 from service.stores.base import Store

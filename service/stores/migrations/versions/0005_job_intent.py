@@ -17,7 +17,7 @@ cost is kept on the newest only, which the outcome writes look up by job id.
 import sqlalchemy as sa
 from alembic import op
 
-from service.models import UTCDateTime
+from service.stores.models import UTCDateTime
 
 revision = "0005"
 down_revision = "0004"

@@ -1,11 +1,11 @@
-"""Alembic environment: runs on the connection `service.storage.migrate` hands it."""
+"""Alembic environment: runs on the connection `service.stores.engine.migrate` hands it."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, text
 
-from service.models import Base
+from service.stores.models import Base
 from service.settings import Settings
 
 # Any fixed number: the advisory lock key that makes concurrent service starts on one

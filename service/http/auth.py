@@ -1,7 +1,7 @@
 """Who may call the API: bearer API keys (`CLAIMFIRST_API_KEYS`).
 
 `api_key_check(settings)` is the check of a presented key; `caller_guard(check)` makes it the
-dependency a route lists to require a key, and `/create` (a `service.routes.DirectRoute`, which
+dependency a route lists to require a key, and `/create` (a `service.http.routes.DirectRoute`, which
 solves no dependencies) calls it itself. A route that lists none is open (`/healthz`, and the
 Telegram webhook, which checks its own secret: `service.telegram.webhook`).
 With no key configured the guard is empty and the service is anonymous: allowed on loopback,

@@ -1,8 +1,8 @@
 """HTTP routes. Routes stay thin: parse, call `Runtime`, shape the answer.
 
 `install` also sets what guards every route: the edge layer (request id, body limit,
-/create metrics: `service.edge`), the API-key guard (`service.auth`), and the error handlers
-(`service.http_errors`). Each route's `responses` lists every error status it can answer.
+/create metrics: `service.http.edge`), the API-key guard (`service.http.auth`), and the error handlers
+(`service.http.errors`). Each route's `responses` lists every error status it can answer.
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from fastapi import FastAPI, Path, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
-from service.app import Runtime
-from service.auth import api_key_check, bearer_token, caller_guard, openapi_security
+from service.runtime import Runtime
+from service.http.auth import api_key_check, bearer_token, caller_guard, openapi_security
 from service.claim import NewVideo
 from service.deadlines import deadline_scope
-from service.edge import Edge
+from service.http.edge import Edge
 from service.errors import DuplicateRequest, InvalidRequest
-from service.generators import SimHints
-from service.http_errors import error_response, install_error_handlers, parsed_body
-from service.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
+from service.generation.generators import SimHints
+from service.http.errors import error_response, install_error_handlers, parsed_body
+from service.http.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.metrics import CONTENT_TYPE_LATEST
-from service.schemas import (
+from service.http.schemas import (
     CREATE_OPERATION, MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
     idempotency_responses,
 )
@@ -93,7 +93,7 @@ async def _answer(runtime: Runtime, request: NewVideo, hints: SimHints | None, i
             accepted = await _accept(runtime, request, hints)
         except DuplicateRequest as exc:
             # The common answer, not a fault: answered here rather than raised through
-            # every layer to the exception handlers (same body, see service.http_errors).
+            # every layer to the exception handlers (same body, see service.http.errors).
             return error_response(exc)
         # Already the response model: written as it is (pydantic's JSON, the bytes
         # json.dumps gave), not validated again on the way out.
@@ -116,7 +116,7 @@ def install(app: FastAPI) -> None:
     async def create(http: Request) -> Response:
         # A DirectRoute: the key, body and headers are read here, not by FastAPI from the
         # signature (documented by CREATE_OPERATION instead; the 422s are the same, see
-        # service.http_errors). The key first, as the guard's dependency does on other routes.
+        # service.http.errors). The key first, as the guard's dependency does on other routes.
         headers = http.headers
         token = bearer_token(headers.get("authorization"))
         if check_key is not None:

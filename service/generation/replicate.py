@@ -40,7 +40,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from service.errors import GenerationError
-from service.generators import GenerationJob, GenerationResult, usd
+from service.generation.generators import GenerationJob, GenerationResult, usd
 
 __all__ = ["ReplicateGenerator", "RetryPolicy", "DEFAULT_BASE_URL"]
 

@@ -37,11 +37,11 @@ from pydantic import BaseModel
 from service.errors import (
     BadIdempotencyKey, ClaimfirstError, DuplicateRequest, IdempotencyKeyInProgress, IdempotencyKeyReused,
 )
-from service.http_errors import error_content
-from service.schemas import MAX_IDEMPOTENCY_KEY_CHARS
+from service.http.errors import error_content
+from service.http.schemas import MAX_IDEMPOTENCY_KEY_CHARS
 
 if TYPE_CHECKING:
-    from service.app import Runtime
+    from service.runtime import Runtime
 
 __all__ = ["KeyedRequest", "parse_key", "caller_scope", "fingerprint", "answer_once", "REPLAYED_HEADER",
            "MAX_KEY_CHARS", "in_progress_timeout"]

@@ -1,6 +1,6 @@
 """The HTTP API's bodies: what `/create` accepts, what every endpoint answers, errors included.
 
-The error models are what `service.http_errors` really sends, so the OpenAPI schema documents
+The error models are what `service.http.errors` really sends, so the OpenAPI schema documents
 every status the service answers (schemathesis checks the two against each other).
 """
 

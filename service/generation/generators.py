@@ -2,7 +2,7 @@
 
 The service only ever calls `Generator.generate`. `SimulatedGenerator` is the default: no
 network, configurable duration and failure rate, seedable so a run can be repeated.
-`service.replicate.ReplicateGenerator` is the real provider; `make_generator` picks one from
+`service.generation.replicate.ReplicateGenerator` is the real provider; `service.generation.make_generator` picks one from
 the settings.
 
 A provider job costs money the moment it is created, so a job carries two hooks for not
@@ -20,15 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from service.errors import GenerationError
-
-if TYPE_CHECKING:
-    from service.settings import Settings
+from service.records import GenerationResult
 
 __all__ = [
-    "GenerationJob", "GenerationResult", "Generator", "SimulatedGenerator", "SimHints", "make_generator", "usd",
+    "GenerationJob", "GenerationResult", "Generator", "SimulatedGenerator", "SimHints", "usd",
 ]
 
 
@@ -76,13 +74,6 @@ class GenerationJob:
     may_cancel: Callable[[], bool] | None = None
 
 
-@dataclass(frozen=True)
-class GenerationResult:
-    video_url: str
-    thumbnail_url: str | None
-    cost_usd: Decimal | None
-
-
 class Generator(Protocol):
     # The price of one generation: what the runner records as spent when a started job is
     # cancelled or superseded and so never returns a result.
@@ -122,26 +113,3 @@ class SimulatedGenerator:
             thumbnail_url=f"https://videos.example.invalid/sim/{job.video_id}.jpg",
             cost_usd=self.cost_usd,
         )
-
-
-def make_generator(settings: Settings) -> Generator:
-    """The generator the settings name (`CLAIMFIRST_GENERATOR`)."""
-    if settings.generator == "replicate":
-        # Imported here: service.replicate imports this module's job and result types.
-        from service.replicate import ReplicateGenerator
-
-        assert settings.replicate_model and settings.replicate_api_token  # the settings validated it
-        return ReplicateGenerator(
-            model=settings.replicate_model,
-            api_token=settings.replicate_api_token.get_secret_value(),
-            base_url=settings.replicate_base_url,
-            poll_seconds=settings.replicate_poll_seconds,
-            request_timeout_seconds=settings.replicate_request_timeout_seconds,
-            cost_usd=settings.cost_per_video_usd,
-        )
-    return SimulatedGenerator(
-        seconds=settings.sim_seconds,
-        failure_rate=settings.sim_failure_rate,
-        seed=settings.sim_seed,
-        cost_usd=settings.cost_per_video_usd,
-    )
