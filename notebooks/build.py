@@ -326,9 +326,9 @@ by_class.show()
 for trace in by_class.data:
     print(trace.name, {x: float(y) for x, y in zip(trace.x, trace.y)})
 """),
-        md("## Waste by week (weeks start on Monday, UTC)"),
+        md("## Waste by week (7 days counted back from the end of the period, as in the weekly report)"),
         code(FIGURE_NOTE + """
-by_week = waste_by_week_figure(result.duplicates)
+by_week = waste_by_week_figure(result.duplicates, end=UNTIL)
 by_week.show()
 """),
         code("""
