@@ -1,5 +1,6 @@
 """``python -m audit``: the weekly sweep, the cleanup, the rule as SQL (``audit sql``), and (from
-`audit.replay`) the replay, (from `audit.reconcile_cli`) the reconciliation with the provider's bill.
+`audit.replay`) the replay, (from `audit.reconcile_cli`) the reconciliation with the provider's bill, and
+(from `audit.tuning_cli`) the choice of window and key from the history.
 
 Exit codes:
 
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     from audit.reconcile_cli import register as register_reconcile  # its own module: cli.py stays small
 
     register_reconcile(commands)
+    from audit.tuning_cli import register as register_tune
+
+    register_tune(commands)
     return parser
 
 
