@@ -1,11 +1,12 @@
 """``python -m audit``: the weekly sweep, the cleanup, the rule as SQL (``audit sql``), and (from
-`audit.replay`) the replay.
+`audit.replay`) the replay, (from `audit.reconcile_cli`) the reconciliation with the provider's bill, and
+(from `audit.tuning_cli`) the choice of window and key from the history.
 
 Exit codes:
 
 - **0** the command ran;
-- **1** ``sweep --fail-on-duplicates`` found duplicates (and only that: a cron job reads 1 as
-  "duplicates found");
+- **1** ``sweep --fail-on-duplicates`` found duplicates (a cron job reads 1 as "duplicates
+  found"), or ``reconcile`` found a difference between the books and the bill;
 - **2** it could not run (missing file, bad column, unreachable database, bad argument), with
   one line ``audit: error: …`` (``audit <command>: error: …`` for a bad argument) on stderr and no
   output files written;
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     sql.set_defaults(handler=_sql)
 
     _register_replay(commands)
+    from audit.reconcile_cli import register as register_reconcile  # its own module: cli.py stays small
+
+    register_reconcile(commands)
+    from audit.tuning_cli import register as register_tune
+
+    register_tune(commands)
     return parser
 
 

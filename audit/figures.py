@@ -14,11 +14,13 @@ a few dozen rows and is unreadable long before.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from audit.weeks import week_label, week_number
 from audit.words import duration, money
 
 __all__ = ["MAX_TIMELINE_CHAINS", "timeline_chains", "timeline_figure", "waste_by_class_figure", "waste_by_week_figure"]
@@ -199,26 +201,34 @@ def waste_by_class_figure(duplicates: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def waste_by_week_figure(duplicates: pd.DataFrame) -> go.Figure:
-    """Wasted USD per ISO week (weeks start on Monday, UTC), one bar per class side by side."""
+def waste_by_week_figure(duplicates: pd.DataFrame, *, end: datetime | None = None) -> go.Figure:
+    """Wasted USD per week, one bar per class side by side. Weeks are `audit.weeks`'s: 7 days
+    counted back from ``end`` (the period's end; default the latest duplicate), the same weeks
+    as the report's "last 7 days" table, oldest on the left."""
     if duplicates.empty:
         fig = go.Figure()
         fig.update_layout(title="Waste by week: none", height=200)
         return fig
     created = duplicates["created_at"].dt.tz_convert("UTC")
-    week = (created - pd.to_timedelta(created.dt.day_of_week, unit="D")).dt.floor("D").dt.strftime("%Y-%m-%d")
-    totals = duplicates.assign(week=week).groupby(["week", "class"], as_index=False)["cost_usd"].sum()
+    end = end if end is not None else created.max().to_pydatetime()
+    number = week_number(created, end)
+    totals = duplicates.assign(week=number).groupby(["week", "class"], as_index=False)["cost_usd"].sum()
+    # Oldest week first, every week between the first and the last drawn (an empty week is a gap).
+    weeks = list(range(int(totals["week"].max()), int(totals["week"].min()) - 1, -1))
+    labels = [week_label(end, w) for w in weeks]
+    totals["week"] = totals["week"].map(dict(zip(weeks, labels, strict=True)))
     fig = px.bar(
         totals,
         x="week",
         y="cost_usd",
         color="class",
         color_discrete_map=CLASS_COLOURS,
-        labels={"week": "week starting (UTC)", "cost_usd": "wasted USD", "class": ""},
+        labels={"week": "7 days (UTC), counted back from the end of the period", "cost_usd": "wasted USD", "class": ""},
         title="Waste by week",
+        category_orders={"week": labels},
     )
     # Side by side, not stacked: a stacked small race share disappears on top of a tall bar.
     fig.update_layout(height=320, barmode="group")
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     _log_if_lopsided(fig, totals["cost_usd"])
     return fig

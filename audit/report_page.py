@@ -12,13 +12,14 @@ CI artefact). The table sorts with a few lines of inline script, no library.
 from __future__ import annotations
 
 import html
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pandas as pd
 import plotly.io as pio
 
 from audit.figures import timeline_figure, waste_by_class_figure, waste_by_week_figure
 from audit.pipeline import AuditResult
+from audit.weeks import period_end, week_bounds, week_label, week_number
 from audit.words import duration, money
 
 __all__ = ["MAX_TABLE_ROWS", "POLICY_WORDS", "policy_sentences", "week_comparison", "render_page"]
@@ -26,18 +27,18 @@ __all__ = ["MAX_TABLE_ROWS", "POLICY_WORDS", "policy_sentences", "week_compariso
 # A browser stays responsive with a few hundred table rows; the full list is in duplicates.csv.
 MAX_TABLE_ROWS = 500
 MAX_STUCK_ROWS = 100
-WEEK = timedelta(days=7)
 
 # What each policy of `summary["policies"]` is, in words. A policy not named here (a variant
 # added later) is still listed, under its own name.
+# Named as a manager knows them, by what they did, never by a commit hash.
 POLICY_WORDS = {
     "none": "No check (how the bot started)",
-    "check": "The check of efcb167 (look for a saved video, then generate)",
-    "pending": "The write-up's fix (a pending row written before generating)",
+    "check": "The old duplicate check (same exact text, only finds videos already saved)",
+    "pending": "The write-up's fix (a pending row written before generating, same exact text)",
     "claim": "Claim-first (one atomic claim before generating: this service)",
     # Comparisons, not what ran: the bot matched the exact prompt text.
-    "check-by-key": "Had the check of efcb167 matched prompt keys, not exact text (it did not)",
-    "pending-by-key": "Had the write-up's fix matched prompt keys, not exact text (it did not)",
+    "check-by-key": "Had the old duplicate check ignored case, spacing and punctuation (it did not)",
+    "pending-by-key": "Had the write-up's fix ignored case, spacing and punctuation (it did not)",
 }
 
 
@@ -62,16 +63,16 @@ def policy_sentences(policies: list[dict], *, duplicates: int) -> list[str]:
 def week_comparison(
     duplicates: pd.DataFrame, *, end: datetime, since: datetime | None
 ) -> tuple[pd.DataFrame, tuple[datetime, datetime], bool]:
-    """USD wasted per class (rows ``sequential, race, total``) in the 7 days up to ``end`` and
-    the 7 before (columns ``this_week, previous_week``). The flag is False when the period
-    starts after the previous week began: that week was not swept, and its column means
-    nothing."""
-    this_start, previous_start = end - WEEK, end - 2 * WEEK
-    created = duplicates["created_at"]
+    """USD wasted per class (rows ``sequential, race, total``) in weeks 0 and 1 of
+    `audit.weeks` (columns ``this_week, previous_week``): the 7 days up to ``end`` and the 7
+    before, the weekly chart's last two bars. The flag is False when the period starts after
+    the previous week began: that week was not swept, and its column means nothing."""
+    (this_start, _), (previous_start, _) = week_bounds(end, 0), week_bounds(end, 1)
+    number = week_number(duplicates["created_at"], end)
     cost = duplicates["cost_usd"].astype(float)
     frame = {}
-    for column, lo, hi in (("this_week", this_start, end), ("previous_week", previous_start, this_start)):
-        inside = (created > pd.Timestamp(lo)) & (created <= pd.Timestamp(hi))
+    for column, week in (("this_week", 0), ("previous_week", 1)):
+        inside = number == week
         by_class = cost[inside].groupby(duplicates.loc[inside, "class"]).sum()
         frame[column] = by_class.reindex(["sequential", "race"], fill_value=0.0)
     table = pd.DataFrame(frame)
@@ -80,25 +81,15 @@ def week_comparison(
     return table, (this_start, previous_start), covered
 
 
-def _period_end(result: AuditResult) -> datetime:
-    s = result.summary
-    if s["until"] is not None:
-        return pd.Timestamp(s["until"]).to_pydatetime()
-    if len(result.videos):
-        return result.videos["created_at"].max().to_pydatetime()
-    return pd.Timestamp(s["as_of"]).to_pydatetime()
-
-
 def _glance(result: AuditResult) -> str:
     s = result.summary
-    end = _period_end(result)
-    weeks, (this_start, previous_start), covered = week_comparison(
+    end = period_end(s, result.videos)
+    weeks, _, covered = week_comparison(
         result.duplicates, end=end, since=pd.Timestamp(s["since"]).to_pydatetime() if s["since"] else None
     )
-    day = "%d %b %Y"
     head = (
-        f"<th></th><th>last 7 days<br><small>{this_start:{day}} – {end:{day}}</small></th>"
-        f"<th>the 7 days before<br><small>{previous_start:{day}} – {this_start:{day}}</small></th>"
+        f"<th></th><th>last 7 days<br><small>{week_label(end, 0)}</small></th>"
+        f"<th>the 7 days before<br><small>{week_label(end, 1)}</small></th>"
     )
     body = []
     for klass, row in weeks.iterrows():
@@ -220,7 +211,11 @@ function sortTable(id, col) {
 def render_page(result: AuditResult, *, source: str) -> str:
     """The whole report as one HTML string."""
     s = result.summary
-    figures = [timeline_figure(result.race_windows), waste_by_class_figure(result.duplicates), waste_by_week_figure(result.duplicates)]
+    figures = [
+        timeline_figure(result.race_windows),
+        waste_by_class_figure(result.duplicates),
+        waste_by_week_figure(result.duplicates, end=period_end(s, result.videos)),  # the table's weeks
+    ]
     parts, script_included = [], False
     for fig in figures:
         if not fig.data:  # nothing to draw: its title says why, as text (an empty frame of axes says nothing)

@@ -75,8 +75,30 @@ def test_waste_figures_add_up_to_the_summary(result):
     assert by_class.layout.yaxis.type is None  # 28 vs 16: a linear axis shows both
     by_week = waste_by_week_figure(result.duplicates)
     weeks = {x for trace in by_week.data for x in trace.x}
-    assert weeks == {"2025-10-13"}  # 45-56 all fall in the week starting Monday 13 October
+    assert weeks == {"8 Oct – 15 Oct 2025"}  # 45-56: the 7 days up to the latest duplicate (56, 05:40)
     assert sum(sum(trace.y) for trace in by_week.data) == result.summary["wasted_usd"]
+
+
+def test_the_weekly_chart_and_the_last_7_days_table_count_the_same_weeks(result):
+    # A period ending on Tuesday 14 October at noon: 45-49 (before noon) are in its last 7
+    # days, 50-56 after it. Calendar weeks would have put 45-53 in one bar, whatever the end.
+    end = pd.Timestamp("2025-10-14T12:00:00+00:00").to_pydatetime()
+    shown = result.duplicates[result.duplicates["created_at"] <= end]
+    table, _, _ = week_comparison(shown, end=end, since=None)
+    by_week = waste_by_week_figure(shown, end=end)
+    bars = {}
+    for trace in by_week.data:
+        for week, usd in zip(trace.x, trace.y, strict=True):
+            bars[(week, trace.name)] = float(usd)
+    assert list(by_week.layout.xaxis.categoryarray) == ["7 Oct – 14 Oct 2025"]
+    assert bars == {("7 Oct – 14 Oct 2025", "sequential"): table.loc["sequential", "this_week"],
+                    ("7 Oct – 14 Oct 2025", "race"): table.loc["race", "this_week"]}
+    assert table.loc["total", "this_week"] == 4 * 5  # 45, 46, 47, 48, 49
+    # Two weeks apart: the chart draws the empty week between them, oldest first.
+    spread = result.duplicates.copy()
+    spread.loc[spread["video_id"] == 45, "created_at"] -= pd.Timedelta(days=14)
+    labels = list(waste_by_week_figure(spread).layout.xaxis.categoryarray)
+    assert labels == ["24 Sep – 1 Oct 2025", "1 Oct – 8 Oct 2025", "8 Oct – 15 Oct 2025"]
 
 
 def test_a_small_race_bar_stays_visible_next_to_a_large_sequential_one(result):
@@ -95,12 +117,13 @@ def test_policy_sentences_come_from_the_summary_rows_in_words(result):
     rows = result.summary["policies"] + [{"policy": "check-by-key", "duplicates_prevented": 7, "wasted_usd": 16.0}]
     sentences = policy_sentences(rows, duplicates=11)
     assert sentences[0] == "No check (how the bot started): prevents none of the 11 duplicates; $44 wasted."
-    assert sentences[1].startswith("The check of efcb167") and "leaving $" in sentences[1]
+    assert sentences[1].startswith("The old duplicate check (same exact text") and "leaving $" in sentences[1]
     assert sentences[2].startswith("The write-up's fix (a pending row")
     assert sentences[3] == "Claim-first (one atomic claim before generating: this service): would have prevented 11 of 11, leaving $0 wasted."
-    assert sentences[4].startswith("Had the check of efcb167 matched prompt keys, not exact text (it did not)")
+    assert sentences[4].startswith("Had the old duplicate check ignored case, spacing and punctuation (it did not)")
     for row, sentence in zip(rows, sentences, strict=True):
         assert money(row["wasted_usd"]) in sentence
+        assert not re.search(r"\b[0-9a-f]{7,40}\b", sentence)  # no commit hash: a manager reads these
 
 
 def test_week_comparison_splits_the_waste_by_class(result):
@@ -118,9 +141,12 @@ def test_page_top_and_table(result):
     assert "<b>$44</b> wasted on <b>11</b> duplicate videos" in top
     assert "<td>$16</td>" in top  # race, last 7 days
     assert top.count("<li>") == 6  # none, check, pending, claim, and the two by-key comparisons
-    assert "The check of efcb167 (look for a saved video, then generate): would have prevented 2 of 11, leaving $36" in top
-    assert "pending row written before generating): would have prevented 5 of 11, leaving $24" in top
-    assert "matched prompt keys, not exact text (it did not): would have prevented 10 of 11, leaving $4" in top
+    assert ("The old duplicate check (same exact text, only finds videos already saved): would have prevented "
+            "2 of 11, leaving $36") in top
+    assert "pending row written before generating, same exact text): would have prevented 5 of 11, leaving $24" in top
+    assert "ignored case, spacing and punctuation (it did not): would have prevented 10 of 11, leaving $4" in top
+    assert "efcb167" not in page
+    assert "last 7 days<br><small>8 Oct – 15 Oct 2025</small>" in top
     table = page[page.index('<table class="data" id="duplicates">'):]
     saved = re.findall(r'<tr><td data-k="(\d+)"', table)
     assert saved == sorted(saved, reverse=True) and len(saved) == 11  # newest first
