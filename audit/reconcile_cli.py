@@ -14,7 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from audit.cli import InternalError, _add_period, _one_line, _out, _period
+from audit.cli_args import InternalError, _add_period, _one_line, _out, _period
 from audit.frames import AuditError
 from audit.pipeline import DEFAULT_COST_PER_VIDEO
 from audit.sources.replicate import DEFAULT_BASE_URL

@@ -12,7 +12,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from audit.cli import _add_period, _out, _period, _positive
+from audit.cli_args import _add_period, _out, _period, _positive
 from audit.frames import AuditError
 from audit.near import DEFAULT_SIMILARITY
 from audit.pipeline import DEFAULT_COST_PER_VIDEO

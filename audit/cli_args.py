@@ -1,0 +1,86 @@
+"""What the `audit` subcommands share: times and periods on the command line, stdout that
+survives a closed pipe, one-line errors. Below `audit.cli` and the subcommands it registers
+(`audit.reconcile_cli`, `audit.tuning_cli`), so none of them imports the command it is part of.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import UTC, datetime, time, timedelta
+
+from audit.frames import AuditError
+from audit.sources.base import Period
+
+__all__ = ["DEFAULT_DATABASE_PERIOD", "InternalError", "_add_period", "_moment", "_one_line", "_out", "_period",
+           "_positive", "_until"]
+
+# A database sweep without --since covers the last week: the sweep is weekly.
+DEFAULT_DATABASE_PERIOD = timedelta(days=7)
+
+
+
+def _out(*values: object, end: str = "\n") -> None:
+    """Print to stdout; a reader that went away (``audit sweep | head``) does not stop the work.
+
+    The first write that finds the pipe closed points stdout at /dev/null, so the sweep still
+    writes its files and exits with its own code instead of 3 for a BrokenPipeError."""
+    try:
+        print(*values, end=end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+def _moment(text: str, *, end_of_day: bool = False) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or datetime: {text!r}") from None
+    if len(text) == 10 and end_of_day:  # a bare date: through the end of that day
+        value = datetime.combine(value.date(), time.max)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _until(text: str) -> datetime:
+    return _moment(text, end_of_day=True)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _add_period(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=_moment, help="first creation time counted (default: 7 days before --as-of for databases, everything for files)")
+    parser.add_argument("--until", type=_until, help="last creation time counted (default: --as-of for databases)")
+    parser.add_argument("--as-of", type=_moment, help="the audit's 'now' (default: the current time)")
+    parser.add_argument("--window-hours", type=_positive, default=24.0, help="duplicate window (default 24)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _period(args: argparse.Namespace, *, is_database: bool) -> Period:
+    window = timedelta(hours=args.window_hours)
+    since, until = args.since, args.until
+    if is_database:
+        since = since if since is not None else args.as_of - DEFAULT_DATABASE_PERIOD
+        until = until if until is not None else args.as_of
+    if since is not None and until is not None and since > until:
+        raise AuditError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
+    return Period(since=since, until=until, window=window)
+
+
+class InternalError(Exception):
+    """An unexpected failure, with a one-line message for stderr (exit 3)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
