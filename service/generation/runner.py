@@ -259,6 +259,10 @@ class GenerationRunner:
         claim_lost: list[bool] = []
         try:
             if self._stopping.is_set():
+                # Queued when the service stopped: an attempt that was handed a running job hands
+                # it on again; any other never started and is recorded failed, nothing spent.
+                if _has_job(admission):
+                    return _Outcome(error=_STOPPED, handed_over=True)
                 return _Outcome(error=_STOPPED)
             self.stats.started += 1
             started = time.monotonic()
@@ -307,14 +311,17 @@ class GenerationRunner:
         if generation.cancelled():
             # A stopping service hands a running provider job over instead of cancelling it: the
             # lease is ended, the job runs on, and the next sweep anywhere adopts it (paid once).
-            if jobs and admission.ticket is not None:
+            if jobs and admission.ticket is not None or _has_job(admission):
                 return _Outcome(error=_STOPPED, handed_over=True)
             return _Outcome(error=_STOPPED, cost_usd=self._spent(jobs))
         exc = generation.exception()
         if isinstance(exc, TimeoutError):
             return _Outcome(error=f"generation timed out after {self.timeout_seconds:g} s", cost_usd=self._spent(jobs))
         if exc is not None:  # any generator error marks the video failed, never leaks
-            return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=getattr(exc, "cost_usd", None))
+            cost = getattr(exc, "cost_usd", None)
+            if cost is None and (jobs or getattr(admission.ticket, "adopt_job_id", None)):
+                cost = self.generator.cost_usd  # a provider job existed: it billed, whatever failed here
+            return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=cost)
         # A running mean of how long generations take here, for Retry-After when full.
         self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
         return _Outcome(result=generation.result(), adopted=any(adopted))
@@ -471,4 +478,10 @@ class GenerationRunner:
 ADOPT_PER_SWEEP = 16
 SUPERSEDED = "superseded"
 _STOPPED = "service stopped during generation"
+
+
+def _has_job(admission: Admission) -> bool:
+    """Whether the attempt was handed a provider job (or a job to look for) when it claimed."""
+    ticket = admission.ticket
+    return ticket is not None and (ticket.adopt_job_id is not None or ticket.adopt_requested_at is not None)
 _LEASE_LOST = "lease lost while generating; generation cancelled"

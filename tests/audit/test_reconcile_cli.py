@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from audit.cli import main
 from audit.sources.base import SourceError
 from audit.sources.replicate import fetch_predictions
-from service.models import Base, Video
+from service.stores.models import Base, Video
 from service.prompt_key import prompt_key
 from tests.audit.conftest import EXPECTED_DUPLICATES, FIXTURES
 

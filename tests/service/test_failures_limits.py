@@ -164,10 +164,12 @@ def test_the_sweep_reads_the_partial_index_on_postgres(pg_url: str) -> None:
                    clock_timestamp(), CASE WHEN n % 1000 = 0 THEN clock_timestamp() END
               FROM generate_series(1, 100000) AS n""")
         conn.execute("ANALYZE video_claims")
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + pg_store.SWEEP_SQL,
-                                                        {"error": "abandoned"}).fetchall())
-    assert "ix_claims_generating_lease" in plan, plan
-    assert "Seq Scan on video_claims" not in plan, plan
+        plans = ["\n".join(row[0] for row in conn.execute("EXPLAIN " + sql, params).fetchall()) for sql, params in (
+            (pg_store.SWEEP_SQL, {"error": "abandoned", "mine": [1, 2]}),
+            (pg_store.ADOPTABLE_SQL, {"limit": 16, "mine": [1, 2]}))]
+    for plan in plans:  # the sweep, and its search for abandoned claims with a job to adopt
+        assert "ix_claims_generating_lease" in plan, plan
+        assert "Seq Scan on video_claims" not in plan, plan
 
 
 def test_the_sweep_reads_the_partial_index_on_sqlite(sqlite_url: str) -> None:
@@ -175,7 +177,10 @@ def test_the_sweep_reads_the_partial_index_on_sqlite(sqlite_url: str) -> None:
         pass
     conn = sqlite3.connect(make_url(sqlite_url).database)
     try:
-        plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sqlite_store.SWEEP_SQL))
+        plans = [" | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+                 for sql, params in ((sqlite_store.SWEEP_SQL, {"mine": "[1, 2]"}),
+                                     (sqlite_store.ADOPTABLE_SQL, {"mine": "[1, 2]", "limit": 16}))]
     finally:
         conn.close()
-    assert "USING INDEX ix_claims_generating_lease" in plan, plan
+    for plan in plans:
+        assert "USING INDEX ix_claims_generating_lease" in plan, plan
