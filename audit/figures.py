@@ -229,6 +229,7 @@ def waste_by_week_figure(duplicates: pd.DataFrame, *, end: datetime | None = Non
     )
     # Side by side, not stacked: a stacked small race share disappears on top of a tall bar.
     fig.update_layout(height=320, barmode="group")
+    fig.update_traces(texttemplate="$%{y:,.0f}", textposition="outside", cliponaxis=False)  # as by class
     fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
     _log_if_lopsided(fig, totals["cost_usd"])
     return fig
