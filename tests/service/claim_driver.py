@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from sqlalchemy.engine import make_url
 
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
-from service.generators import GenerationResult
+from service.records import GenerationResult
 from service.stores.base import VideoRecord, as_utc
 from service.stores.sqlite import NOW
 from tests.stores import SyncStore, migrated_store

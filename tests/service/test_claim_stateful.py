@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 )
 
 from service.claim import FAILED, GENERATING, READY, ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
-from service.generators import GenerationResult
+from service.records import GenerationResult
 from service.prompt_key import prompt_key
 from service.stores.base import ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, VideoRecord, key_digest
 from tests.service.claim_driver import ClaimDriver, StoredClaim, StoredVideo
@@ -117,16 +117,18 @@ class ClaimModel:
         held = self.claims.get(key)
         attempt = 1 if held is None else held.video.attempt + 1
         # A takeover fences off the attempts still generating and hands on their job; else the
-        # holder's job, unless its video was finished (a failed one is looked at by the generator).
+        # holder's job when it failed without its cost recorded (its outcome was never written).
+        # The handed-on job goes on the new row at once: its cost is the new attempt's.
         superseded = sorted((v for v in self.videos.values()
                              if v.key == key and v.status == GENERATING and v.attempt < attempt),
                             key=lambda v: v.attempt)
         jobs = [v.job for v in superseded if v.job is not None]
-        adopt = jobs[-1] if jobs else (held.video.job if held is not None and held.video.status != READY else None)
+        unpaid = held is not None and held.video.status == FAILED and held.video.cost is None
+        adopt = jobs[-1] if jobs else (held.video.job if unpaid else None)  # type: ignore[union-attr]
         for video in superseded:
             video.status = FAILED
             video.error = SUPERSEDED_ERROR.format(attempt=attempt, video_id=ticket.video_id)
-        video = ModelVideo(ticket.video_id, key, prompt, attempt, self.now)
+        video = ModelVideo(ticket.video_id, key, prompt, attempt, self.now, job=adopt)
         self.videos[video.id] = video
         self.claims[key] = ModelClaim(video, GENERATING, self.now, self.now + RULE.lease)
         return attempt, adopt
@@ -150,13 +152,19 @@ class ClaimModel:
         return held
 
     def record_job(self, ticket: ClaimTicket, job: str) -> bool:
+        # The job's id goes on the attempt's own row whatever became of the claim (the job is
+        # paid for); the answer is whether the attempt still holds it.
         claim = self.claims[key_of(ticket)]
-        if self.current(ticket) and claim.status == GENERATING:
-            claim.video.job = job
-            self.note("record_job: recorded")
-            return True
-        self.note("record_job: refused")
-        return False
+        self.videos[ticket.video_id].job = job
+        held = self.current(ticket) and claim.status == GENERATING
+        self.note(f"record_job: recorded, claim {'held' if held else 'lost'}")
+        return held
+
+    def handed_on(self, video: ModelVideo) -> bool:
+        """Whether a newer attempt carries this row's job: then the cost is that attempt's."""
+        return video.job is not None and any(
+            n.job == video.job and n.id != video.id and n.key[0] == video.key[0] and n.attempt > video.attempt
+            for n in self.videos.values())
 
     def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
         claim, video = self.claims[key_of(ticket)], self.videos[ticket.video_id]
@@ -167,11 +175,11 @@ class ClaimModel:
             video.status, video.url, video.cost, video.error = READY, result.video_url, result.cost_usd, None
             return True
         self.note("complete: superseded, rejected")
-        # The money was spent: the cost is kept on this attempt's row, nothing is published. (Today
-        # an adopter that completes the same job records its cost again: if issue 16 counts a
-        # job's cost once, this line and `fail`'s are the model's to change.)
+        # The money was spent: the cost is kept on this attempt's row, nothing is published,
+        # unless its job was handed on (the adopter records it: once per job).
         if video.status != READY:
-            video.status, video.cost, video.error = FAILED, result.cost_usd, video.error or LATE_ERROR
+            cost = video.cost if self.handed_on(video) else result.cost_usd
+            video.status, video.cost, video.error = FAILED, cost, video.error or LATE_ERROR
         return False
 
     def fail(self, ticket: ClaimTicket, error: str, cost: Decimal | None) -> None:
@@ -186,10 +194,12 @@ class ClaimModel:
             else:
                 video.error = video.error or error
             video.status = FAILED
-            video.cost = video.cost if cost is None else cost
+            video.cost = video.cost if cost is None or self.handed_on(video) else cost
 
     def sweep(self) -> list[int]:
-        expired = [c for c in self.claims.values() if c.status == GENERATING
+        # A claim with a provider job is not failed but left for adoption (the runner's sweep
+        # claims it on its user's behalf): only claims that never had a job are swept.
+        expired = [c for c in self.claims.values() if c.status == GENERATING and c.video.job is None
                    and c.lease_expires_at is not None and c.lease_expires_at <= self.now]
         self.note(f"sweep: {len(expired)} expired")
         for claim in expired:
