@@ -6,8 +6,10 @@ interval (a third of the lease: two beats in a row may fail before a claim expir
 store's reserved connections, so a burst of requests can never starve it. A failed beat is
 retried after `HEARTBEAT_RETRY_SECONDS`, not a full interval. A lease is lost only when the
 database says so (a newer attempt took the key over): then nobody will accept this
-generation's result, so it is cancelled to stop paying for it. While the database cannot be
-reached nobody else can take the key either, so an outage alone cancels nothing.
+generation's result, so this process stops waiting on it, but never cancels its provider job:
+the attempt that took over adopted it. Only the attempt that holds the claim may stop a job
+(`GenerationJob.may_cancel`). While the database cannot be reached nobody else can take the
+key either, so an outage alone cancels nothing.
 
 Every database call here is bounded with `service.deadlines.within`, which answers at the
 deadline even against a frozen server (asyncio.wait_for would wait out psycopg's cancel);
@@ -16,9 +18,15 @@ the writes it gives up on are fenced and idempotent, so one that still lands is 
 Outcomes. A paid result is never dropped: the write that records how a generation ended is
 retried with backoff until the database answers (the heartbeat keeps the lease alive
 meanwhile), and the store accepts a late result that nobody superseded. Cancelled, timed-out
-and superseded generations still record what the generator charged. Only the generation is
-ever cancelled, never the write that records it; `stop` waits for those writes, for at most
-`STOP_GRACE_SECONDS` once the database stops answering.
+and superseded generations still record what the generator charged, unless their job was
+handed on (the store keeps a job's cost on the newest attempt that carries it). Only the
+generation is ever cancelled, never the write that records it; `stop` waits for those writes,
+for at most `STOP_GRACE_SECONDS` once the database stops answering, and hands running provider
+jobs over instead of stopping them.
+
+The sweep. Every lease, abandoned claims that never asked for a provider job are failed;
+those with one are claimed on their users' behalf and their jobs adopted (`adopt_abandoned`),
+so a paid result ends recorded even when nobody asks again.
 
 Backlog. Each queued generation holds a claim and a user waiting for it; past
 `max_concurrent + max_queued` generations, new work is refused (429) *before* any claim is
