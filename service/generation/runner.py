@@ -117,6 +117,7 @@ class _Outcome:
     lost: bool = False
     adopted: bool = False  # the result came from an earlier attempt's provider job
     handed_over: bool = False  # stopping with a running provider job: released for adoption
+    job_id: str | None = None  # a provider job whose id is not recorded yet: written with the outcome
 
 
 @dataclass
@@ -264,6 +265,7 @@ class GenerationRunner:
     async def _generate(self, admission: Admission, job: GenerationJob, hold: _Hold | None) -> _Outcome:
         """Generate in the slot `_start` took for it; the slot is freed when this returns."""
         jobs: list[str] = []  # provider jobs this attempt started or adopted
+        recorded: list[str] = []  # those whose id the database took
         claim_lost: list[bool] = []
         try:
             if self._stopping.is_set():
@@ -282,7 +284,9 @@ class GenerationRunner:
             async def on_job_started(job_id: str) -> None:
                 jobs.append(job_id)
                 adopted.append(adopt is not None and job_id == adopt)
-                if not await self._job_started(admission.recorder, job_id):
+                held = await self._job_started(admission.recorder, job_id)
+                recorded.append(job_id)
+                if not held:
                     claim_lost.append(True)
                     raise GenerationError(f"claim lost before provider job {job_id} was recorded; the job runs on",
                                           cost_usd=self.generator.cost_usd)
@@ -316,11 +320,17 @@ class GenerationRunner:
                     lost.cancel()
         finally:
             self._free_slot()
+        # A job whose id the database never took (the stop's grace ran out first) is written
+        # with the outcome, so no paid job is missing from the books.
+        unrecorded = jobs[-1] if jobs and jobs[-1] not in recorded else None
+        interrupted = generation.cancelled() or generation.exception() is not None and self._stopping.is_set()
+        if interrupted and admission.ticket is not None and (jobs or _has_job(admission)):
+            # A stopping service hands a provider job over instead of cancelling or failing it
+            # (whether its generation was cancelled or could not record the job before the
+            # grace ran out): the lease is ended, the job runs on, and the next sweep anywhere
+            # adopts it (paid once).
+            return _Outcome(error=_STOPPED, handed_over=True, job_id=unrecorded)
         if generation.cancelled():
-            # A stopping service hands a running provider job over instead of cancelling it: the
-            # lease is ended, the job runs on, and the next sweep anywhere adopts it (paid once).
-            if jobs and admission.ticket is not None or _has_job(admission):
-                return _Outcome(error=_STOPPED, handed_over=True)
             return _Outcome(error=_STOPPED, cost_usd=self._spent(jobs))
         exc = generation.exception()
         if isinstance(exc, TimeoutError):
@@ -329,7 +339,7 @@ class GenerationRunner:
             cost = getattr(exc, "cost_usd", None)
             if cost is None and (jobs or getattr(admission.ticket, "adopt_job_id", None)):
                 cost = self.generator.cost_usd  # a provider job existed: it billed, whatever failed here
-            return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=cost)
+            return _Outcome(error=f"{type(exc).__name__}: {exc}", cost_usd=cost, job_id=unrecorded)
         # A running mean of how long generations take here, for Retry-After when full.
         self._mean_seconds = 0.8 * self._mean_seconds + 0.2 * (time.monotonic() - started)
         return _Outcome(result=generation.result(), adopted=any(adopted))
@@ -351,6 +361,8 @@ class GenerationRunner:
     async def _record(self, recorder: Recorder, outcome: _Outcome, video_id: int | None) -> str | None:
         """Record the outcome; the status recorded (ready, failed, superseded), None if none was."""
         try:
+            if outcome.job_id is not None:
+                await self._retrying(lambda: recorder.record_job(outcome.job_id), what="provider job id")  # type: ignore[arg-type]
             if outcome.handed_over:
                 await self._retrying(recorder.release, what="hand-over")
                 log.info("video %s: stopping; its provider job runs on and is handed over", video_id)
