@@ -1,5 +1,5 @@
 """``python -m audit``: the weekly sweep, the cleanup, the rule as SQL (``audit sql``), and (from
-`audit.replay`) the replay, (from `audit.reconcile_cli`) the reconciliation with the provider's bill, and
+`audit.replay`) the replay, the rule as a dbt package (``audit dbt``, `audit.dbt_package`), (from `audit.reconcile_cli`) the reconciliation with the provider's bill, and
 (from `audit.tuning_cli`) the choice of window and key from the history.
 
 Exit codes:
@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("--table", default="videos", help="table with id, tg_user_id, prompt_key, status, created_at (default videos)")
     sql.set_defaults(handler=_sql)
 
+    dbt = commands.add_parser("dbt", help="write the rule as a dbt package (models duplicates, race_windows, waste)")
+    dbt.add_argument("--out", type=Path, required=True, help="directory to write claimfirst_rule/ into")
+    dbt.set_defaults(handler=_dbt)
+
     _register_replay(commands)
     from audit.reconcile_cli import register as register_reconcile  # its own module: cli.py stays small
 
@@ -88,6 +92,17 @@ def _sql(args: argparse.Namespace) -> int:
         _out(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table), end="")
     except ValueError as exc:
         raise AuditError(str(exc)) from exc
+    return 0
+
+
+def _dbt(args: argparse.Namespace) -> int:
+    from audit.dbt_package import write_package
+
+    try:
+        root = write_package(args.out)
+    except OSError as exc:
+        raise AuditError(f"cannot write the dbt package: {exc}") from exc
+    _out(f"wrote {root}")
     return 0
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 from audit.oneline import OneLineParser, one_line
 from audit.frames import AuditError, normalise_requests, normalise_videos
 from audit.replay.run import POLICIES, ReplayResult, replay
-from audit.replay.schedule import DEFAULT_SPEEDUP
+from audit.replay.progress import progress_for
+from audit.replay.schedule import DEFAULT_MAX_GAP, DEFAULT_SPEEDUP
 from audit.sources import files
 
 __all__ = ["API_KEY_ENV", "read_csv", "write_outputs", "add_arguments", "run", "register", "main"]
@@ -62,6 +63,11 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _max_gap(text: str) -> float | None:
+    value = _positive(text)
+    return None if value == float("inf") else value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--requests", type=Path, required=True, help="request log CSV (request_id, received_at, …)")
     parser.add_argument("--videos", type=Path, help="videos CSV: gives each request its historical duration")
@@ -69,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="admission policy to replay (none/check/pending are for incident replay only)")
     parser.add_argument("--speedup", type=_positive, default=DEFAULT_SPEEDUP,
                         help="divide recorded times and durations by this (default: %(default)g)")
+    parser.add_argument("--max-gap", type=_max_gap, default=DEFAULT_MAX_GAP, metavar="SECONDS",
+                        help="shorten idle gaps longer than this (replay seconds) to it; bursts, the order "
+                        "of requests and saves, and the window keep history's timing (default: %(default)g; "
+                        "'inf' replays the original timing)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on a terminal: one line with the replay's length instead")
     parser.add_argument("--url", help="replay against this running service (started with "
                         "CLAIMFIRST_SIM_HINTS=true and the same policy) instead of starting one")
     parser.add_argument("--api-key", default=None,
@@ -92,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         videos = read_csv(args.videos, kind="videos") if args.videos else None
         result = replay(requests, videos, policy=args.policy, speedup=args.speedup, url=args.url,
                         db_latency_ms=args.db_latency_ms, seed=args.seed,
-                        api_key=api_key if args.url is not None else None)
+                        api_key=api_key if args.url is not None else None,
+                        max_gap=args.max_gap, progress=progress_for(not args.no_progress))
         summary_path, requests_path = write_outputs(result, args.out)
     except (AuditError, OSError) as exc:
         print(f"audit: error: {one_line(exc)}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -51,7 +51,12 @@ def run_sync(coroutine: Coroutine[Any, Any, Any]) -> Any:
 
 
 async def send_schedule(
-    url: str, schedule: pd.DataFrame, last_finish: float, *, api_key: str | None = None
+    url: str,
+    schedule: pd.DataFrame,
+    last_finish: float,
+    *,
+    api_key: str | None = None,
+    progress: Callable[[int, float], None] | None = None,
 ) -> tuple[list[dict], dict]:
     # One connection per request: a burst must reach the service at once, not queue in
     # the client's pool.
@@ -65,7 +70,15 @@ async def send_schedule(
         await asyncio.gather(*(client.get("/stats") for _ in range(warm)))
         loop = asyncio.get_running_loop()
         start = loop.time() + START_LEAD_SECONDS
-        tasks = [asyncio.create_task(_send(client, row, start + row["offset_seconds"]))
+        sent = 0
+
+        def one_sent(offset: float) -> None:
+            nonlocal sent
+            sent += 1
+            if progress is not None:
+                progress(sent, offset)
+
+        tasks = [asyncio.create_task(_send(client, row, start + row["offset_seconds"], one_sent))
                  for row in schedule.to_dict("records")]
         outcomes = await asyncio.gather(*tasks)
         remaining = start + last_finish - loop.time()
@@ -73,10 +86,13 @@ async def send_schedule(
     return outcomes, stats
 
 
-async def _send(client: httpx.AsyncClient, row: dict[str, Any], due: float) -> dict[str, Any]:
+async def _send(
+    client: httpx.AsyncClient, row: dict[str, Any], due: float, on_sent: Callable[[float], None]
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, due - loop.time()))  # scheduling: wait for the request's time
     sent = loop.time()
+    on_sent(row["offset_seconds"])
     body = {"tg_user_id": int(row["tg_user_id"]), "prompt": row["prompt"]}
     headers = {"X-Sim-Seconds": f"{row['sim_seconds']:.6f}", "X-Sim-Fail": "1" if row["sim_fail"] else "0"}
     outcome: dict[str, Any] = {"request_id": row["request_id"], "lag_ms": (sent - due) * 1000,

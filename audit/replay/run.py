@@ -18,6 +18,9 @@ What the summary's numbers mean:
   an earlier accepted request of the same user and prompt key, within the window, did not
   fail. Under ``claim`` it must be 0.
 - ``send_lag_*_ms``: how late each request left versus its schedule (client side).
+- ``max_gap_seconds``, ``schedule_seconds``, ``window_seconds``: idle gaps longer than the first
+  were skipped (`audit.replay.compress`), the schedule lasts the second, and the started
+  service ran the third as its duplicate window (replay seconds).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pandas as pd
 from audit.detect import DEFAULT_WINDOW, mark_duplicates
 from audit.frames import AuditError, normalise_videos
 from audit.replay.client import run_sync, send_schedule
+from audit.replay.progress import ReplayProgress
 from audit.replay.schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule
 from audit.replay.service import ServiceConfig, ServiceUnavailable, check_service, started_service
 
@@ -40,7 +44,7 @@ POLICIES = ("none", "check", "pending", "claim")
 
 REQUEST_COLUMNS_OUT = [
     "request_id", "received_at", "tg_user_id", "prompt", "prompt_key", "video_id", "offset_seconds", "duration_source",
-    "sim_seconds", "sim_fail", "status_code", "outcome", "replay_video_id", "lag_ms", "response_ms", "error",
+    "duration_seconds", "sim_seconds", "sim_fail", "status_code", "outcome", "replay_video_id", "lag_ms", "response_ms", "error",
 ]
 
 
@@ -53,12 +57,12 @@ class ReplayResult:
 
     def windows(self) -> pd.DataFrame:
         """The race windows this replay reconstructs, in the history's time: each accepted
-        request's generation from its recorded request time to request time + its (unscaled)
-        duration. Blocked requests keep a row with no ``saved_at``: nothing was generated."""
-        speedup = self.summary["speedup"]
+        request's generation from its recorded request time to request time + its duration in
+        history's clock (a skipped idle gap shortens only the replayed one). Blocked requests
+        keep a row with no ``saved_at``: nothing was generated."""
         out = self.requests[["request_id", "video_id", "tg_user_id", "received_at", "outcome", "sim_fail"]]
         out = out.rename(columns={"video_id": "history_video_id", "received_at": "requested_at"})
-        seconds = pd.to_timedelta(self.requests["sim_seconds"] * speedup, unit="s").dt.round("1s")
+        seconds = pd.to_timedelta(self.requests["duration_seconds"], unit="s").dt.round("1s")
         saved_at = out["requested_at"] + seconds
         out = out.assign(saved_at=saved_at.where(self.requests["outcome"] == "accepted"))
         return out.reset_index(drop=True)
@@ -76,13 +80,18 @@ def replay(
     duration_range: tuple[float, float] = DEFAULT_DURATION_RANGE,
     window: timedelta = DEFAULT_WINDOW,
     api_key: str | None = None,
+    max_gap: float | None = None,
+    progress: ReplayProgress | None = None,
 ) -> ReplayResult:
     """Replay canonical ``requests`` (with ``videos`` for durations) under ``policy``.
 
     With ``url``, the service there must run ``policy`` with ``CLAIMFIRST_SIM_HINTS=true``
     (``db_latency_ms`` is then the service's business, not ours) and ``api_key``, when given,
     is sent to it as ``Authorization: Bearer <key>`` on every request. The service replay
-    starts itself listens on loopback only and needs no key. Raises `AuditError`
+    starts itself listens on loopback only and needs no key. ``max_gap`` (replay seconds)
+    skips idle time; a service given by URL runs its own window, so there only gaps that
+    leave ``window / speedup`` faithful are shortened. ``progress`` is told the schedule and
+    each send. Raises `AuditError`
     (`ServiceUnavailable` when the service cannot be started or reached).
     """
     if policy not in POLICIES:
@@ -95,16 +104,18 @@ def replay(
     if requests.empty:
         raise AuditError("the request log is empty: nothing to replay")
     try:
-        schedule = build_schedule(requests, videos, speedup=speedup, duration_range=duration_range, seed=seed)
+        schedule = build_schedule(requests, videos, speedup=speedup, duration_range=duration_range, seed=seed,
+                                  max_gap=max_gap, window=window, fixed_window=url is not None)
     except ValueError as exc:
         raise AuditError(str(exc)) from exc
     last_finish = float((schedule["offset_seconds"] + schedule["sim_seconds"]).max())
+    progress = progress or ReplayProgress()
 
     if url is None:
         config = ServiceConfig(
             policy=policy,
             db_latency_ms=db_latency_ms,
-            duplicate_window_hours=window.total_seconds() / 3600 / speedup,
+            duplicate_window_hours=schedule.attrs["window_seconds"] / 3600,
             # Longer than the longest replayed generation, so no lease runs out during a
             # replay even if heartbeats stall behind a queue of slow statements.
             lease_seconds=max(30.0, 2 * float(schedule["sim_seconds"].max())),
@@ -113,12 +124,12 @@ def replay(
             seed=seed,
         )
         with started_service(config) as started_url:
-            outcomes, stats = run_sync(send_schedule(started_url, schedule, last_finish))
+            outcomes, stats = _send(started_url, schedule, last_finish, progress, max_gap)
         source = "service_stats"
     else:
         url = url.rstrip("/")
         check_service(url, policy, api_key=api_key)
-        outcomes, stats = run_sync(send_schedule(url, schedule, last_finish, api_key=api_key))
+        outcomes, stats = _send(url, schedule, last_finish, progress, max_gap, api_key=api_key)
         source = "accepted_responses"
 
     # Outcomes come back in schedule order (one task per row, gathered in order); joining by
@@ -132,8 +143,19 @@ def replay(
         durations_from_history=int((frame["duration_source"] == "history").sum()),
         durations_drawn=int((frame["duration_source"] == "drawn").sum()),
         service="started" if url is None else url,
+        max_gap_seconds=max_gap, schedule_seconds=round(last_finish, 3),
+        window_seconds=round(float(schedule.attrs["window_seconds"]), 3),
     )
     return ReplayResult(frame, _ordered(summary))
+
+
+def _send(url: str, schedule: pd.DataFrame, last_finish: float, progress: ReplayProgress,
+          max_gap: float | None, *, api_key: str | None = None) -> tuple[list[dict], dict]:
+    progress.begin(len(schedule), last_finish, max_gap)
+    try:
+        return run_sync(send_schedule(url, schedule, last_finish, api_key=api_key, progress=progress.sent))
+    finally:
+        progress.end()
 
 
 def _summarise(frame: pd.DataFrame, stats: dict[str, Any], source: str, *, window: timedelta) -> dict[str, Any]:

@@ -42,7 +42,10 @@ def test_replay_writes_summary_and_per_request_outcomes(tmp_path, incident_csv, 
     assert rows["status_code"].tolist() == [202, 409, 409]
     assert rows["replay_video_id"].nunique() == 1
     assert rows["lag_ms"].notna().all()
-    assert "1 generations started" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "1 generations started" in captured.out
+    # Not a terminal: no bar, one line saying how long the replay takes.
+    assert captured.err.splitlines() == ["replaying 3 requests over 0.8 s (idle gaps over 0.5 s skipped)"]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +69,8 @@ def test_errors_exit_2_with_one_line_and_write_nothing(tmp_path, incident_csv, c
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args", [["--policy", "always"], ["--policy", "claim", "--speedup", "0"]])
+@pytest.mark.parametrize("args", [["--policy", "always"], ["--policy", "claim", "--speedup", "0"],
+                                  ["--policy", "claim", "--max-gap", "0"], ["--policy", "claim", "--max-gap", "x"]])
 def test_bad_arguments_exit_2(tmp_path, incident_csv, capsys, args):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:

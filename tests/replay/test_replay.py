@@ -91,3 +91,30 @@ def test_db_latency_with_url_is_refused(incident_requests):
     # The latency belongs to the service; one given by URL was started with its own.
     with pytest.raises(AuditError, match="--db-latency-ms"):
         replay(incident_requests, policy="claim", url="http://127.0.0.1:1", db_latency_ms=50)
+
+
+def test_skipping_idle_time_keeps_every_decision(videos):
+    """Days of history replayed in seconds, still deciding as history: the fixture's "Neon
+    city skyline" 24 h 7 min apart is generated twice (outside the window), "Robot chef" again
+    3.5 min after its first generation failed (the failure comes first, as in history), and
+    the incident's burst once."""
+    from audit.replay import read_csv
+
+    from .conftest import FIXTURES
+
+    log = read_csv(FIXTURES / "requests.csv", kind="requests")
+    picked = log[log["request_id"].isin(["req-0005", "req-0008", "req-0009", "req-0014",
+                                          "req-0056", "req-0057", "req-0058"])]
+    result = replay(picked, videos, policy="claim", speedup=60, max_gap=0.5)
+    summary = result.summary
+    assert summary["schedule_seconds"] < 15  # 6 days at 60x: 2.4 hours uncompressed
+    assert summary["window_seconds"] < 24 * 60
+    outcome = result.requests.set_index("request_id")["outcome"]
+    assert outcome.to_dict() == {
+        "req-0005": "accepted", "req-0008": "accepted", "req-0009": "accepted", "req-0014": "accepted",
+        "req-0056": "accepted", "req-0057": "blocked", "req-0058": "blocked",
+    }
+    assert summary["duplicates_generated"] == 0
+    # The race windows are history's, not the shortened replay's.
+    assert result.windows().set_index("request_id").loc["req-0056", "saved_at"] == datetime(
+        2025, 10, 15, 5, 37, tzinfo=UTC)
