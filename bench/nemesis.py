@@ -40,7 +40,7 @@ from pathlib import Path
 from nemesis_check import VIOLATIONS, Verdict, check, read_videos
 from nemesis_cluster import Postgres, Service, StandIn
 from nemesis_faults import Nemesis
-from nemesis_proxy import FaultyProxy
+from tests.stand_ins.faulty_proxy import FaultyProxy  # noqa: E402  (the tests use it too)
 from nemesis_traffic import Traffic
 
 LEASE_SECONDS = 4.0

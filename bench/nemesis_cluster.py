@@ -35,6 +35,7 @@ from service.process import free_port
 __all__ = ["Postgres", "StandIn", "Service", "libfaketime", "ROOT", "wait_for"]
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the stand-ins (Replicate, the faulty proxy) live with the tests
 # A service starts (migration included) in ~2 s; on two loaded cores, several times that.
 START_DEADLINE_SECONDS = 40.0
 STOP_DEADLINE_SECONDS = 15.0  # SIGTERM: uvicorn's graceful shutdown, then the runner's 10 s grace

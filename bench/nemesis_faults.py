@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nemesis_cluster import Postgres, Service, StandIn, wait_for
-from nemesis_proxy import FaultyProxy
+from tests.stand_ins.faulty_proxy import FaultyProxy  # noqa: E402  (the tests use it too)
 
 __all__ = ["Window", "Nemesis", "FAULTS"]
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -205,7 +205,7 @@ class ReplicateGenerator:
             await asyncio.sleep(settle)  # until the earlier create has surely landed or timed out
         since = job.search_since - timedelta(seconds=SEARCH_SKEW_SECONDS)
         found: Prediction | None = None
-        url: str | None = "/predictions"
+        url: str | None = "/predictions?" + urlencode({"created_after": since.isoformat()})
         for _ in range(SEARCH_MAX_PAGES):
             page = await self._list(client, url)
             for item in page.results:
@@ -216,7 +216,9 @@ class ReplicateGenerator:
                 if item.model in (None, self.model) and (item.input or {}).get("prompt") == job.prompt:
                     found = item  # newest first: the last match is the earliest
             else:
-                url = page.next
+                # Only the cursor is taken from `next`: the token goes to the configured base URL,
+                # never to a host an answer names.
+                url = None if page.next is None else "/predictions?" + httpx.URL(page.next).query.decode()
             if url is None:
                 break
         if found is None:

@@ -85,6 +85,12 @@ class OwnPostgres:
         self.server = pgserver.get_server(pgdata, cleanup_mode="stop")
         self.url = normalize_database_url(self.server.get_uri())
 
+    @property
+    def socket(self) -> Path:
+        """The server's Unix socket (pgserver listens on no TCP port): what a proxy forwards to."""
+        info = self.server.get_postmaster_info()
+        return Path(info.socket_dir) / f".s.PGSQL.{info.port}"
+
     def stop(self) -> None:
         self.server.cleanup()  # pg_ctl stop -w: every connection is dropped
 

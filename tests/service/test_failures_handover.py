@@ -4,7 +4,8 @@ Every test runs `python -m service` processes on one real PostgreSQL, with the s
 Replicate (a loopback server in this test's process, so it outlives the services) counting
 the predictions created and cancelled: one prediction per key is one payment.
 
-- an orphan claim (its request already answered 503) never takes a live holder's key over;
+- an orphan claim (its request already answered 503) never takes a live holder's key over,
+  whether a lock or a slow network delayed it;
 - a worker that lost its lease leaves its job running for the attempt that adopted it;
 - a SIGTERM hands a running job over instead of cancelling it; a survivor's sweep adopts it;
 - a job id that cannot be written within the lease is written later, not cancelled;
@@ -24,8 +25,9 @@ from decimal import Decimal
 import httpx
 import psycopg
 
-from tests.service.failures import WAITING_CLAIMS_SQL, libpq
+from tests.service.failures import WAITING_CLAIMS_SQL, libpq, own_postgres
 from tests.service.live import live_service, wait_until
+from tests.stand_ins.faulty_proxy import FaultyProxy
 from tests.stand_ins.replicate import Fate, StandInReplicate
 
 PROMPT = "Smart wallets as digital assistants..."
@@ -56,8 +58,10 @@ def ready_video(database_url: str) -> tuple | None:
 
 
 def test_a_claim_whose_request_gave_up_never_takes_a_live_key_over(pg_url: str, tmp_path) -> None:
-    """Before: the duplicate's statement ran when the lock went, found the lease expired and
-    took the key over as attempt 2 with no worker; the live holder's result was refused."""
+    """Before: the paused holder woke after its lease had run out and its own sweep failed the
+    claim it was still paying for (the video never became ready). The queued claim itself was
+    cancelled on the server by psycopg: a lock lets that cancel through, a slow network does not
+    (the next test)."""
     lease = 2
     with live_service(pg_url, tmp_path, lease_seconds=lease, request_timeout_seconds=1, sim_seconds="6") as holder, \
             live_service(pg_url, tmp_path, lease_seconds=lease, request_timeout_seconds=1) as other:
@@ -190,3 +194,51 @@ def test_an_idempotency_key_request_answers_within_one_bound(pg_url: str, tmp_pa
         elapsed = time.monotonic() - started
     assert answer.status_code == 503, answer.text
     assert elapsed < 1.5, elapsed
+
+
+def test_a_claim_that_reaches_the_database_after_its_request_gave_up_takes_nothing_over(tmp_path) -> None:
+    """Before (382e375): the claim reached PostgreSQL 3 s late through a slow network, found the
+    paused holder's lease expired, and took the key over as attempt 2 with nobody to generate
+    it (the issue's orphan claim: the same happens to a statement held by a frozen server).
+    Too late for psycopg's cancel to overtake it: the cancel goes through the same network."""
+    lease = 2
+    with own_postgres() as pg:
+        proxy = FaultyProxy(pg.socket)
+        proxy.start()
+        slow_url = f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres"
+        try:
+            with live_service(pg.url, tmp_path, lease_seconds=lease, request_timeout_seconds=1,
+                              sim_seconds="4") as holder, \
+                    live_service(slow_url, tmp_path, lease_seconds=lease, request_timeout_seconds=1) as other:
+                assert httpx.post(f"{holder.url}/create", json=BODY, timeout=10).status_code == 202
+                holder.signal(signal.SIGSTOP)  # its heartbeat cannot renew first
+                try:
+                    lease_end = rows(pg.url, "SELECT lease_expires_at FROM video_claims")[0][0]
+                    wait_until(lambda: rows(pg.url, f"SELECT clock_timestamp() > '{lease_end}'::timestamptz"
+                                                    f" + interval '{lease} seconds'")[0][0],
+                               what="the paused holder's lease to run out")
+                    # A first claim gives the other service its anchor of the database's clock
+                    # (read once per process), so the late claim below is sent at once.
+                    warm = httpx.post(f"{other.url}/create", json={"tg_user_id": 43, "prompt": "warm up"}, timeout=10)
+                    assert warm.status_code == 202, warm.text
+                    proxy.latency(6.0)  # 3 s each way
+                    sent = rows(pg.url, "SELECT clock_timestamp()")[0][0]
+                    answer = httpx.post(f"{other.url}/create", json=BODY, timeout=10)
+                    assert answer.status_code == 503, answer.text
+                    # The claim statement reaches the server ~3 s after it was sent, and runs.
+                    wait_until(lambda: rows(pg.url, CLAIM_RAN.format(sent=sent))[0][0], timeout=20,
+                               what="the late claim statement to run")
+                finally:
+                    holder.signal(signal.SIGCONT)
+                assert rows(pg.url, "SELECT attempt FROM video_claims WHERE tg_user_id = 42") == [(1,)]
+                proxy.pass_through()
+                done = wait_until(lambda: rows(pg.url, "SELECT attempt FROM videos WHERE tg_user_id = 42"
+                                                       " AND status = 'ready'"), what="the holder's video", timeout=30)
+                assert done == [(1,)]
+        finally:
+            proxy.stop()
+
+
+# A backend that ran the claim statement since `sent` and is done with it.
+CLAIM_RAN = """SELECT count(*) > 0 FROM pg_stat_activity WHERE state = 'idle'
+                AND query LIKE '%INSERT INTO video_claims%' AND query_start > '{sent}'::timestamptz"""

@@ -1,4 +1,4 @@
-"""A TCP proxy between the services and PostgreSQL that the nemesis switches between faults.
+"""A TCP proxy between services and PostgreSQL that a test or the nemesis switches between faults.
 
     proxy = FaultyProxy(upstream_socket)      # PostgreSQL's Unix socket (pgserver listens on no port)
     proxy.start(); proxy.port                 # the services' DATABASE_URL points here
@@ -54,6 +54,8 @@ class FaultyProxy:
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(THREAD_DEADLINE_SECONDS)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(THREAD_DEADLINE_SECONDS)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def retarget(self, upstream_socket: Path) -> None:
         """New connections go to this socket (PostgreSQL restarted elsewhere)."""
