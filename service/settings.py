@@ -195,11 +195,24 @@ class Settings(BaseSettings):
     )
 
     # --- uvicorn (python -m service) ---
-    # Open connections plus running requests per worker process; past it uvicorn answers 503
-    # at once instead of letting a flood of sockets starve everyone. Half the usual 1,024
-    # open-file limit, so a worker always keeps descriptors for its database pool and logs,
-    # and above the 200-connection bursts the concurrency tests and the replay send.
+    # Requests being answered per worker process; past it a request gets 503 at once instead
+    # of letting a flood starve everyone. Also how many connections may wait for a request's
+    # head at once; past it the one waiting longest is closed (service.http.connections).
+    # Half the usual 1,024 open-file limit, so a worker always keeps descriptors for its
+    # database pool and logs, and above the 200-connection bursts the concurrency tests and
+    # the replay send.
     limit_concurrency: int = Field(default=512, ge=1)
+    # The request line and headers of one request. 16 KiB is h11's and Node's default, twice
+    # nginx's 8 KiB line buffer: a bearer key, an Idempotency-Key and a tracing header take
+    # under 1 KiB. Past it: 431, closed, never buffered further.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    # A client has this long to send a request's head (from connecting, or from its first
+    # byte on a kept-alive connection), then this long again for the body. A real client sends
+    # a /create (under 25 KB) in milliseconds, Telegram its updates likewise; 10 s leaves a
+    # slow mobile link 6 KB/s for the largest body allowed, and frees a slow sender's slot
+    # within seconds. Past either: 408, closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # An idle keep-alive connection is closed after this long: long enough for a client to
     # reuse its connection within a burst of requests, short enough that idle sockets give
     # their limit_concurrency slot back within seconds (uvicorn's own default).
