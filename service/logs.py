@@ -30,7 +30,7 @@ from service.settings import Settings
 
 __all__ = ["request_context", "usable_request_id", "JsonFormatter", "RedactSecrets", "bind", "log_config", "CONTEXT_FIELDS"]
 
-CONTEXT_FIELDS = ("request_id", "video_id", "attempt", "outcome")
+CONTEXT_FIELDS = ("request_id", "caller", "video_id", "attempt", "outcome")
 _context: ContextVar[dict[str, Any]] = ContextVar("claimfirst_log_context", default={})
 
 # A client's X-Request-ID is kept when it looks like an id (a UUID is 36 characters, most
