@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from audit.figures import timeline_figure, waste_by_class_figure, waste_by_week_figure
 from audit.pipeline import AuditResult
 from audit.words import iso_utc
+from service.redact import redact_text
 
 __all__ = [
     "DUPLICATE_CSV_COLUMNS",
@@ -144,10 +145,12 @@ def render_html(result: AuditResult, *, source: str) -> str:
 
 
 def write_data(result: AuditResult, out_dir: str | Path, *, source: str) -> dict[str, Path]:
-    """Write ``summary.json`` and ``duplicates.csv`` into ``out_dir`` (created if missing)."""
+    """Write ``summary.json`` and ``duplicates.csv`` into ``out_dir`` (created if missing).
+    Secrets are masked in all of ``summary.json`` (its source names a database URL, its notes
+    may quote one): `service.redact`, the rule the service's logs follow."""
     out = Path(out_dir)
     paths = {"summary": out / "summary.json", "duplicates": out / "duplicates.csv"}
-    summary = summary_json({"source": source, **result.summary})
+    summary = redact_text(summary_json({"source": source, **result.summary}))
     table = duplicates_csv(result.duplicates)
     out.mkdir(parents=True, exist_ok=True)
     paths["summary"].write_text(summary)
@@ -158,7 +161,7 @@ def write_data(result: AuditResult, out_dir: str | Path, *, source: str) -> dict
 def write_page(result: AuditResult, out_dir: str | Path, *, source: str) -> Path:
     """Render and write ``report.html`` into ``out_dir``."""
     path = Path(out_dir) / "report.html"
-    path.write_text(render_html(result, source=source))
+    path.write_text(render_html(result, source=redact_text(source)))
     return path
 
 

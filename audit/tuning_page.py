@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from audit.words import money
+from service.redact import redact_text
 
 __all__ = ["window_words", "tuning_text", "tuning_figure", "write_tuning"]
 
@@ -89,6 +90,7 @@ def tuning_figure(table: pd.DataFrame, *, title: str = "What each window and key
 
 
 def write_tuning(table: pd.DataFrame, out_dir: str | Path, *, source: str, parameters: dict[str, Any]) -> dict[str, Path]:
+    source = redact_text(source)
     """``tuning.csv`` and ``tuning.json`` first, then ``tuning.html`` (the chart and the table)."""
     import plotly.io as pio
 
