@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
-from tests.service.live import live_service
+from tests.service.live import live_service, wait_until
 
 KEY = "k" * 32
 # The deadlines the tests run with: long enough that a loaded machine's honest client makes
@@ -104,6 +104,26 @@ def test_a_body_sent_slowly_is_408_and_the_create_is_not_an_outage(sqlite_url: s
         assert 'claimfirst_create_total{outcome="unavailable"} 0.0' in metrics
         assert 'claimfirst_create_total{outcome="client_gone"} 1.0' in metrics
         assert "Traceback" not in service.log_path.read_text()
+
+
+def test_a_client_that_hangs_up_mid_body_is_neither_a_500_nor_an_outage(sqlite_url: str, tmp_path) -> None:
+    with live_service(sqlite_url, tmp_path, api_keys=KEY, log_level="info") as service:
+        for _ in range(3):
+            with socket.create_connection(_address(service.url)) as sock:
+                sock.sendall(f"POST /create HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
+                             'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"tg_user_id": 1, '.encode())
+        key = {"Authorization": f"Bearer {KEY}"}
+
+        def counted() -> str:
+            text = httpx.get(f"{service.url}/metrics", headers=key, timeout=5).text
+            return 'claimfirst_create_total{outcome="client_gone"} 3.0' in text and text
+
+        metrics = wait_until(counted, timeout=10, what="three client_gone answers")
+        assert 'claimfirst_create_total{outcome="unavailable"} 0.0' in metrics
+        assert httpx.get(f"{service.url}/stats", headers=key, timeout=5).json()["submitted"] == 0
+    log = service.log_path.read_text()
+    assert log.count("POST /create 499") == 3
+    assert "Traceback" not in log and "Exception in ASGI application" not in log and " 500" not in log
 
 
 def test_past_the_limit_of_requests_being_answered_new_ones_get_503(sqlite_url: str, tmp_path) -> None:
