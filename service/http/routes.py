@@ -23,6 +23,7 @@ from service.http.edge import Edge
 from service.errors import DuplicateRequest, InvalidRequest, VideoNotFound
 from service.generation.generators import SimHints
 from service.settings import Scope
+from service.http.docs import install_docs
 from service.http.errors import error_response, install_error_handlers, parsed_body
 from service.http.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.metrics import CONTENT_TYPE_LATEST
@@ -109,6 +110,7 @@ def install(app: FastAPI) -> None:
     settings = app.state.runtime.settings
     app.add_middleware(Edge, metrics=app.state.runtime.metrics, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
+    install_docs(app)
     check_key, keys = api_key_check(settings)
 
     def auth_errors(scope: Scope) -> tuple[int, ...]:
