@@ -15,8 +15,9 @@ real client got 503 (issue 18). This subclass adds, per connection:
 - **who waits, who works** (CLAIMFIRST_LIMIT_CONCURRENCY): uvicorn refused a request with 503
   when `limit_concurrency` connections were *open*, so sockets that never finished a head
   locked real clients out. Here the limit counts requests being *answered* (503 past it, as
-  before), and separately connections *waiting* for a head (new, idle keep-alive, or sending
-  one): at the limit, a new connection closes the one that has waited longest. A client
+  before), and separately connections *waiting* for a head (new, or sending one; an idle
+  kept-alive connection is closed by CLAIMFIRST_KEEPALIVE_SECONDS instead): at the limit, a new
+  one closes the one that has waited longest. A client
   that sends its request at once is never the longest waiter; a slow one is, and memory stays
   bounded at limit x (head limit + one read) however many connections arrive.
 
@@ -116,6 +117,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._late is None:  # a keep-alive connection's next request
+            self._wait()
             self._arm(self.bounds.header_timeout_seconds, self._head_late)
 
     def on_headers_complete(self) -> None:
@@ -134,13 +136,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         self._head_budget = self.bounds.max_header_bytes
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.cycle.response_complete:
-            self._wait()  # idle keep-alive: uvicorn's keep-alive timeout closes it in time
-
     # --- the bounds
     def _wait(self) -> None:
+        # Not an idle kept-alive connection: it sent a whole request in time, holds no head,
+        # and is closed by uvicorn's keep-alive timeout. Evicting it would close a real
+        # client's pooled connection under its next request (seen under a flood of new ones).
         self._waiting.pop(self, None)
         if len(self._waiting) >= self.bounds.limit_concurrency:
             oldest = next(iter(self._waiting))

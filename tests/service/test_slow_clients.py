@@ -284,7 +284,7 @@ def test_600_hostile_connections_leave_a_real_client_answered_and_memory_bounded
     slowest = max(seconds for _, seconds in answers)
     print(f"real client: {statuses}, slowest {slowest:.2f} s; attackers saw {dict(seen)}; "
           f"RSS {before / 2**20:.0f} -> peak {max(peak) / 2**20:.0f} MB")
-    assert len(answers) >= 20 and statuses == {202: len(answers)}, statuses
+    assert len(answers) >= 10 and statuses == {202: len(answers)}, statuses  # throughout the 8 s attack
     assert slowest < DEADLINE, slowest  # never made to wait out an attacker's deadline
     assert seen["HTTP/1.1 408"] >= 200 and seen["HTTP/1.1 431"] + seen["reset"] >= 200, seen
     assert (max(peak) - before) / 2**20 < RSS_GROWTH_CAP_MB
