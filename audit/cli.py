@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"audit: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except InternalError as exc:
-        print(f"audit: internal error: {exc}", file=sys.stderr)
+        print(f"audit: internal error: {one_line(exc)}", file=sys.stderr)
         return 3
     except Exception as exc:  # a bug: one line and exit 3, never a traceback read as exit 1
         print(f"audit: internal error: {_one_line(exc)}", file=sys.stderr)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from audit.frames import AuditError
 from audit.sources.base import Period
+from service.redact import redact_text
 
 __all__ = ["DEFAULT_DATABASE_PERIOD", "InternalError", "_add_period", "_moment", "_one_line", "_out", "_period",
            "_positive", "_until"]
@@ -82,5 +83,5 @@ class InternalError(Exception):
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = redact_text(" ".join(str(exc).split()))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+from service.redact import redact_text
+
 __all__ = ["OneLineParser", "one_line"]
 
 
 def one_line(message: object) -> str:
-    """A message on one line: cron mails and log scrapers read errors line by line."""
-    return " ".join(str(message).split())
+    """A message on one line: cron mails and log scrapers read errors line by line. Any
+    database URL's password or secret parameter in it is masked (`service.redact`)."""
+    return redact_text(" ".join(str(message).split()))
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from audit.reconcile import Reconciliation
 from audit.report import summary_json
 from audit.words import duration, money
+from service.redact import redact_text
 
 __all__ = ["reconcile_text", "reconcile_figure", "render_reconcile", "write_reconcile_data", "write_reconcile_page"]
 
@@ -154,11 +155,11 @@ def write_reconcile_data(result: Reconciliation, out_dir: str | Path, *, source:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "reconcile.json"
     by_day = result.by_day.to_dict(orient="records")
-    path.write_text(summary_json({"source": source, **result.summary, "by_day": by_day}))
+    path.write_text(redact_text(summary_json({"source": source, **result.summary, "by_day": by_day})))
     return path
 
 
 def write_reconcile_page(result: Reconciliation, out_dir: str | Path, *, source: str) -> Path:
     path = Path(out_dir) / "reconcile.html"
-    path.write_text(render_reconcile(result, source=source))
+    path.write_text(render_reconcile(result, source=redact_text(source)))
     return path

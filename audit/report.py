@@ -22,7 +22,8 @@ import pyarrow.compute as pc
 
 from audit.figures import timeline_figure, waste_by_class_figure, waste_by_week_figure
 from audit.pipeline import AuditResult
-from audit.words import iso_utc
+from audit.words import FORMULA_TRIGGERS, iso_utc, spreadsheet_cell
+from service.redact import redact_text
 
 __all__ = [
     "DUPLICATE_CSV_COLUMNS",
@@ -104,15 +105,19 @@ def _csv_quoted(text: str) -> str:
     return buffer.getvalue()[:-2]
 
 
+_SPECIAL = "^[" + "".join("\\" + c if c in "-" else c for c in FORMULA_TRIGGERS) + r']|[,"\r\n]'
+
+
 def _csv_fields(values: list, *, text: bool) -> list[str]:
     """One column's fields: ``str`` of each value, as the `csv` writer takes it; in a ``text``
-    column the few that hold a delimiter, a quote or a line break quoted by the writer
-    itself (numbers, booleans and ISO times never do)."""
+    column the few that start like a formula neutralised (`audit.words.spreadsheet_cell`),
+    and those that hold a delimiter, a quote or a line break quoted by the writer itself
+    (numbers, booleans and ISO times never do either)."""
     fields = list(map(str, values))
     if text:
-        special = pc.match_substring_regex(pa.array(fields, type=pa.string()), r'[,"\r\n]')
+        special = pc.match_substring_regex(pa.array(fields, type=pa.string()), _SPECIAL)
         for i in np.flatnonzero(special.to_numpy(zero_copy_only=False)).tolist():
-            fields[i] = _csv_quoted(fields[i])
+            fields[i] = _csv_quoted(spreadsheet_cell(fields[i]))
     return fields
 
 
@@ -144,10 +149,12 @@ def render_html(result: AuditResult, *, source: str) -> str:
 
 
 def write_data(result: AuditResult, out_dir: str | Path, *, source: str) -> dict[str, Path]:
-    """Write ``summary.json`` and ``duplicates.csv`` into ``out_dir`` (created if missing)."""
+    """Write ``summary.json`` and ``duplicates.csv`` into ``out_dir`` (created if missing).
+    Secrets are masked in all of ``summary.json`` (its source names a database URL, its notes
+    may quote one): `service.redact`, the rule the service's logs follow."""
     out = Path(out_dir)
     paths = {"summary": out / "summary.json", "duplicates": out / "duplicates.csv"}
-    summary = summary_json({"source": source, **result.summary})
+    summary = redact_text(summary_json({"source": source, **result.summary}))
     table = duplicates_csv(result.duplicates)
     out.mkdir(parents=True, exist_ok=True)
     paths["summary"].write_text(summary)
@@ -158,7 +165,7 @@ def write_data(result: AuditResult, out_dir: str | Path, *, source: str) -> dict
 def write_page(result: AuditResult, out_dir: str | Path, *, source: str) -> Path:
     """Render and write ``report.html`` into ``out_dir``."""
     path = Path(out_dir) / "report.html"
-    path.write_text(render_html(result, source=source))
+    path.write_text(render_html(result, source=redact_text(source)))
     return path
 
 

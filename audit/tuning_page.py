@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from audit.words import money
+from audit.words import money, spreadsheet_safe
+from service.redact import redact_text
 
 __all__ = ["window_words", "tuning_text", "tuning_figure", "write_tuning"]
 
@@ -90,12 +91,13 @@ def tuning_figure(table: pd.DataFrame, *, title: str = "What each window and key
 
 def write_tuning(table: pd.DataFrame, out_dir: str | Path, *, source: str, parameters: dict[str, Any]) -> dict[str, Path]:
     """``tuning.csv`` and ``tuning.json`` first, then ``tuning.html`` (the chart and the table)."""
+    source = redact_text(source)
     import plotly.io as pio
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "tuning.csv", "json": out / "tuning.json", "html": out / "tuning.html"}
-    table.to_csv(paths["csv"], index=False)
+    spreadsheet_safe(table).to_csv(paths["csv"], index=False)
     paths["json"].write_text(json.dumps({"source": source, **parameters, "rows": table.to_dict(orient="records")}, indent=1) + "\n")
     chart = pio.to_html(tuning_figure(table), include_plotlyjs=True, full_html=False, default_width="100%")
     about = html.escape(", ".join(f"{k} {v}" for k, v in parameters.items()))

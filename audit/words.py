@@ -11,7 +11,28 @@ import math
 import numpy as np
 import pandas as pd
 
-__all__ = ["money", "duration", "iso_utc"]
+__all__ = ["money", "duration", "iso_utc", "FORMULA_TRIGGERS", "spreadsheet_cell", "spreadsheet_safe"]
+
+# OWASP's CSV injection rule: a cell starting with one of these is run as a formula by Excel,
+# LibreOffice or Google Sheets (=HYPERLINK(…), +cmd|…, @SUM(…), a tab or CR before them). Prompts
+# are user-controlled, and the manager opens duplicates.csv in a spreadsheet.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """A text cell a spreadsheet shows instead of running: a leading apostrophe (which the
+    spreadsheet hides) before a formula trigger. Only text columns: a number is never a formula."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with `spreadsheet_cell` applied to its text columns, for ``to_csv``."""
+    safe = frame.copy()
+    for name in safe.columns:
+        column = safe[name]
+        if column.dtype == object or isinstance(column.dtype, pd.StringDtype):
+            safe[name] = column.map(lambda v: spreadsheet_cell(v) if isinstance(v, str) else v)
+    return safe
 
 
 def money(usd: float) -> str:

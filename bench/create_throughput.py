@@ -16,7 +16,7 @@ seconds apart) with the range of those ratios:
 - SQLite (the embedded default) against a minimal SQLite endpoint (`bench/minimal_sqlite.py`).
 Then the RSS of the service after `--queued` new claims with their generations queued.
 
-    .venv/bin/python bench/create_throughput.py [--seconds 10] [--repeats 5] [--queued 100000]
+    .venv/bin/python bench/create_throughput.py [--seconds 10] [--repeats 5] [--queued 100000] [--only pg]
 """
 
 from __future__ import annotations
@@ -251,6 +251,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--queued", type=int, default=100_000, help="new claims for the RSS figure (0: skip)")
+    parser.add_argument("--only", choices=("pg", "workers", "sqlite"), action="append",
+                        help="run only these tables (repeatable; default all): a short run for one question")
     args = parser.parse_args()
     scripts = {"duplicate": "dup.lua", "new": "new.lua"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,15 +269,19 @@ def main() -> None:
             return lambda: service(normalize_database_url(fresh_database(admin, "service")), Path(tmp), **extra)
 
         print(f"wrk -t1 -c32 -d{args.seconds}s, medians of {args.repeats}, one PostgreSQL, same run")
-        pg = compare({"minimal (ceiling)": minimal, "python -m service": ours()}, scripts, args.seconds, args.repeats)
-        table("PostgreSQL", pg, "minimal (ceiling)", scripts)
+        parts = set(args.only or ("pg", "workers", "sqlite"))
+        if "pg" in parts:
+            pg = compare({"minimal (ceiling)": minimal, "python -m service": ours()}, scripts, args.seconds,
+                         args.repeats)
+            table("PostgreSQL", pg, "minimal (ceiling)", scripts)
         dup = {"duplicate": "dup.lua"}
-        workers = compare({"minimal, 1 worker": minimal, "minimal, 2 workers": lambda: minimal(workers=2),
-                           "service, 1 worker": ours(), "service, --workers 2": ours(CLAIMFIRST_WORKERS="2")},
-                          dup, args.seconds, args.repeats)
-        table("PostgreSQL, duplicate path by workers (ratio to the same server's 1 worker)", workers,
-              {name: name.split(",")[0] + ", 1 worker" for name, _ in workers}, dup)
-        cpu_table(workers, len(os.sched_getaffinity(0)))
+        if "workers" in parts:
+            workers = compare({"minimal, 1 worker": minimal, "minimal, 2 workers": lambda: minimal(workers=2),
+                               "service, 1 worker": ours(), "service, --workers 2": ours(CLAIMFIRST_WORKERS="2")},
+                              dup, args.seconds, args.repeats)
+            table("PostgreSQL, duplicate path by workers (ratio to the same server's 1 worker)", workers,
+                  {name: name.split(",")[0] + ", 1 worker" for name, _ in workers}, dup)
+            cpu_table(workers, len(os.sched_getaffinity(0)))
 
         def sqlite_minimal():  # type: ignore[no-untyped-def]
             path = Path(tmp) / f"minimal-{time.monotonic_ns()}.db"
@@ -284,9 +290,10 @@ def main() -> None:
         def sqlite_ours():  # type: ignore[no-untyped-def]
             return service(f"sqlite:///{tmp}/service-{time.monotonic_ns()}.db", Path(tmp))
 
-        lite = compare({"minimal sqlite": sqlite_minimal, "python -m service": sqlite_ours}, scripts,
-                       args.seconds, args.repeats)
-        table("SQLite (no goal yet)", lite, "minimal sqlite", scripts)
+        if "sqlite" in parts:
+            lite = compare({"minimal sqlite": sqlite_minimal, "python -m service": sqlite_ours}, scripts,
+                           args.seconds, args.repeats)
+            table("SQLite (no goal yet)", lite, "minimal sqlite", scripts)
 
         if args.queued:
             database_url = normalize_database_url(fresh_database(admin, "service"))

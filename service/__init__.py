@@ -20,15 +20,18 @@ if TYPE_CHECKING:
         ClaimContention,
         ClaimfirstError,
         DuplicateRequest,
+        Forbidden,
         GenerationError,
         IdempotencyError,
         IdempotencyKeyInProgress,
         IdempotencyKeyReused,
         InvalidRequest,
         RequestTooLarge,
+        ScopeMissing,
         StorageUnavailable,
         Throttled,
         Unauthenticated,
+        UserNotAllowed,
         VideoNotFound,
     )
     from service.generation import GenerationJob, Generator, SimulatedGenerator, make_generator
@@ -62,6 +65,7 @@ _HOMES = {
         "ClaimfirstError", "InvalidRequest", "Unauthenticated", "RequestTooLarge", "DuplicateRequest",
         "ClaimContention", "VideoNotFound", "StorageUnavailable", "Throttled", "GenerationError",
         "IdempotencyError", "BadIdempotencyKey", "IdempotencyKeyInProgress", "IdempotencyKeyReused",
+        "Forbidden", "ScopeMissing", "UserNotAllowed",
     ], "service.errors"),
 }
 

@@ -30,6 +30,7 @@ from service.http.auth import anonymous_refusal
 from service.errors import StorageUnavailable
 from service.http.limits import uvicorn_options
 from service.logs import log_config
+from service.redact import redact_text, redact_url
 from service.metrics import MULTIPROC_ENV
 from service.settings import Settings, describe_settings_error
 from service.stores.engine import make_engine, migrate
@@ -40,7 +41,8 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"service: error: {message}\n")
+        # Masked here, once for every error line: a message may quote a database URL.
+        self.exit(2, redact_text(f"service: error: {message}") + "\n")
 
 
 def _positive(text: str) -> int:
@@ -90,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     # Migrate before serving (the app does it again at start, finding nothing to do): a
     # database that is down or a table that is not the bot's gets one line, not a traceback.
     engine = make_engine(settings.database_url)
-    where = engine.url.render_as_string(hide_password=True)
+    where = redact_url(settings.database_url)
     try:
         migrate(engine)
     except (StorageUnavailable, RuntimeError) as exc:
-        print(f"service: error: cannot prepare the database {where}: {exc}", file=sys.stderr)
+        print(redact_text(f"service: error: cannot prepare the database {where}: {exc}"), file=sys.stderr)
         return 1
     except sa_exc.DatabaseError as exc:  # answered, but not as a database we can use
         parser.error(f"DATABASE_URL {where} is not a usable database: {str(exc.orig).splitlines()[0]}")

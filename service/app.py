@@ -61,6 +61,8 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
         title="claimfirst",
         summary="Claim-first video generation: one atomic claim per prompt, never two payments.",
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by service.http.docs, not a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
     install(app)

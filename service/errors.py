@@ -3,6 +3,9 @@
     ClaimfirstError                 500  base: anything the service raises on purpose
      ├── InvalidRequest             422  bad input; nothing was written
      ├── Unauthenticated            401  no or unknown API key (carries WWW-Authenticate)
+     ├── Forbidden                  403  the key may not do this (application/problem+json)
+     │    ├── ScopeMissing          403  it lacks the endpoint's scope
+     │    └── UserNotAllowed        403  it may not act for this tg_user_id
      ├── RequestTooLarge            413  body over the limit; refused before it was read
      ├── DuplicateRequest           409  an equivalent video holds the claim (carries it)
      ├── ClaimContention            409  the claim kept changing hands while we looked; retry
@@ -20,7 +23,8 @@ still maps to a status so no error is left unmapped (a test checks that). A fenc
 is not an error: the store's fenced writes answer False and the runner records the loss.
 Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
 FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http.errors`).
-`IdempotencyError`s answer RFC 9457 problem details: a stable `type` per kind, `title`, `status`.
+`IdempotencyError`s and `Forbidden` answer RFC 9457 problem details: a stable `type` per kind,
+`title`, `status`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ __all__ = [
     "ClaimfirstError",
     "InvalidRequest",
     "Unauthenticated",
+    "Forbidden",
+    "ScopeMissing",
+    "UserNotAllowed",
     "RequestTooLarge",
     "DuplicateRequest",
     "ClaimContention",
@@ -75,6 +82,36 @@ class Unauthenticated(ClaimfirstError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}  # RFC 9110: a 401 names its scheme
+
+
+class _Problem:
+    """RFC 9457 problem details. The `type` is a relative URI reference, stable per kind
+    (clients match on it), resolved against the service's URL."""
+
+    media_type = "application/problem+json"
+    problem = "about:blank"
+    title = "Problem"
+    status_code: int
+    detail: str
+
+    def body(self) -> dict[str, Any]:
+        return {"type": self.problem, "title": self.title, "status": self.status_code, "detail": self.detail}
+
+
+class Forbidden(_Problem, ClaimfirstError):
+    status_code = 403
+    problem = "/problems/forbidden"
+    title = "This API key may not do this"
+
+
+class ScopeMissing(Forbidden):
+    problem = "/problems/scope-missing"
+    title = "This API key lacks the scope this endpoint needs"
+
+
+class UserNotAllowed(Forbidden):
+    problem = "/problems/user-not-allowed"
+    title = "This API key may not act for this Telegram user"
 
 
 class RequestTooLarge(ClaimfirstError):
@@ -147,17 +184,11 @@ class GenerationError(ClaimfirstError):
         self.cost_usd = cost_usd
 
 
-class IdempotencyError(ClaimfirstError):
-    """An RFC 9457 problem about the Idempotency-Key header. The `type` is a relative URI
-    reference, stable per kind (clients match on it), resolved against the service's URL."""
+class IdempotencyError(_Problem, ClaimfirstError):
+    """An RFC 9457 problem about the Idempotency-Key header."""
 
     status_code = 400
-    media_type = "application/problem+json"
-    problem = "about:blank"
     title = "Idempotency-Key problem"
-
-    def body(self) -> dict[str, Any]:
-        return {"type": self.problem, "title": self.title, "status": self.status_code, "detail": self.detail}
 
 
 class BadIdempotencyKey(IdempotencyError):

@@ -6,9 +6,12 @@
   in, so a generation started by a request logs that request's id; `bind` adds the video id
   and attempt once they are known.
 - `JsonFormatter`: one object per line: time (UTC, ISO 8601), level, logger, message, then
-  request_id, video_id, attempt, outcome where known (from the context or a call's `extra`).
-- `RedactSecrets`: a filter on every handler that masks the API keys, the provider token and
-  the database password, should any code ever put one in a message. The service logs no
+  request_id, caller, video_id, attempt, outcome where known (from the context or a call's `extra`).
+- Both formatters mask secrets in *every* field of a record, the formatted traceback
+  included (`service.redact.Redactor`): the API keys, the provider and bot tokens, the
+  webhook secret and the database password as values, and any URL's password or `password=`,
+  `sslpassword=`, `token=` parameter. A request id equal to a key, a URL in an exception's
+  message, an access-log line with `?token=`: all come out masked. The service logs no
   prompt text at INFO (prompts are user data); nothing here can tell a prompt from a message.
 - `log_config(settings, level)`: the `logging.config.dictConfig` that `python -m service`
   hands to uvicorn, which applies it in each worker process (a spawned worker inherits no
@@ -26,18 +29,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import make_url
+
+from service.redact import SECRET_PARAMETERS, Redactor
 from service.settings import Settings
 
-__all__ = ["request_context", "usable_request_id", "JsonFormatter", "RedactSecrets", "bind", "log_config", "CONTEXT_FIELDS"]
+__all__ = ["request_context", "usable_request_id", "JsonFormatter", "TextFormatter", "bind", "log_config",
+           "secrets_of", "CONTEXT_FIELDS"]
 
-CONTEXT_FIELDS = ("request_id", "video_id", "attempt", "outcome")
+CONTEXT_FIELDS = ("request_id", "caller", "video_id", "attempt", "outcome")
 _context: ContextVar[dict[str, Any]] = ContextVar("claimfirst_log_context", default={})
 
 # A client's X-Request-ID is kept when it looks like an id (a UUID is 36 characters, most
 # tracing ids fewer than 64); anything longer or unprintable is replaced, never refused.
 MAX_REQUEST_ID_CHARS = 128
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-REDACTED = "[redacted]"
+# A shorter password would mask every occurrence of its letters in every line.
+MIN_MASKED_PASSWORD_CHARS = 4
 
 
 def bind(**fields: Any) -> None:
@@ -64,7 +71,20 @@ def request_context(request_id: str) -> Iterator[None]:
         _context.reset(token)
 
 
+class TextFormatter(logging.Formatter):
+    def __init__(self, fmt: str = TEXT_FORMAT, secrets: list[str] | None = None) -> None:
+        super().__init__(fmt)
+        self.redact = Redactor(secrets or ())
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self.redact = Redactor(secrets or ())
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -79,46 +99,38 @@ class JsonFormatter(logging.Formatter):
                 line[name] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
+        # Field by field, before encoding: a secret with a quote or backslash in it is
+        # written escaped, and would not be found in the encoded line.
+        for name, value in line.items():
+            if not isinstance(value, (int, float)):  # ids and attempts stay numbers
+                line[name] = self.redact(str(value))
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
-class RedactSecrets(logging.Filter):
-    def __init__(self, secrets: list[str] | None = None) -> None:
-        super().__init__()
-        # Longest first, so a secret that contains another is masked whole.
-        self.secrets = sorted({s for s in secrets or [] if s}, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        masked = message
-        for secret in self.secrets:
-            masked = masked.replace(secret, REDACTED)
-        if masked != message:
-            record.msg, record.args = masked, None
-        return True
-
-
 def secrets_of(settings: Settings) -> list[str]:
+    """Every secret the settings hold, as the values a log line must never show."""
     found = [key.get_secret_value() for key in settings.api_keys]
-    if settings.replicate_api_token is not None:
-        found.append(settings.replicate_api_token.get_secret_value())
-    password = make_url(settings.database_url).password
-    if password and len(password) >= 4:  # a one-letter password would mask every such letter
-        found.append(str(password))
+    for token in (settings.replicate_api_token, settings.telegram_bot_token, settings.telegram_webhook_secret):
+        if token is not None:
+            found.append(token.get_secret_value())
+    url = make_url(settings.database_url)
+    passwords = [url.password, *(url.query.get(name) for name in SECRET_PARAMETERS)]
+    for password in passwords:
+        for value in (password,) if isinstance(password, str) or password is None else password:
+            if value and len(str(value)) >= MIN_MASKED_PASSWORD_CHARS:
+                found.append(str(value))
     return found
 
 
 def log_config(settings: Settings, level: str) -> dict[str, Any]:
     """dictConfig for every logger, uvicorn's included, in the settings' format."""
-    formatter = {"()": JsonFormatter} if settings.log_format == "json" else {"format": TEXT_FORMAT}
-    handler = {"class": "logging.StreamHandler", "formatter": "main", "filters": ["redact"],
-               "stream": "ext://sys.stderr"}
+    secrets = secrets_of(settings)
+    formatter = ({"()": JsonFormatter, "secrets": secrets} if settings.log_format == "json"
+                 else {"()": TextFormatter, "fmt": TEXT_FORMAT, "secrets": secrets})
+    handler = {"class": "logging.StreamHandler", "formatter": "main", "stream": "ext://sys.stderr"}
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactSecrets, "secrets": secrets_of(settings)}},
         "formatters": {"main": formatter},
         "handlers": {"main": handler},
         "root": {"handlers": ["main"], "level": level.upper()},

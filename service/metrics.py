@@ -23,11 +23,14 @@ from decimal import Decimal
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
 
-__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "create_outcome"]
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "create_outcome", "CLIENT_GONE"]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-CREATE_OUTCOMES = ("accepted", "duplicate", "rejected", "unavailable", "throttled")
+CREATE_OUTCOMES = ("accepted", "duplicate", "rejected", "unavailable", "throttled", "client_gone")
+# The status a request whose client went away before it was answered is logged and counted
+# with (nginx's name for it); no client ever receives it.
+CLIENT_GONE = 499
 GENERATION_OUTCOMES = ("ready", "adopted", "failed", "superseded", "handed_over")
 # A won claim takes milliseconds, a duplicate less; a request that waits on a locked or
 # unreachable database ends at request_timeout_seconds (5 s by default). The buckets span
@@ -44,6 +47,8 @@ def create_outcome(status: int, replayed: bool) -> str:
         return "accepted"
     if status == 429:
         return "throttled"
+    if status == CLIENT_GONE:
+        return "client_gone"
     if status >= 500:
         return "unavailable"
     return "rejected"  # 400, 401, 413, 422: refused before anything was written

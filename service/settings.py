@@ -7,18 +7,21 @@ pass their own.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices, BaseModel, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, ValidationInfo, field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 __all__ = [
     "Settings", "Policy", "GeneratorName", "normalize_database_url", "DEFAULT_SQLITE_PATH",
     "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
-    "MIN_API_KEY_CHARS", "DEFAULT_TELEGRAM_API_BASE", "describe_settings_error",
+    "MIN_API_KEY_CHARS", "DEFAULT_TELEGRAM_API_BASE", "describe_settings_error", "ApiKey", "Scope", "SCOPES",
 ]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
@@ -26,6 +29,9 @@ DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
 Policy = Literal["claim", "pending", "check", "none"]
 GeneratorName = Literal["sim", "replicate"]
 LogFormat = Literal["text", "json"]
+# What an API key may do: POST /create, GET /videos/{id}, GET /metrics, GET /stats.
+Scope = Literal["create", "read", "metrics", "admin"]
+SCOPES: frozenset[Scope] = frozenset(("create", "read", "metrics", "admin"))
 
 # Defaults the audit shares (it imports them), so the service and the audit apply one rule.
 # Why each value: see the field it sets below.
@@ -41,6 +47,31 @@ DEFAULT_TELEGRAM_API_BASE = "https://api.telegram.org"
 TELEGRAM_TOKEN_PATTERN = r"^[0-9]+:[A-Za-z0-9_-]+$"
 # Telegram's own rule for setWebhook's secret_token: 1-256 of A-Z, a-z, 0-9, _ and -.
 TELEGRAM_SECRET_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+
+
+class ApiKey(BaseModel):
+    """One entry of CLAIMFIRST_API_KEYS. A bare key (the comma-separated form) has every scope
+    and acts for every Telegram user: what every key meant before keys had scopes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    key: SecretStr
+    scopes: frozenset[Scope] = SCOPES
+    # None: any user. A set: /create only for these users, and only their videos are visible.
+    tg_user_ids: frozenset[PositiveInt] | None = None
+
+    def get_secret_value(self) -> str:
+        return self.key.get_secret_value()
+
+    @field_validator("key")
+    @classmethod
+    def _check_key(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        # A bearer token is sent in a header: visible ASCII only (RFC 6750 token68).
+        if len(secret) < MIN_API_KEY_CHARS or not (secret.isascii() and secret.isprintable()) or " " in secret:
+            raise ValueError(f"must be at least {MIN_API_KEY_CHARS} visible ASCII characters without spaces")
+        return value
 
 
 def normalize_database_url(url: str) -> str:
@@ -161,9 +192,11 @@ class Settings(BaseSettings):
     db_latency_ms: float = Field(default=0.0, ge=0)
 
     # --- Who may call, and how much one request may cost us (service.http.auth, service.http) ---
-    # Comma-separated bearer keys; every endpoint but /healthz requires one of them. Secret:
-    # never logged, echoed or shown in an error.
-    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Bearer keys; every endpoint but /healthz requires one of them. Comma-separated bare keys
+    # (each may do everything), or a JSON array of {"name", "key", "scopes", "tg_user_ids"}
+    # (see `ApiKey`, and the README's "Keys and scopes"). Secret: never logged, echoed or
+    # shown in an error.
+    api_keys: Annotated[tuple[ApiKey, ...], NoDecode] = ()
     # Serve without keys on a non-loopback address anyway (behind a gateway that authenticates).
     allow_anonymous: bool = False
     # The largest valid /create is a 2,000-character prompt and a 64-character category: at
@@ -195,11 +228,24 @@ class Settings(BaseSettings):
     )
 
     # --- uvicorn (python -m service) ---
-    # Open connections plus running requests per worker process; past it uvicorn answers 503
-    # at once instead of letting a flood of sockets starve everyone. Half the usual 1,024
-    # open-file limit, so a worker always keeps descriptors for its database pool and logs,
-    # and above the 200-connection bursts the concurrency tests and the replay send.
+    # Requests being answered per worker process; past it a request gets 503 at once instead
+    # of letting a flood starve everyone. Also how many connections may wait for a request's
+    # head at once; past it the one waiting longest is closed (service.http.connections).
+    # Half the usual 1,024 open-file limit, so a worker always keeps descriptors for its
+    # database pool and logs, and above the 200-connection bursts the concurrency tests and
+    # the replay send.
     limit_concurrency: int = Field(default=512, ge=1)
+    # The request line and headers of one request. 16 KiB is h11's and Node's default, twice
+    # nginx's 8 KiB line buffer: a bearer key, an Idempotency-Key and a tracing header take
+    # under 1 KiB. Past it: 431, closed, never buffered further.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    # A client has this long to send a request's head (from connecting, or from its first
+    # byte on a kept-alive connection), then this long again for the body. A real client sends
+    # a /create (under 25 KB) in milliseconds, Telegram its updates likewise; 10 s leaves a
+    # slow mobile link 6 KB/s for the largest body allowed, and frees a slow sender's slot
+    # within seconds. Past either: 408, closed.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # An idle keep-alive connection is closed after this long: long enough for a client to
     # reuse its connection within a burst of requests, short enough that idle sockets give
     # their limit_concurrency slot back within seconds (uvicorn's own default).
@@ -220,19 +266,29 @@ class Settings(BaseSettings):
     @classmethod
     def _split_api_keys(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            if value.lstrip().startswith("["):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    # json's message quotes the text around the error: it may be a key.
+                    raise ValueError("not a JSON array of keys, nor comma-separated keys") from None
+            else:
+                value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, (list, tuple)):
+            return tuple(
+                {"name": f"key{number}", "key": item} if isinstance(item, (str, SecretStr)) else item
+                for number, item in enumerate(value, start=1)
+            )
         return value
 
     @field_validator("api_keys")
     @classmethod
-    def _check_api_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        for number, key in enumerate(value, start=1):
-            secret = key.get_secret_value()
-            # A bearer token is sent in a header: visible ASCII only (RFC 6750 token68).
-            if len(secret) < MIN_API_KEY_CHARS or not (secret.isascii() and secret.isprintable()) or " " in secret:
-                raise ValueError(
-                    f"key {number} must be at least {MIN_API_KEY_CHARS} visible ASCII characters without spaces"
-                )
+    def _check_api_keys(cls, value: tuple[ApiKey, ...]) -> tuple[ApiKey, ...]:
+        names = [key.name for key in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two keys have one name")
+        if len({key.get_secret_value() for key in value}) != len(value):
+            raise ValueError("a key is listed twice")
         return value
 
     @field_validator("database_url")
@@ -333,7 +389,14 @@ def _env_name(field: str) -> str:
 def describe_settings_error(exc: ValidationError) -> str:
     """One line naming each bad setting as it is spelled in the environment, never its value."""
     return "; ".join(
-        f"{_env_name(str(error['loc'][0])) if error['loc'] else 'settings'}: "
-        f"{error['msg'].removeprefix('Value error, ')}"
+        f"{_where(error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
         for error in exc.errors(include_input=False)
     )
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    # Inside a list (the keys of CLAIMFIRST_API_KEYS): which entry (from 1) and which field.
+    if not loc:
+        return "settings"
+    inner = "".join(f" entry {part + 1}" if isinstance(part, int) else f" {part}" for part in loc[1:])
+    return _env_name(str(loc[0])) + inner

@@ -22,6 +22,7 @@ from audit.replay.run import POLICIES, ReplayResult, replay
 from audit.replay.progress import progress_for
 from audit.replay.schedule import DEFAULT_MAX_GAP, DEFAULT_SPEEDUP
 from audit.sources import files
+from audit.words import spreadsheet_safe
 
 __all__ = ["API_KEY_ENV", "read_csv", "write_outputs", "add_arguments", "run", "register", "main"]
 
@@ -43,7 +44,7 @@ def write_outputs(result: ReplayResult, out_dir: Path) -> tuple[Path, Path]:
     summary_path.write_text(json.dumps(result.summary, indent=2) + "\n")
     frame = result.requests.copy()
     frame["received_at"] = frame["received_at"].map(lambda t: t.isoformat())
-    frame.round({"offset_seconds": 6, "sim_seconds": 6, "lag_ms": 3, "response_ms": 3}).to_csv(
+    spreadsheet_safe(frame.round({"offset_seconds": 6, "sim_seconds": 6, "lag_ms": 3, "response_ms": 3})).to_csv(
         requests_path, index=False
     )
     return summary_path, requests_path

@@ -43,6 +43,7 @@ from audit.rule_sql import DUPLICATES_SQL
 from audit.sources.base import Loaded, Period, SourceError, in_period, progress_bar
 from service.stores.models import UTCDateTime
 from service.prompt_key import prompt_key
+from service.redact import redact_url
 from service.settings import normalize_database_url
 
 __all__ = ["open_engine", "redacted_url", "video_columns", "load_database", "detect_duplicates_sql", "DUPLICATES_SQL"]
@@ -83,8 +84,9 @@ def open_engine(url: str) -> Engine:
 
 
 def redacted_url(url: str) -> str:
-    """The URL with its password masked, for messages."""
-    return sa.engine.make_url(normalize_database_url(url)).render_as_string(hide_password=True)
+    """The URL with its password and secret query parameters masked, for messages (the
+    service's rule, `service.redact`: `hide_password` masked the user-info only)."""
+    return redact_url(sa.engine.make_url(normalize_database_url(url)).render_as_string(hide_password=False))
 
 
 def video_columns(conn: Connection) -> list[str]:

@@ -5,6 +5,10 @@ The format follows the file name: ``.parquet`` / ``.pq`` is Parquet, anything el
 - **CSV** is read by Arrow's multi-threaded reader, every column as text (types are the
   canonical frame's job, so a bad value gets the same message from every source). Only an
   empty cell is missing: a prompt that is literally ``None``, ``NA`` or ``null`` is a prompt.
+- **Bounded**: a header line longer than `MAX_HEADER_BYTES`, or a row longer than
+  `MAX_ROW_BYTES`, is refused at once (exit 2): a 2 GB file whose first line never ends was
+  read into 4.3 GB of memory for 52 s, then failed as a bug (issue 18). The largest real row
+  is a 2,000-character prompt and a few ids and times.
 - **Parquet** keeps its column types. Timestamps must carry a time zone (``timestamp[us,
   tz=UTC]``, as pandas writes a UTC-aware column): a naive one is refused like naive text.
 """
@@ -25,11 +29,23 @@ from audit.sources.base import Loaded, Period, SourceError, in_period
 __all__ = ["load_files", "read_csv", "read_table"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# A header names a few dozen columns; 64 KiB holds thousands.
+MAX_HEADER_BYTES = 64 * 1024
+# Arrow reads a CSV in blocks of this size and refuses a row that does not fit in one: the
+# bound on one row (a prompt of 2,000 characters, even as 4-byte UTF-8, is 8 KB), and on
+# what a malformed file costs before it is refused.
+MAX_ROW_BYTES = 4 * 1024 * 1024
 
 
-def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
-        return next(csv.reader(handle), [])
+def _header(path: Path, what: str) -> list[str]:
+    with path.open("rb") as handle:
+        head = handle.read(MAX_HEADER_BYTES + 1)
+    end = head.find(b"\n")
+    if end < 0 and len(head) > MAX_HEADER_BYTES:
+        raise SourceError(f"{what} file {path} is not a readable CSV: its first line is longer than "
+                          f"{MAX_HEADER_BYTES} bytes")
+    line = head if end < 0 else head[: end + 1]
+    return next(csv.reader([line.decode("utf-8", errors="replace")]), [])
 
 
 def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
@@ -37,7 +53,7 @@ def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise SourceError(f"{what} file not found: {path}")
-    columns = _header(path)
+    columns = _header(path, what)
     if not columns:
         raise SourceError(f"{what} file {path} is not a readable CSV: it is empty")
     options = pacsv.ConvertOptions(
@@ -45,9 +61,12 @@ def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
     )
     try:
         # Inside the try: a header that is not UTF-8 fails only when its names are read.
-        return pacsv.read_csv(path, convert_options=options).to_pandas()
+        return pacsv.read_csv(path, convert_options=options,
+                              read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES)).to_pandas()
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         first = " ".join(str(exc).split())
+        if "straddling" in first:  # Arrow's words for a row that does not fit in a block
+            first = f"a row is longer than {MAX_ROW_BYTES} bytes"
         raise SourceError(f"{what} file {path} is not a readable CSV: {first}") from exc
 
 

@@ -39,6 +39,7 @@ were the new-claim path's latency tail. Its task starts when a generation frees 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -160,7 +161,10 @@ class GenerationRunner:
         self.stats = RunnerStats()
         self.metrics = metrics
         self._running = 0  # generations holding one of the max_concurrent slots
-        self._queued: deque[_Entry] = deque()
+        # With the context it was submitted in: a task copies the context it is created in,
+        # and a queued one is created by whichever generation frees a slot, whose request id
+        # its log lines would otherwise carry.
+        self._queued: deque[tuple[_Entry, contextvars.Context]] = deque()
         self._holds: dict[int, _Hold] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._generations: set[asyncio.Task[GenerationResult]] = set()
@@ -183,7 +187,7 @@ class GenerationRunner:
         for generation in list(self._generations):
             generation.cancel()
         while self._queued:  # each sees the stop: recorded as stopped, nothing generated
-            self._start(self._queued.popleft())
+            self._start(*self._queued.popleft())
         await self.drain()
         for task in self._background:
             task.cancel()
@@ -227,11 +231,12 @@ class GenerationRunner:
         if self._running < self.max_concurrent or self._stopping.is_set():
             self._start(entry)
         else:
-            self._queued.append(entry)
+            self._queued.append((entry, contextvars.copy_context()))
 
-    def _start(self, entry: _Entry) -> None:
+    def _start(self, entry: _Entry, context: contextvars.Context | None = None) -> None:
         self._running += 1
-        task = asyncio.get_running_loop().create_task(self._run(*entry), name=f"video-{entry[1].video_id}")
+        task = asyncio.get_running_loop().create_task(self._run(*entry), name=f"video-{entry[1].video_id}",
+                                                      context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -241,7 +246,7 @@ class GenerationRunner:
         # slot is freed by a task still running.
         self._running -= 1
         if self._queued:
-            self._start(self._queued.popleft())
+            self._start(*self._queued.popleft())
 
     # -- generation --------------------------------------------------------------------
 

@@ -1,14 +1,23 @@
-"""Who may call the API: bearer API keys (`CLAIMFIRST_API_KEYS`).
+"""Who may call the API, and what it may do: bearer API keys with scopes (`CLAIMFIRST_API_KEYS`).
 
-`api_key_check(settings)` is the check of a presented key; `caller_guard(check)` makes it the
-dependency a route lists to require a key, and `/create` (a `service.http.routes.DirectRoute`, which
-solves no dependencies) calls it itself. A route that lists none is open (`/healthz`, and the
-Telegram webhook, which checks its own secret: `service.telegram.webhook`).
-With no key configured the guard is empty and the service is anonymous: allowed on loopback,
-and refused on any other address by `anonymous_refusal` unless CLAIMFIRST_ALLOW_ANONYMOUS.
+`api_key_check(settings)` finds the `Caller` a presented key belongs to; `caller_guard(check,
+scope)` makes it the dependency a route lists to require a key with that scope, and `/create` (a
+`service.http.routes.DirectRoute`, which solves no dependencies) calls `check` and `require`
+itself. A route that lists none is open (`/healthz`, and the Telegram webhook, which checks its
+own secret: `service.telegram.webhook`).
+With no key configured the guard is empty and the service is anonymous (everyone is `EVERYONE`):
+allowed on loopback, and refused on any other address by `anonymous_refusal` unless
+CLAIMFIRST_ALLOW_ANONYMOUS.
+
+Scopes: `create` (POST /create), `read` (GET /videos/{id}), `metrics` (GET /metrics), `admin`
+(GET /stats). A key without the route's scope gets 403 (`ScopeMissing`). A key given
+`tg_user_ids` creates only for those users (403 `UserNotAllowed` otherwise) and sees only their
+videos: another user's video answers 404, as an unknown id does, so ids cannot be probed.
+A bare key has every scope and every user: what every key meant before keys had scopes.
 
 Keys are compared in constant time against every configured key (no early exit, so timing
-tells neither which key nor how much of it matched), and never logged or echoed.
+tells neither which key nor how much of it matched), and never logged or echoed; a key's
+*name* is logged with each request (`caller`).
 """
 
 from __future__ import annotations
@@ -17,19 +26,20 @@ import hmac
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.params import Depends as DependsParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
-from pydantic import SecretStr
 
-from service.errors import Unauthenticated
-from service.settings import Settings
+from service.errors import ScopeMissing, Unauthenticated, UserNotAllowed
+from service.logs import bind
+from service.settings import SCOPES, ApiKey, Scope, Settings
 
-__all__ = ["ApiKeys", "KeyCheck", "api_key_check", "bearer_token", "caller_guard", "openapi_security",
-           "anonymous_refusal", "is_loopback"]
+__all__ = ["ApiKeys", "Caller", "EVERYONE", "KeyCheck", "api_key_check", "bearer_token", "caller_guard",
+           "caller_of", "require", "openapi_security", "anonymous_refusal", "is_loopback"]
 
 log = logging.getLogger("claimfirst")
 
@@ -38,9 +48,23 @@ log = logging.getLogger("claimfirst")
 _bearer = HTTPBearer(auto_error=False, description="one of CLAIMFIRST_API_KEYS")
 
 
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    scopes: frozenset[Scope]
+    tg_user_ids: frozenset[int] | None  # None: every user
+
+    def sees(self, tg_user_id: int) -> bool:
+        return self.tg_user_ids is None or tg_user_id in self.tg_user_ids
+
+
+EVERYONE = Caller("anonymous", SCOPES, None)
+
+
 class ApiKeys:
-    def __init__(self, keys: Iterable[SecretStr]) -> None:
-        self._keys = tuple(key.get_secret_value().encode() for key in keys)
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self._keys = tuple((key.get_secret_value().encode(), Caller(key.name, key.scopes, key.tg_user_ids))
+                           for key in keys)
 
     def __bool__(self) -> bool:
         return bool(self._keys)
@@ -48,32 +72,54 @@ class ApiKeys:
     def __repr__(self) -> str:
         return f"ApiKeys({len(self._keys)} keys)"
 
-    def matches(self, presented: str) -> bool:
+    def find(self, presented: str) -> Caller | None:
         # Header values arrive decoded as latin-1, so this encoding never fails.
         candidate = presented.encode("latin-1")
-        found = False
-        for key in self._keys:
-            found |= hmac.compare_digest(key, candidate)
+        found = None
+        for key, caller in self._keys:
+            if hmac.compare_digest(key, candidate):
+                found = caller
         return found
 
+    def may_refuse(self, scope: Scope) -> bool:
+        """Whether some key can get 403 on a route needing `scope` (documented there only then)."""
+        return any(scope not in caller.scopes or (scope == "create" and caller.tg_user_ids is not None)
+                   for _, caller in self._keys)
 
-KeyCheck = Callable[[str | None], None]
+
+KeyCheck = Callable[[str | None], Caller]
 
 
-def api_key_check(settings: Settings) -> KeyCheck | None:
-    """The check of a presented bearer token, raising Unauthenticated; None when anonymous."""
+def api_key_check(settings: Settings) -> tuple[KeyCheck | None, ApiKeys]:
+    """The check of a presented bearer token, raising Unauthenticated (None when anonymous),
+    and the keys it checks against."""
     keys = ApiKeys(settings.api_keys)
     if not keys:
         log.warning(
             "no CLAIMFIRST_API_KEYS: the API is anonymous, anyone who reaches it can start generations"
         )
-        return None
+        return None, keys
 
-    def check(presented: str | None) -> None:
-        if presented is None or not keys.matches(presented):
+    def check(presented: str | None) -> Caller:
+        caller = None if presented is None else keys.find(presented)
+        if caller is None:
             raise Unauthenticated("Unauthorized: send `Authorization: Bearer <key>` with a key of this service.")
+        bind(caller=caller.name)
+        return caller
 
-    return check
+    return check, keys
+
+
+def require(caller: Caller, scope: Scope, tg_user_id: int | None = None) -> None:
+    if scope not in caller.scopes:
+        raise ScopeMissing(f"Forbidden: the key {caller.name!r} lacks the scope {scope!r} this endpoint needs.")
+    if tg_user_id is not None and not caller.sees(tg_user_id):
+        raise UserNotAllowed(f"Forbidden: the key {caller.name!r} may not act for tg_user_id {tg_user_id}.")
+
+
+def caller_of(request: Request) -> Caller:
+    """Who called a guarded route (set by its guard; everyone when anonymous)."""
+    return getattr(request.state, "caller", EVERYONE)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -82,15 +128,17 @@ def bearer_token(authorization: str | None) -> str | None:
     return credentials if scheme.lower() == "bearer" and credentials else None
 
 
-def caller_guard(check: KeyCheck | None) -> list[DependsParam]:
-    """The dependencies that make a route require an API key (empty when anonymous)."""
+def caller_guard(check: KeyCheck | None, scope: Scope) -> list[DependsParam]:
+    """The dependencies that make a route require a key with `scope` (empty when anonymous)."""
     if check is None:
         return []
 
     async def require_api_key(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> None:
-        check(None if credentials is None else credentials.credentials)
+        caller = check(None if credentials is None else credentials.credentials)
+        require(caller, scope)
+        request.state.caller = caller
 
     return [Depends(require_api_key)]
 

@@ -14,6 +14,10 @@ request, on every duplicate /create (py-spy under `bench/create_throughput.py`).
   same JSON body (`service.http.errors`).
 - **/create metrics**: every `POST /create` is counted, timed and logged (one line) by what it
   did, including answers given before the route runs (401, 413, 422).
+- **a client gone** while its body was read (it hung up, or missed the body deadline of
+  `service.http.connections`) is nobody's fault here: not a 500 with a traceback, and counted as
+  `client_gone`, not `unavailable` (anyone with a key could otherwise fake an outage on the
+  dashboard). Nothing was claimed: the body is read before anything is written.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ import secrets
 import time
 
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.http.limits import too_large_detail
 from service.logs import request_context, usable_request_id
-from service.metrics import Metrics
+from service.metrics import CLIENT_GONE, Metrics
 
 __all__ = ["Edge"]
 
@@ -91,6 +96,8 @@ class Edge:
                     await response(scope, receive, sending)
                 else:
                     await self.app(scope, receive, sending)
+            except ClientDisconnect:
+                answer[0] = CLIENT_GONE  # there is nobody to answer
             finally:
                 if is_create:
                     self._observed(answer[0], answer[1], time.perf_counter() - started)  # type: ignore[arg-type]

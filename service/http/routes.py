@@ -16,12 +16,14 @@ from fastapi.responses import Response
 from fastapi.routing import APIRoute
 
 from service.runtime import Runtime
-from service.http.auth import api_key_check, bearer_token, caller_guard, openapi_security
+from service.http.auth import EVERYONE, api_key_check, bearer_token, caller_guard, caller_of, openapi_security, require
 from service.claim import NewVideo
 from service.deadlines import deadline_scope
 from service.http.edge import Edge
-from service.errors import DuplicateRequest, InvalidRequest
+from service.errors import DuplicateRequest, InvalidRequest, VideoNotFound
 from service.generation.generators import SimHints
+from service.settings import Scope
+from service.http.docs import install_docs
 from service.http.errors import error_response, install_error_handlers, parsed_body
 from service.http.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.metrics import CONTENT_TYPE_LATEST
@@ -108,10 +110,15 @@ def install(app: FastAPI) -> None:
     settings = app.state.runtime.settings
     app.add_middleware(Edge, metrics=app.state.runtime.metrics, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app, max_body_bytes=settings.max_body_bytes)
-    check_key = api_key_check(settings)
-    guarded = caller_guard(check_key)
-    # With keys, every route but /healthz answers 401 without one; anonymous, none does.
-    auth_errors = (401,) if guarded else ()
+    install_docs(app)
+    check_key, keys = api_key_check(settings)
+
+    def auth_errors(scope: Scope) -> tuple[int, ...]:
+        # With keys, every route but /healthz answers 401 without one; anonymous, none does.
+        # 403 only where some configured key lacks the scope (or is held to some users).
+        if check_key is None:
+            return ()
+        return (401, 403) if keys.may_refuse(scope) else (401,)
 
     async def create(http: Request) -> Response:
         # A DirectRoute: the key, body and headers are read here, not by FastAPI from the
@@ -119,9 +126,12 @@ def install(app: FastAPI) -> None:
         # service.http.errors). The key first, as the guard's dependency does on other routes.
         headers = http.headers
         token = bearer_token(headers.get("authorization"))
+        caller = EVERYONE
         if check_key is not None:
-            check_key(token)
+            caller = check_key(token)
+            require(caller, "create")
         body = parsed_body(CreateRequest, await http.body())
+        require(caller, "create", body.tg_user_id)
         runtime = _runtime(http)
         request = NewVideo(body.tg_user_id, body.prompt, body.key, body.category)
         hints = _sim_hints(runtime, headers.get("x-sim-seconds"), headers.get("x-sim-fail"))
@@ -133,15 +143,18 @@ def install(app: FastAPI) -> None:
     app.router.add_api_route(
         "/create", create, methods=["POST"], route_class_override=DirectRoute,
         status_code=202, response_model=CreateAccepted,
-        responses=idempotency_responses(error_responses(*auth_errors, 409, 413, 422, 429, 503)),
+        responses=idempotency_responses(error_responses(*auth_errors("create"), 409, 413, 422, 429, 503)),
         openapi_extra={**CREATE_OPERATION, **openapi_security(check_key)},
     )
 
-    @app.get("/videos/{video_id}", response_model=VideoOut, dependencies=guarded,
-             responses=error_responses(*auth_errors, 404, 422, 503))
+    @app.get("/videos/{video_id}", response_model=VideoOut, dependencies=caller_guard(check_key, "read"),
+             responses=error_responses(*auth_errors("read"), 404, 422, 503))
     async def get_video(video_id: VideoId, http: Request) -> VideoOut:
         runtime = _runtime(http)
         record = await runtime.bounded(runtime.store.get(video_id))
+        if not caller_of(http).sees(record.tg_user_id):
+            # As an unknown id, so a key held to some users cannot probe for the others' videos.
+            raise VideoNotFound(f"no video with id {video_id}")
         fields = {k: v for k, v in record.__dict__.items() if k != "id"}
         return VideoOut(video_id=record.id, **fields)
 
@@ -152,16 +165,17 @@ def install(app: FastAPI) -> None:
         await runtime.bounded(runtime.store.ping())
         return HealthOut(status="ok", database=runtime.store.dialect)
 
-    @app.get("/metrics", response_class=Response, dependencies=guarded,
+    @app.get("/metrics", response_class=Response, dependencies=caller_guard(check_key, "metrics"),
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                               "description": "Prometheus text format, summed over every worker process"},
-                        **error_responses(*auth_errors)})
+                        **error_responses(*auth_errors("metrics"))})
     async def metrics(http: Request) -> Response:
         """Prometheus metrics (see the README's Monitoring section)."""
         runtime = _runtime(http)
         return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/stats", response_model=StatsOut, dependencies=guarded, responses=error_responses(*auth_errors))
+    @app.get("/stats", response_model=StatsOut, dependencies=caller_guard(check_key, "admin"),
+             responses=error_responses(*auth_errors("admin")))
     async def stats(http: Request) -> StatsOut:
         """This worker process's generation counters (a multi-process deployment sums them)."""
         runtime = _runtime(http)

@@ -161,7 +161,7 @@ class ValidationErrorOut(ErrorOut):
 
 
 class ProblemOut(BaseModel):
-    """RFC 9457 problem details (`application/problem+json`): errors of the Idempotency-Key."""
+    """RFC 9457 problem details (`application/problem+json`): errors of the Idempotency-Key, 403s."""
 
     type: str = Field(description="a stable URI reference per kind of problem; match on it")
     title: str
@@ -185,11 +185,17 @@ _HEADERS = {
 }
 
 
+_FORBIDDEN = {"description": "this API key lacks the endpoint's scope (`type` /problems/scope-missing), or on"
+                             " /create may not act for this tg_user_id (/problems/user-not-allowed)",
+              "content": {"application/problem+json": {"schema": ProblemOut.model_json_schema()}}}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, with the bodies the handlers send."""
     return {
-        code: {"model": _RESPONSES[code][0], "description": _RESPONSES[code][1],
-               **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
+        code: _FORBIDDEN if code == 403 else
+        {"model": _RESPONSES[code][0], "description": _RESPONSES[code][1],
+         **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
         for code in codes
     }
 

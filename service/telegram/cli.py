@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from service.redact import redact_text
 from service.settings import Settings, describe_settings_error  # the one place settings errors are worded
 from service.telegram.client import BotApi, TelegramApiError
 from service.telegram.webhook import WEBHOOK_PATH
@@ -25,7 +26,7 @@ __all__ = ["main"]
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"service: error: {message}\n")
+        self.exit(2, redact_text(f"service: error: {message}") + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -181,3 +181,20 @@ def test_a_filtered_frame_of_text_keeps_every_time_and_id():
     kept = text.iloc[[1, 3]]
     frame = normalise_videos(kept, source="videos")
     assert frame["id"].tolist() == [2, 4] and frame["created_at"].notna().all()
+
+
+@pytest.mark.parametrize("head, size, why", [
+    (b"id,tg_user_id,prompt,status,created_at", 2 * 1024**3, "its first line is longer than 65536 bytes"),
+    (b"id,tg_user_id,prompt,status,created_at\n1,7,", 300 * 1024**2, "a row is longer than 4194304 bytes"),
+], ids=["2 GB first line", "300 MB row"])
+def test_a_line_that_never_ends_is_refused_at_once(tmp_path, capsys, head: bytes, size: int, why: str) -> None:
+    # Sparse files: the sizes cost no disk, and the reader sees bytes it must not keep.
+    path = tmp_path / "videos.csv"
+    with path.open("wb") as file:
+        file.write(head)
+        file.truncate(size)
+    for args in (["--videos", str(path)], ["--videos", str(VIDEOS_CSV), "--requests", str(path)]):
+        assert sweep(*args, "--out", str(tmp_path / "out")) == 2
+        line = _one_error_line(capsys)
+        assert line.startswith("audit: error: ") and why in line
+    assert not (tmp_path / "out").exists()

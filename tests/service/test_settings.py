@@ -8,7 +8,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, normalize_database_url
+from service.settings import Settings, describe_settings_error, normalize_database_url
 
 from tests.service.live import ROOT
 
@@ -61,7 +61,35 @@ def test_a_rejected_setting_never_echoes_its_value(monkeypatch) -> None:
     monkeypatch.setenv("CLAIMFIRST_API_KEYS", "0123456789abcdef,tiny-secret")
     with pytest.raises(ValidationError) as raised:
         Settings()
-    assert "tiny-secret" not in str(raised.value) and "key 2 must be" in str(raised.value)
+    assert "tiny-secret" not in str(raised.value)
+    assert describe_settings_error(raised.value) == (
+        "CLAIMFIRST_API_KEYS entry 2 key: must be at least 16 visible ASCII characters without spaces")
+    # The JSON form, scoped keys: a broken array is named, never quoted (json's message quotes it).
+    monkeypatch.setenv("CLAIMFIRST_API_KEYS", '[{"name": "bot", "key": "0123456789abcdef-secret"')
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    assert "secret" not in str(raised.value)
+    assert describe_settings_error(raised.value) == (
+        "CLAIMFIRST_API_KEYS: not a JSON array of keys, nor comma-separated keys")
+
+
+def test_scoped_keys_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("CLAIMFIRST_API_KEYS", '[{"name": "ops", "key": "0123456789abcdef-ops"},'
+                       ' {"name": "dashboard", "key": "0123456789abcdef-dash", "scopes": ["metrics"]},'
+                       ' {"name": "one-user", "key": "0123456789abcdef-user", "scopes": ["create", "read"],'
+                       ' "tg_user_ids": [42]}]')
+    ops, dashboard, one_user = Settings().api_keys
+    assert (ops.name, ops.scopes, ops.tg_user_ids) == ("ops", {"create", "read", "metrics", "admin"}, None)
+    assert (dashboard.scopes, one_user.scopes, one_user.tg_user_ids) == ({"metrics"}, {"create", "read"}, {42})
+    for bad, why in [('[{"name": "x", "key": "0123456789abcdef-x", "scopes": ["write"]}]', "entry 1 scopes entry 1"),
+                     ('[{"name": "x", "key": "0123456789abcdef-x", "tg_user_ids": [0]}]', "entry 1 tg_user_ids"),
+                     ('[{"name": "x", "key": "0123456789abcdef-x"}, {"name": "x", "key": "0123456789abcdef-y"}]',
+                      "two keys have one name"),
+                     ('[{"name": "x", "key": "0123456789abcdef-x", "scope": ["read"]}]', "entry 1 scope")]:
+        monkeypatch.setenv("CLAIMFIRST_API_KEYS", bad)
+        with pytest.raises(ValidationError) as raised:
+            Settings()
+        assert why in describe_settings_error(raised.value) and "0123456789abcdef" not in str(raised.value)
 
 
 def test_defaults(monkeypatch) -> None:
