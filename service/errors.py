@@ -4,8 +4,8 @@
      ├── InvalidRequest             422  bad input; nothing was written
      ├── Unauthenticated            401  no or unknown API key (carries WWW-Authenticate)
      ├── RequestTooLarge            413  body over the limit; refused before it was read
-     ├── DuplicateRequest           409  an equivalent video holds the claim (carries it)
-     ├── ClaimContention            409  the claim kept changing hands while we looked; retry
+     ├── DuplicateRequest           409  an equivalent video holds the claim (carries it; problem+json)
+     ├── ClaimContention            409  the claim kept changing hands while we looked; retry (problem+json)
      ├── VideoNotFound              404
      ├── Throttled                  429  the backlog is full; nothing was claimed (Retry-After)
      ├── StorageUnavailable         503  the database did not answer; nothing was generated (Retry-After)
@@ -20,7 +20,12 @@ still maps to a status so no error is left unmapped (a test checks that). A fenc
 is not an error: the store's fenced writes answer False and the runner records the loss.
 Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
 FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http.errors`).
-`IdempotencyError`s answer RFC 9457 problem details: a stable `type` per kind, `title`, `status`.
+`IdempotencyError`s, `DuplicateRequest` and `ClaimContention` answer RFC 9457 problem details
+(`application/problem+json`): a stable `type` per kind, `title`, `status`, `detail`. Every 409
+is a problem, so a client tells them apart by `type` alone. The duplicate keeps the members
+its clients always read (`video_id`, `status`, `video_url`, `created_at`): its `status` is the
+video's (a string), not the problem's HTTP status; RFC 9457 §3.1 has a consumer ignore a
+member of the wrong type, and the HTTP status line says 409 anyway.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ class RequestTooLarge(ClaimfirstError):
 
 class DuplicateRequest(ClaimfirstError):
     status_code = 409
+    media_type = "application/problem+json"
+    problem = "/problems/duplicate-video"
+    title = "Duplicate video"
 
     def __init__(self, existing: VideoRecord) -> None:
         super().__init__(
@@ -93,6 +101,8 @@ class DuplicateRequest(ClaimfirstError):
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
+            "type": self.problem,
+            "title": self.title,
             "detail": self.detail,
             "video_id": self.existing.id,
             "status": self.existing.status,
@@ -105,6 +115,12 @@ class DuplicateRequest(ClaimfirstError):
 
 class ClaimContention(ClaimfirstError):
     status_code = 409
+    media_type = "application/problem+json"
+    problem = "/problems/claim-contention"
+    title = "The claim kept changing hands; retry"
+
+    def body(self) -> dict[str, Any]:
+        return {"type": self.problem, "title": self.title, "status": self.status_code, "detail": self.detail}
 
 
 class VideoNotFound(ClaimfirstError):
