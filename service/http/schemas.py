@@ -138,7 +138,9 @@ class StatsOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
-    database: str
+    database: str = Field(description="`sqlite` or `postgresql`")
+    generator: str = Field(description="what turns a won claim into a video: `replicate`, or `sim` (fake videos,"
+                                       " `videos.example.invalid` links); another name for one built in code")
 
 
 class ErrorOut(BaseModel):

@@ -123,7 +123,7 @@ def test_get_unknown_video_is_404(sqlite_url: str) -> None:
 
 def test_healthz_and_openapi(sqlite_url: str) -> None:
     with running_app(sqlite_url) as client:
-        assert client.get("/healthz").json() == {"status": "ok", "database": "sqlite"}
+        assert client.get("/healthz").json() == {"status": "ok", "database": "sqlite", "generator": "sim"}
         assert "/create" in client.get("/openapi.json").json()["paths"]
         assert client.get("/docs").status_code == 200
 
