@@ -30,8 +30,8 @@ member of the wrong type, and the HTTP status line says 409 anyway.
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
-
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -97,19 +97,33 @@ class DuplicateRequest(ClaimfirstError):
             f"Duplicate video: video {existing.id} for this prompt is {existing.status} "
             f"(requested {existing.created_at.isoformat()}); no new video was started."
         )
-        self.existing = existing
+        # `existing` is the whole record; the four below are what the 409 answer carries, all a
+        # client rebuilding this error from that answer (`service.client`) can know.
+        self.existing: VideoRecord | None = existing
+        self.video_id, self.status, self.created_at = existing.id, existing.status, existing.created_at
+        self.video_url = existing.video_url
+
+    @classmethod
+    def answered(cls, detail: str, *, video_id: int, status: str, created_at: datetime,
+                 video_url: str | None) -> DuplicateRequest:
+        """The error as an HTTP client reads it from a 409: no `existing` record."""
+        error = cls.__new__(cls)
+        ClaimfirstError.__init__(error, detail)
+        error.existing = None
+        error.video_id, error.status, error.created_at, error.video_url = video_id, status, created_at, video_url
+        return error
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": self.problem,
             "title": self.title,
             "detail": self.detail,
-            "video_id": self.existing.id,
-            "status": self.existing.status,
-            "created_at": self.existing.created_at,
+            "video_id": self.video_id,
+            "status": self.status,
+            "created_at": self.created_at,
         }
-        if self.existing.video_url:
-            body["video_url"] = self.existing.video_url
+        if self.video_url:
+            body["video_url"] = self.video_url
         return body
 
 
