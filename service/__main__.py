@@ -3,7 +3,8 @@
 `python -m service telegram set-webhook --url …` registers the Telegram bot's webhook instead
 (`service.telegram.cli`).
 
-Anything wrong before serving (a bad setting, no API key on a public address, a database URL
+Anything wrong before serving (a bad setting, no API key or the simulated generator left to its
+default on a public address, a database URL
 that is not SQLite or PostgreSQL, a file that is not a database) stops it with one line
 `service: error: ...` and exit 2; a database that does not answer, with exit 1.
 """
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from service.http.auth import anonymous_refusal
+from service.http.auth import anonymous_refusal, simulated_refusal
 from service.errors import StorageUnavailable
 from service.http.limits import uvicorn_options
 from service.logs import log_config
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         parser.error(f"bad setting: {describe_settings_error(exc)}")
-    if refusal := anonymous_refusal(args.host, settings):
+    if refusal := anonymous_refusal(args.host, settings) or simulated_refusal(args.host, settings):
         parser.error(refusal)
     if problem := not_a_database(settings.database_url):
         parser.error(f"DATABASE_URL: {problem}")

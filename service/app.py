@@ -65,6 +65,8 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
         redoc_url=None,
     )
     app.state.runtime = runtime
+    # What /healthz names: the configured generator, or (built in code: tests, bench) its class.
+    app.state.generator = settings.generator if generator is None else type(generator).__name__
     install(app)
     app.state.telegram = None
     if settings.telegram_enabled:

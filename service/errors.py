@@ -7,8 +7,8 @@
      │    ├── ScopeMissing          403  it lacks the endpoint's scope
      │    └── UserNotAllowed        403  it may not act for this tg_user_id
      ├── RequestTooLarge            413  body over the limit; refused before it was read
-     ├── DuplicateRequest           409  an equivalent video holds the claim (carries it)
-     ├── ClaimContention            409  the claim kept changing hands while we looked; retry
+     ├── DuplicateRequest           409  an equivalent video holds the claim (carries it; problem+json)
+     ├── ClaimContention            409  the claim kept changing hands while we looked; retry (problem+json)
      ├── VideoNotFound              404
      ├── Throttled                  429  the backlog is full; nothing was claimed (Retry-After)
      ├── StorageUnavailable         503  the database did not answer; nothing was generated (Retry-After)
@@ -23,14 +23,18 @@ still maps to a status so no error is left unmapped (a test checks that). A fenc
 is not an error: the store's fenced writes answer False and the runner records the loss.
 Lower-layer errors are translated at the storage boundary (`storage.translate_db_errors`);
 FastAPI's own HTTP errors (body limit, unparsable body) at the HTTP one (`service.http.errors`).
-`IdempotencyError`s and `Forbidden` answer RFC 9457 problem details: a stable `type` per kind,
-`title`, `status`.
+`IdempotencyError`s, `Forbidden`, `DuplicateRequest` and `ClaimContention` answer RFC 9457
+problem details (`application/problem+json`): a stable `type` per kind, `title`, `status`,
+`detail`. Every 409 is a problem, so a client tells them apart by `type` alone. The duplicate
+keeps the members its clients always read (`video_id`, `status`, `video_url`, `created_at`): its
+`status` is the video's (a string), not the problem's HTTP status; RFC 9457 §3.1 has a consumer
+ignore a member of the wrong type, and the HTTP status line says 409 anyway.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
-
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -120,28 +124,53 @@ class RequestTooLarge(ClaimfirstError):
 
 class DuplicateRequest(ClaimfirstError):
     status_code = 409
+    media_type = "application/problem+json"
+    problem = "/problems/duplicate-video"
+    title = "Duplicate video"
 
     def __init__(self, existing: VideoRecord) -> None:
         super().__init__(
             f"Duplicate video: video {existing.id} for this prompt is {existing.status} "
             f"(requested {existing.created_at.isoformat()}); no new video was started."
         )
-        self.existing = existing
+        # `existing` is the whole record; the four below are what the 409 answer carries, all a
+        # client rebuilding this error from that answer (`service.client`) can know.
+        self.existing: VideoRecord | None = existing
+        self.video_id, self.status, self.created_at = existing.id, existing.status, existing.created_at
+        self.video_url = existing.video_url
+
+    @classmethod
+    def answered(cls, detail: str, *, video_id: int, status: str, created_at: datetime,
+                 video_url: str | None) -> DuplicateRequest:
+        """The error as an HTTP client reads it from a 409: no `existing` record."""
+        error = cls.__new__(cls)
+        ClaimfirstError.__init__(error, detail)
+        error.existing = None
+        error.video_id, error.status, error.created_at, error.video_url = video_id, status, created_at, video_url
+        return error
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
+            "type": self.problem,
+            "title": self.title,
             "detail": self.detail,
-            "video_id": self.existing.id,
-            "status": self.existing.status,
-            "created_at": self.existing.created_at,
+            "video_id": self.video_id,
+            "status": self.status,
+            "created_at": self.created_at,
         }
-        if self.existing.video_url:
-            body["video_url"] = self.existing.video_url
+        if self.video_url:
+            body["video_url"] = self.video_url
         return body
 
 
 class ClaimContention(ClaimfirstError):
     status_code = 409
+    media_type = "application/problem+json"
+    problem = "/problems/claim-contention"
+    title = "The claim kept changing hands; retry"
+
+    def body(self) -> dict[str, Any]:
+        return {"type": self.problem, "title": self.title, "status": self.status_code, "detail": self.detail}
 
 
 class VideoNotFound(ClaimfirstError):

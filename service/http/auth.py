@@ -39,7 +39,7 @@ from service.logs import bind
 from service.settings import SCOPES, ApiKey, Scope, Settings
 
 __all__ = ["ApiKeys", "Caller", "EVERYONE", "KeyCheck", "api_key_check", "bearer_token", "caller_guard",
-           "caller_of", "require", "openapi_security", "anonymous_refusal", "is_loopback"]
+           "caller_of", "require", "openapi_security", "anonymous_refusal", "simulated_refusal", "is_loopback"]
 
 log = logging.getLogger("claimfirst")
 
@@ -165,4 +165,16 @@ def anonymous_refusal(host: str, settings: Settings) -> str | None:
     return (
         f"refusing to serve {host} without CLAIMFIRST_API_KEYS: anyone could start paid generations"
         " (set keys, or CLAIMFIRST_ALLOW_ANONYMOUS=true behind a gateway that authenticates)"
+    )
+
+
+def simulated_refusal(host: str, settings: Settings) -> str | None:
+    """Why serving the simulated generator on `host` is refused, or None. `sim` is the default
+    so that a checkout runs with nothing configured; on a public address that default would
+    answer real users with fake video links, so it must be asked for by name there."""
+    if settings.generator != "sim" or "generator" in settings.model_fields_set or is_loopback(host):
+        return None
+    return (
+        f"refusing to serve {host} with the simulated generator (fake videos) by default: set"
+        " CLAIMFIRST_GENERATOR=replicate for real videos, or CLAIMFIRST_GENERATOR=sim to serve fake ones on purpose"
     )

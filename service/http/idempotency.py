@@ -104,7 +104,12 @@ def in_progress_timeout(request_timeout_seconds: float) -> timedelta:
 
 
 def _replay(status_code: int, response_body: str) -> JSONResponse:
-    return JSONResponse(json.loads(response_body), status_code=status_code, headers={REPLAYED_HEADER: "true"})
+    content = json.loads(response_body)
+    # A kept 409 is a problem (service.errors): replayed with the media type it first had. A row
+    # kept before the 409 became one has no `type` and goes out as the plain JSON it was.
+    problem = status_code >= 400 and isinstance(content, dict) and "type" in content
+    return JSONResponse(content, status_code=status_code, headers={REPLAYED_HEADER: "true"},
+                        media_type="application/problem+json" if problem else None)
 
 
 async def answer_once(runtime: Runtime, keyed: KeyedRequest, work: Work, *, status_code: int = 202) -> JSONResponse:

@@ -163,7 +163,7 @@ def install(app: FastAPI) -> None:
     async def healthz(http: Request) -> HealthOut:
         runtime = _runtime(http)
         await runtime.bounded(runtime.store.ping())
-        return HealthOut(status="ok", database=runtime.store.dialect)
+        return HealthOut(status="ok", database=runtime.store.dialect, generator=http.app.state.generator)
 
     @app.get("/metrics", response_class=Response, dependencies=caller_guard(check_key, "metrics"),
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

@@ -18,7 +18,7 @@ from service.prompt_key import prompt_key
 
 __all__ = [
     "CreateRequest", "VideoOut", "CreateAccepted", "StatsOut", "HealthOut",
-    "ErrorOut", "ConflictOut", "ValidationErrorOut", "ProblemOut", "error_responses", "idempotency_responses",
+    "ErrorOut", "DuplicateOut", "ValidationErrorOut", "ProblemOut", "error_responses", "idempotency_responses",
     "MAX_PROMPT_CHARS", "MAX_CATEGORY_CHARS", "MAX_ID", "MAX_IDEMPOTENCY_KEY_CHARS", "CREATE_OPERATION",
 ]
 
@@ -138,20 +138,13 @@ class StatsOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
-    database: str
+    database: str = Field(description="`sqlite` or `postgresql`")
+    generator: str = Field(description="what turns a won claim into a video: `replicate`, or `sim` (fake videos,"
+                                       " `videos.example.invalid` links); another name for one built in code")
 
 
 class ErrorOut(BaseModel):
     detail: str = Field(description="one line a person can read")
-
-
-class ConflictOut(ErrorOut):
-    """409: the video holding the claim, or (ids absent) a claim that kept changing hands: retry."""
-
-    video_id: int | None = None
-    status: str | None = None
-    created_at: datetime | None = None
-    video_url: str | None = None
 
 
 class ValidationErrorOut(ErrorOut):
@@ -161,7 +154,8 @@ class ValidationErrorOut(ErrorOut):
 
 
 class ProblemOut(BaseModel):
-    """RFC 9457 problem details (`application/problem+json`): errors of the Idempotency-Key, 403s."""
+    """RFC 9457 problem details (`application/problem+json`): the Idempotency-Key's errors, 403s, and
+    a claim that kept changing hands (409, `/problems/claim-contention`: retry)."""
 
     type: str = Field(description="a stable URI reference per kind of problem; match on it")
     title: str
@@ -169,10 +163,23 @@ class ProblemOut(BaseModel):
     detail: str = Field(description="one line a person can read")
 
 
+class DuplicateOut(BaseModel):
+    """409 `/problems/duplicate-video` (`application/problem+json`): an equivalent video holds the
+    claim; nothing was started. `status` is that video's status, not the HTTP status (RFC 9457
+    has a consumer ignore a `status` member that is not a number)."""
+
+    type: str = Field(description="`/problems/duplicate-video`")
+    title: str
+    detail: str = Field(description="one line a person can read")
+    video_id: int = Field(description="the video holding the claim")
+    status: str = Field(description="that video's status: generating, ready or failed")
+    created_at: datetime
+    video_url: str | None = Field(default=None, description="present once that video is ready")
+
+
 _RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
     401: (ErrorOut, "no or unknown API key (`Authorization: Bearer <key>`)"),
     404: (ErrorOut, "unknown video id"),
-    409: (ConflictOut, "an equivalent video holds the claim; nothing was started"),
     413: (ErrorOut, "request body over CLAIMFIRST_MAX_BODY_BYTES; it was not read"),
     422: (ValidationErrorOut, "invalid input (body, path or header); nothing was written"),
     429: (ErrorOut, "too many generations queued; retry after `Retry-After` seconds"),
@@ -188,12 +195,20 @@ _HEADERS = {
 _FORBIDDEN = {"description": "this API key lacks the endpoint's scope (`type` /problems/scope-missing), or on"
                              " /create may not act for this tg_user_id (/problems/user-not-allowed)",
               "content": {"application/problem+json": {"schema": ProblemOut.model_json_schema()}}}
+# Every 409 is a problem (service.errors): a duplicate, or a claim that kept changing hands.
+_CONFLICT = {
+    "description": "an equivalent video holds the claim (`/problems/duplicate-video`), or the claim kept"
+                   " changing hands while it was looked at (`/problems/claim-contention`: retry); nothing was"
+                   " started",
+    "content": {"application/problem+json": {"schema": {"anyOf": [
+        DuplicateOut.model_json_schema(), ProblemOut.model_json_schema()]}}},
+}
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, with the bodies the handlers send."""
     return {
-        code: _FORBIDDEN if code == 403 else
+        code: _FORBIDDEN if code == 403 else _CONFLICT if code == 409 else
         {"model": _RESPONSES[code][0], "description": _RESPONSES[code][1],
          **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
         for code in codes
@@ -216,7 +231,15 @@ def idempotency_responses(responses: dict[int | str, dict[str, Any]], accepted: 
     problem = {"application/problem+json": {"schema": ProblemOut.model_json_schema()}}
     for code, description in _PROBLEMS.items():
         spec = merged.setdefault(code, {"description": description})
-        spec["content"] = {**spec.get("content", {}), **problem}
+        content = dict(spec.get("content", {}))
+        if "application/problem+json" in content:  # 409: one of the problems already listed, or this
+            listed = content["application/problem+json"]["schema"].get("anyOf", [])
+            if problem["application/problem+json"]["schema"] not in listed:
+                listed = [*listed, problem["application/problem+json"]["schema"]]
+            content["application/problem+json"] = {"schema": {"anyOf": listed}}
+        else:
+            content.update(problem)
+        spec["content"] = content
         if spec["description"] != description:
             spec["description"] = f"{spec['description']}; or (problem+json) {description}"
     for code in (accepted, 409):

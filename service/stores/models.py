@@ -150,3 +150,14 @@ class TelegramUpdate(Base):
     received_at: Mapped[Timestamp]
 
     __table_args__ = (Index("ix_telegram_updates_received_at", "received_at"),)
+
+
+class TelegramPollOffset(Base):
+    """Long polling's place in the bot's update queue (`python -m service telegram poll`): the
+    `offset` the next getUpdates sends, one row per bot (its numeric id, from the token)."""
+
+    __tablename__ = "telegram_poll_offsets"
+
+    bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[Timestamp]

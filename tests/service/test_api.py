@@ -30,9 +30,11 @@ def test_create_then_duplicate_then_ready(db_url: str) -> None:
 
         again = create(client, "smart wallets as  DIGITAL assistants!")
         assert again.status_code == 409
+        assert again.headers["content-type"] == "application/problem+json"
         dup = again.json()
+        assert (dup["type"], dup["title"]) == ("/problems/duplicate-video", "Duplicate video")
         assert (dup["video_id"], dup["status"], dup["created_at"]) == (body["video_id"], "generating", body["created_at"])
-        assert "Duplicate video" in dup["detail"]
+        assert "Duplicate video" in dup["detail"] and "video_url" not in dup
 
         video = client.get(f"/videos/{body['video_id']}").json()
         assert (video["status"], video["category"], video["prompt"]) == ("generating", "tech", PROMPT)
@@ -45,7 +47,10 @@ def test_ready_duplicate_answers_with_the_url(sqlite_url: str) -> None:
         video_id = create(client).json()["video_id"]
         drain(client)
         assert client.get(f"/videos/{video_id}").json()["status"] == "ready"
-        dup = create(client).json()
+        again = create(client)
+        assert again.headers["content-type"] == "application/problem+json"
+        dup = again.json()
+        assert dup["type"] == "/problems/duplicate-video"
         assert dup["status"] == "ready" and dup["video_url"].endswith(f"/{video_id}.mp4")
 
 
@@ -118,7 +123,7 @@ def test_get_unknown_video_is_404(sqlite_url: str) -> None:
 
 def test_healthz_and_openapi(sqlite_url: str) -> None:
     with running_app(sqlite_url) as client:
-        assert client.get("/healthz").json() == {"status": "ok", "database": "sqlite"}
+        assert client.get("/healthz").json() == {"status": "ok", "database": "sqlite", "generator": "sim"}
         assert "/create" in client.get("/openapi.json").json()["paths"]
         assert client.get("/docs").status_code == 200
 

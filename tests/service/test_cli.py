@@ -71,7 +71,25 @@ def test_a_public_address_passes_with_keys_or_an_explicit_opt_in(env: dict[str, 
     # The database is unreachable on purpose: getting as far as preparing it (exit 1) shows
     # the address was accepted, without binding a public port in a test.
     url = f"postgres://claimfirst:secret@127.0.0.1:{free_port()}/x"
-    result = run_service("--host", "0.0.0.0", DATABASE_URL=url, **env)
+    result = run_service("--host", "0.0.0.0", DATABASE_URL=url, CLAIMFIRST_GENERATOR="sim", **env)
+    assert result.returncode == 1 and "cannot prepare the database" in result.stderr
+    assert KEY not in result.stderr
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10"])
+def test_a_public_address_with_the_simulated_generator_by_default_is_refused(tmp_path, host: str) -> None:
+    # Keys set: only the generator is wrong. Fake video links to real users are refused
+    # unless asked for by name.
+    result = run_service("--host", host, DATABASE_URL=f"sqlite:///{tmp_path}/x.db", CLAIMFIRST_API_KEYS=KEY)
+    assert result.returncode == 2
+    line = one_error_line(result)
+    assert f"refusing to serve {host} with the simulated generator" in line and "CLAIMFIRST_GENERATOR=sim" in line
+    assert not (tmp_path / "x.db").exists() and KEY not in line
+
+
+def test_the_simulated_generator_by_default_still_serves_loopback() -> None:
+    url = f"postgres://claimfirst:secret@127.0.0.1:{free_port()}/x"
+    result = run_service("--host", "127.0.0.1", DATABASE_URL=url, CLAIMFIRST_API_KEYS=KEY)
     assert result.returncode == 1 and "cannot prepare the database" in result.stderr
     assert KEY not in result.stderr
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from service import ClaimfirstError
+from service.records import VideoRecord
 import service.errors as errors
 
 EXPECTED = {
@@ -24,3 +27,17 @@ def test_every_error_has_its_own_http_status() -> None:
     assert set(errors.__all__) == {"ClaimfirstError", *EXPECTED}
     for cls in subclasses:
         assert cls.__name__ in errors.__doc__ and str(cls.status_code) in errors.__doc__
+
+
+def test_every_409_is_a_problem_with_its_own_type() -> None:
+    now = datetime.now(UTC)
+    holder = VideoRecord(7, 42, "p", "p", None, "ready", 1, "https://v.example/7.mp4", None, None, None, now, now)
+    conflicts = [errors.DuplicateRequest(holder), errors.ClaimContention("kept changing hands"),
+                 errors.IdempotencyKeyInProgress("in progress")]
+    bodies = [error.body() for error in conflicts]
+    assert {error.media_type for error in conflicts} == {"application/problem+json"}
+    assert len({body["type"] for body in bodies}) == 3 and all(body["title"] for body in bodies)
+    # The duplicate's members are the ones its clients read before it became a problem.
+    assert bodies[0] | {"detail": ""} == {"type": "/problems/duplicate-video", "title": "Duplicate video", "detail": "",
+                                          "video_id": 7, "status": "ready", "created_at": now,
+                                          "video_url": "https://v.example/7.mp4"}

@@ -115,7 +115,9 @@ def test_a_409_duplicate_is_replayed_as_first_answered(db_url: str) -> None:
         assert create(client, None).json()["status"] == "ready"
         replayed = create(client, "second-tap")
         assert replayed.status_code == 409 and replayed.headers["idempotent-replayed"] == "true"
-        assert replayed.content == duplicate.content
+        assert replayed.content == duplicate.content and replayed.json()["type"] == "/problems/duplicate-video"
+        # A replayed problem is still a problem: the media type is kept with the body.
+        assert duplicate.headers["content-type"] == replayed.headers["content-type"] == "application/problem+json"
         assert replayed.json()["video_id"] == original.json()["video_id"]
 
 

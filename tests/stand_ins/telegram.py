@@ -8,6 +8,11 @@ tests/service/recordings/telegram/, checks the token, and lets a test decide wha
         telegram.fault("sendVideo", status=400)                   # the next sendVideo: URL refused
         telegram.calls, telegram.sent("sendMessage")              # every call: method and JSON body
         telegram.wait_for("sendVideo")                            # polls, with a deadline
+        telegram.queue(update, …)                                 # what getUpdates hands out
+        telegram.hold("sendMessage", after=2)                     # the 3rd sendMessage waits for release()
+
+getUpdates is Telegram's: a call with `offset` confirms (forgets) every update below it and
+answers the rest in order, waiting up to `timeout` seconds (capped) when there are none.
 
 It runs in the test's process, so a service started as a child process reaches it too. Builders
 make the updates Telegram would deliver (`message_update`, `recorded_update`).
@@ -103,6 +108,12 @@ class StandInTelegram:
         self._lock = threading.Lock()
         self._message_ids = itertools.count(1000)
         self._server: _Server | None = None
+        self._pending: list[dict[str, Any]] = []  # getUpdates' queue, in update_id order
+        self._arrived = threading.Condition()
+        self._hold: tuple[str, int] | None = None  # (method, calls still let through)
+        self.holding = threading.Event()  # set while a held call waits
+        self._released = threading.Event()
+        self.deliveries: list[int] = []  # every update_id getUpdates handed out, in order
 
     def __enter__(self) -> StandInTelegram:
         handler = type("Handler", (_Handler,), {"stand_in": self})
@@ -113,6 +124,7 @@ class StandInTelegram:
 
     def __exit__(self, *exc: object) -> None:
         assert self._server is not None
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -141,12 +153,54 @@ class StandInTelegram:
         return wait_until(lambda: len(self.sent(method)) >= count and self.sent(method), timeout=timeout,
                           what=lambda: f"{count} {method} call(s); saw {dict(Counter(self.methods()))}", every=0.02)
 
+    def queue(self, *updates: dict[str, Any]) -> None:
+        """Updates for getUpdates (again, for one already confirmed: Telegram redelivering it)."""
+        with self._arrived:
+            self._pending = sorted([*self._pending, *updates], key=lambda u: u["update_id"])
+            self._arrived.notify_all()
+
+    def hold(self, method: str, *, after: int = 0) -> None:
+        """Let `after` more calls of `method` through, then hold the next one until `release`."""
+        self._released.clear()
+        self._hold = (method.lower(), after)
+
+    def release(self) -> None:
+        self._hold = None
+        self._released.set()
+
     # -- the API (called from the server's threads) -----------------------------------
+
+    MAX_LONG_POLL_SECONDS = 5.0
+
+    def _get_updates(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        offset = body.get("offset")
+        deadline = time.monotonic() + min(float(body.get("timeout", 0)), self.MAX_LONG_POLL_SECONDS)
+        with self._arrived:
+            if offset is not None:
+                self._pending = [u for u in self._pending if u["update_id"] >= offset]
+            while not self._pending and (left := deadline - time.monotonic()) > 0:
+                self._arrived.wait(left)
+            batch = copy.deepcopy(self._pending[: int(body.get("limit", 100))])
+        self.deliveries.extend(u["update_id"] for u in batch)
+        return 200, {"ok": True, "result": batch}
+
+    def _held(self, method: str) -> None:
+        with self._lock:
+            if self._hold is None or self._hold[0] != method:
+                return
+            if self._hold[1] > 0:
+                self._hold = (method, self._hold[1] - 1)
+                return
+        self.holding.set()
+        self._released.wait(30)  # bounded: a forgotten release does not hang the server
 
     def handle(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
         prefix, _, method = path.split("?")[0].lstrip("/").partition("/")
         if prefix != f"bot{self.token}":
             return 401, _error(401), method
+        if method.lower() == "getupdates":
+            return (*self._get_updates(body), method)
+        self._held(method.lower())
         with self._lock:
             faults = self._faults.get(method.lower())
             if faults:
@@ -157,6 +211,9 @@ class StandInTelegram:
     def _answer(self, method: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if method == "getme":
             return 200, recording("getMe_ok")["response"]["body"]
+        if method == "deletewebhook":
+            self.webhook = None
+            return 200, {"ok": True, "result": True, "description": "Webhook is already deleted"}
         if method == "setwebhook":
             if not str(body.get("url", "")).startswith("https://"):
                 return 400, recording("error_400_bad_webhook")["response"]["body"]
