@@ -15,12 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from service.errors import StorageUnavailable
 
-__all__ = ["make_engine", "migrate", "translate_db_errors"]
+__all__ = ["make_engine", "migrate", "downgrade", "current_revision", "head_revision", "upgrade_sql",
+           "alembic_config", "translate_db_errors"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 # SQLite: how long a writer waits for the lock before giving up. Generous, because under a
 # burst of identical requests every one queues for the same lock and each holds it for one
@@ -63,16 +67,70 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
-    from alembic import command
+def alembic_config():  # type: ignore[no-untyped-def]
+    """Alembic's config for the service's migrations (what `alembic.ini` at the root names too)."""
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
+    from alembic import command
+
+    config = alembic_config()
     with translate_db_errors(), engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision` (`base`: what was there before the service)."""
+    from alembic import command
+
+    config = alembic_config()
+    with translate_db_errors(), engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision; None for a database the service never migrated."""
+    from alembic.runtime.migration import MigrationContext
+
+    with translate_db_errors(), engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade_sql(engine: Engine) -> str:
+    """The SQL `migrate` would run from the database's current revision, for review (Alembic's
+    offline mode). Reads the database (its revision, whether the bot's `videos` exists), writes
+    nothing. Rows the adoption computes in Python (prompt keys) appear as a comment."""
+    import io
+
+    from alembic import command
+
+    current = current_revision(engine)
+    with translate_db_errors(), engine.connect() as conn:
+        videos_exist = current is None and sa_inspect(conn).has_table("videos")
+    buffer = io.StringIO()
+    config = alembic_config()
+    config.output_buffer = buffer
+    config.attributes["offline_url"] = engine.url
+    config.attributes["videos_exist"] = videos_exist
+    start = f"{current}:" if current else ""
+    command.upgrade(config, f"{start}head", sql=True)
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager

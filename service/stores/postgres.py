@@ -45,7 +45,7 @@ from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
 from service.records import GenerationResult
 from service.stores.base import (
-    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest,
+    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest, video_record,
 )
 from service.stores.idempotency import PG_BEGIN_SQL, PG_FINISH_SQL, PG_FORGET_SQL, PG_RELEASE_SQL
 
@@ -518,7 +518,7 @@ class PostgresStore:
         row = await self._one(self._requests, "SELECT * FROM videos WHERE id = %(id)s", {"id": video_id})
         if row is None:
             raise VideoNotFound(f"no video with id {video_id}")
-        return VideoRecord.from_mapping(row)
+        return video_record(row)
 
     # -- the Telegram webhook ------------------------------------------------------------
 
