@@ -25,6 +25,7 @@ __all__ = ["make_engine", "migrate", "downgrade", "current_revision", "head_revi
            "alembic_config", "translate_db_errors"]
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
 
 # SQLite: how long a writer waits for the lock before giving up. Generous, because under a
 # burst of identical requests every one queues for the same lock and each holds it for one
@@ -87,13 +88,16 @@ def migrate(engine: Engine) -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Take the schema back to `revision` (`base`: what was there before the service)."""
+    """Take the schema back to `revision`. `base` is the switch-back: what the service created
+    goes, Alembic's own version table too, and an adopted table is as it was before."""
     from alembic import command
 
     config = alembic_config()
     with translate_db_errors(), engine.begin() as conn:
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
+        if revision == "base":
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
 
 
 def head_revision() -> str:
@@ -105,11 +109,12 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    """The database's revision; None for a database the service never migrated."""
-    from alembic.runtime.migration import MigrationContext
-
+    """The database's revision; None for a database the service never migrated (or took back
+    to base). Read directly: Alembic's MigrationContext would log as it looks."""
     with translate_db_errors(), engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not sa_inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
 
 
 def upgrade_sql(engine: Engine) -> str:

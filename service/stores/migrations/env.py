@@ -26,8 +26,20 @@ def run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
         context.run_migrations()
 
 
+def run_offline() -> None:
+    """`migrate --sql`: print the statements instead of running them. Steps computed in Python
+    from the rows (prompt keys, key digests) print as a comment saying so."""
+    url = context.config.attributes.get("offline_url") or Settings().database_url
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
+                      render_as_batch=str(url).startswith("sqlite"))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
 connection = context.config.attributes.get("connection")
-if connection is not None:
+if context.is_offline_mode():
+    run_offline()
+elif connection is not None:
     run_migrations(connection)
 else:  # the alembic command line: use the service's own DATABASE_URL
     with create_engine(Settings().database_url).begin() as conn:

@@ -58,7 +58,12 @@ def claim_columns(*, nullable: bool = False) -> list[sa.Column]:
 
 def upgrade() -> None:
     bind = op.get_bind()
-    if sa.inspect(bind).has_table("videos"):
+    offline = op.get_context().as_sql
+    if offline and op.get_context().config.attributes.get("videos_exist"):
+        # Offline (`migrate --sql`): the caller looked whether the bot's table exists.
+        _print_adoption()
+        return
+    if not offline and sa.inspect(bind).has_table("videos"):
         _adopt_existing_videos(bind)
     else:
         op.create_table(
@@ -78,6 +83,12 @@ def upgrade() -> None:
         )
     op.create_index("ix_videos_user_key_created", "videos", ["tg_user_id", "prompt_key", "created_at"])
     op.create_index("ix_videos_created_at", "videos", ["created_at"])
+    _create_claims()
+    # One claim per key, from its latest non-failed video; no lease (see the docstring).
+    op.execute(SEED_CLAIMS)
+
+
+def _create_claims() -> None:
     op.create_table(
         "video_claims",
         sa.Column("tg_user_id", sa.BigInteger(), primary_key=True),
@@ -88,8 +99,9 @@ def upgrade() -> None:
         sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True),
     )
-    # One claim per key, from its latest non-failed video; no lease (see the docstring).
-    op.execute(
+
+
+SEED_CLAIMS = (
         """
         INSERT INTO video_claims (tg_user_id, prompt_key, video_id, attempt, status, claimed_at, lease_expires_at)
         SELECT tg_user_id, prompt_key, id, 1, status, created_at, NULL FROM (
@@ -98,7 +110,19 @@ def upgrade() -> None:
             FROM videos WHERE status <> 'failed'
         ) ranked WHERE latest = 1
         """
-    )
+)
+
+
+def _print_adoption() -> None:
+    """The adoption as `migrate --sql` shows it: its Python steps are described, not run."""
+    op.execute("-- adopting the existing table videos: ADD COLUMN for each of prompt_key, attempt (DEFAULT 1),"
+               " error, cost_usd, duplicate_of, updated_at that it lacks (recorded in claimfirst_adoption)")
+    op.execute("-- then every row's prompt_key is computed in Python (service.prompt_key: NFKC) and written"
+               " by id; on SQLite the ISO text timestamps are rewritten to the stored form")
+    op.create_index("ix_videos_user_key_created", "videos", ["tg_user_id", "prompt_key", "created_at"])
+    op.create_index("ix_videos_created_at", "videos", ["created_at"])
+    _create_claims()
+    op.execute("-- then one claim per (user, prompt key) is seeded from the latest non-failed video")
 
 
 def _adopt_existing_videos(bind: sa.Connection) -> None:
