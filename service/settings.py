@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # /create with 8 connections than with 10 or 16 (bench/create_throughput.py).
     db_pool_size: int = Field(default=4, ge=1)
     db_max_overflow: int = Field(default=4, ge=0)
+    # False: psycopg never prepares a statement on the server (prepare_threshold None). Needed
+    # behind a transaction-mode pooler (Supabase's on port 6543, PgBouncer): each transaction
+    # may run on another server connection, where a statement prepared on the first is unknown.
+    db_prepare: bool = True
 
     # Simulated generator: duration (one number, or "min,max" drawn uniformly), failure rate
     # and seed. The default is seconds, not the real 2-5 minutes, so a demo finishes.

@@ -40,7 +40,7 @@ def open_store(settings: Settings) -> Store:
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         store = PostgresStore(conninfo, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
-                              timeout_seconds=timeout)
+                              timeout_seconds=timeout, prepare=settings.db_prepare)
     if settings.db_latency_ms:
         store = ReplayLatency(store, settings.db_latency_ms)  # type: ignore[assignment]
     return store

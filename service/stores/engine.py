@@ -33,8 +33,9 @@ VERSION_TABLE = "alembic_version"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for `url`; SQLite files get their folder, WAL and BEGIN IMMEDIATE."""
+def make_engine(url: str, *, pool_size: int = 10, prepare: bool = True) -> Engine:
+    """An engine for `url`; SQLite files get their folder, WAL and BEGIN IMMEDIATE.
+    `prepare=False`: no server-side prepared statements (Supabase's transaction pooler)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -48,7 +49,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # fast and maps to 503. pool_timeout bounds how long a request queues for a connection.
         engine = create_engine(
             url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
-            connect_args={"connect_timeout": 5},
+            connect_args={"connect_timeout": 5, **({} if prepare else {"prepare_threshold": None})},
         )
     return engine
 
@@ -127,12 +128,14 @@ def upgrade_sql(engine: Engine) -> str:
 
     current = current_revision(engine)
     with translate_db_errors(), engine.connect() as conn:
-        videos_exist = current is None and sa_inspect(conn).has_table("videos")
+        tables = set(sa_inspect(conn).get_table_names())
+    videos_exist = current is None and "videos" in tables
     buffer = io.StringIO()
     config = alembic_config()
     config.output_buffer = buffer
     config.attributes["offline_url"] = engine.url
     config.attributes["videos_exist"] = videos_exist
+    config.attributes["adopted"] = videos_exist or "claimfirst_adoption" in tables
     start = f"{current}:" if current else ""
     command.upgrade(config, f"{start}head", sql=True)
     return buffer.getvalue()

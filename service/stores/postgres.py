@@ -304,13 +304,16 @@ def _fence(ticket: ClaimTicket) -> dict[str, Any]:
 class PostgresStore:
     dialect = "postgresql"
 
-    def __init__(self, conninfo: str, *, pool_size: int, max_overflow: int, timeout_seconds: float) -> None:
+    def __init__(self, conninfo: str, *, pool_size: int, max_overflow: int, timeout_seconds: float,
+                 prepare: bool = True) -> None:
         self._timeout = timeout_seconds
         self._seq: str | None = None
         self._clock: tuple[float, float] | None = None  # (monotonic when seen, database epoch - monotonic)
         self._returned: dict[int, float] = {}
         common = dict(
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row},
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row,
+                    # None: never prepared on the server, for a transaction-mode pooler (settings.db_prepare).
+                    **({} if prepare else {"prepare_threshold": None})},
             configure=self._configure, open=False, reconnect_timeout=0,
         )
         self._requests = AsyncConnectionPool(
