@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.config.dictConfig(logging_config)
     # Migrate before serving (the app does it again at start, finding nothing to do): a
     # database that is down or a table that is not the bot's gets one line, not a traceback.
-    engine = make_engine(settings.database_url, prepare=settings.db_prepare)
+    engine = make_engine(settings.connect_url, prepare=settings.db_prepare)
     where = engine.url.render_as_string(hide_password=True)
     try:
         if settings.migrate_on_start:
@@ -143,7 +143,7 @@ def migrate_command(argv: list[str]) -> int:
         parser.error(f"bad setting: {describe_settings_error(exc)}")
     if problem := not_a_database(settings.database_url):
         parser.error(f"DATABASE_URL: {problem}")
-    engine = make_engine(settings.database_url, prepare=settings.db_prepare)
+    engine = make_engine(settings.connect_url, prepare=settings.db_prepare)
     where = engine.url.render_as_string(hide_password=True)
     head = head_revision()
     try:

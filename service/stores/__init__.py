@@ -29,7 +29,7 @@ __all__ = ["Store", "VideoRecord", "key_digest", "open_store", "ReplayLatency"]
 
 def open_store(settings: Settings) -> Store:
     """The store for `settings.database_url` (not yet opened: call `await store.open()`)."""
-    url = make_url(settings.database_url)
+    url = make_url(settings.connect_url)
     timeout = settings.request_timeout_seconds
     if url.get_backend_name() == "sqlite":
         from service.stores.sqlite import SqliteStore

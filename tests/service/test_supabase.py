@@ -90,3 +90,50 @@ def test_the_claim_runs_without_prepared_statements_for_the_transaction_pooler(
         seen_threshold, prepared = prepared_statements(store)
         assert seen_threshold == threshold
         assert (prepared == 0) is (not prepare)
+
+
+def tables_by_schema(engine: sa.Engine) -> dict[str, set[str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT schemaname, tablename FROM pg_tables"
+                                    " WHERE schemaname IN ('public', 'claimfirst')")).all()
+    found: dict[str, set[str]] = {}
+    for schema, table in rows:
+        found.setdefault(schema, set()).add(table)
+    return found
+
+
+def test_db_schema_puts_the_service_tables_beside_the_bots_table(pg_url: str) -> None:
+    from service import Settings
+    from service.stores import open_store
+    from service.stores.engine import downgrade
+    from tests.stores import SyncStore
+
+    settings = Settings(database_url=pg_url, db_schema="claimfirst")
+    plain = make_engine(pg_url)
+    engine = make_engine(settings.connect_url)
+    try:
+        bot_history(plain)
+        migrate(engine)
+        assert tables_by_schema(plain) == {
+            "public": {"videos"},  # adopted where it is, nothing added beside it
+            "claimfirst": {"video_claims", "idempotency_keys", "telegram_updates", "alembic_version",
+                           "claimfirst_adoption"},
+        }
+        with plain.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM claimfirst.video_claims")).scalar_one() > 0
+            assert conn.execute(sa.text("SELECT count(*) FROM public.videos WHERE prompt_key IS NULL")).scalar_one() == 0
+        store = SyncStore(open_store(settings))
+        try:
+            request = NewVideo(42, "A cat surfing", prompt_key("A cat surfing"))
+            ticket = store.claim(request, RULE)
+            assert isinstance(ticket, ClaimTicket) and isinstance(store.claim(request, RULE), Holder)
+        finally:
+            store.close()
+        with plain.connect() as conn:  # the claim went to the service's schema, the video to the bot's table
+            assert conn.execute(sa.text("SELECT count(*) FROM claimfirst.video_claims WHERE video_id = :id"),
+                                {"id": ticket.video_id}).scalar_one() == 1
+        downgrade(engine, "base")
+        assert tables_by_schema(plain) == {"public": {"videos"}}
+    finally:
+        engine.dispose()
+        plain.dispose()

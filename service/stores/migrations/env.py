@@ -23,7 +23,18 @@ def run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+            # CLAIMFIRST_DB_SCHEMA: the connection's search_path names it first; until it
+            # exists, PostgreSQL skips it and the tables would land in public.
+            schema = _own_schema(connection)
+            if schema != "public":
+                connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         context.run_migrations()
+
+
+def _own_schema(connection) -> str:  # type: ignore[no-untyped-def]
+    path = connection.execute(text("SHOW search_path")).scalar_one()
+    first = path.split(",")[0].strip().strip('"')
+    return "public" if first in ("", "$user", "public") else first
 
 
 def run_offline() -> None:
@@ -42,5 +53,5 @@ if context.is_offline_mode():
 elif connection is not None:
     run_migrations(connection)
 else:  # the alembic command line: use the service's own DATABASE_URL
-    with create_engine(Settings().database_url).begin() as conn:
+    with create_engine(Settings().connect_url).begin() as conn:
         run_migrations(conn)

@@ -63,7 +63,7 @@ def upgrade() -> None:
         # Offline (`migrate --sql`): the caller looked whether the bot's table exists.
         _print_adoption()
         return
-    if not offline and sa.inspect(bind).has_table("videos"):
+    if not offline and bot_schema(bind) is not None:
         _adopt_existing_videos(bind)
     else:
         op.create_table(
@@ -113,6 +113,16 @@ SEED_CLAIMS = (
 )
 
 
+def bot_schema(bind: sa.Connection) -> str | None:
+    """Where an existing `videos` is: the service's own schema (first on the search_path), or
+    `public` when CLAIMFIRST_DB_SCHEMA puts the service's tables elsewhere; None: nowhere."""
+    inspector = sa.inspect(bind)
+    for schema in (inspector.default_schema_name, "public"):
+        if inspector.has_table("videos", schema=schema):
+            return schema
+    return None
+
+
 def _print_adoption() -> None:
     """The adoption as `migrate --sql` shows it: its Python steps are described, not run."""
     op.execute("-- adopting the existing table videos: ADD COLUMN for each of prompt_key, attempt (DEFAULT 1),"
@@ -126,7 +136,7 @@ def _print_adoption() -> None:
 
 
 def _adopt_existing_videos(bind: sa.Connection) -> None:
-    existing = {column["name"] for column in sa.inspect(bind).get_columns("videos")}
+    existing = {column["name"] for column in sa.inspect(bind).get_columns("videos", schema=bot_schema(bind))}
     required = {"id", "tg_user_id", "prompt", "status", "created_at"}
     if missing := required - existing:
         raise RuntimeError(f"existing table 'videos' lacks {', '.join(sorted(missing))}: not the bot's table?")
