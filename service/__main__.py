@@ -177,6 +177,38 @@ def migrate_command(argv: list[str]) -> int:
         engine.dispose()
 
 
+CONSOLE_USAGE = "usage: claimfirst {serve | migrate | telegram | audit} [options]"
+
+
+def console(argv: list[str] | None = None) -> int:
+    """The `claimfirst` console script: `serve` (python -m service), `migrate`, `telegram`, `audit`
+    (python -m audit, which needs the [audit] extra)."""
+    argv = sys.argv[1:] if argv is None else argv
+    word, rest = (argv[0], argv[1:]) if argv else ("", [])
+    if word == "serve":
+        return main(rest)
+    if word in ("migrate", "telegram"):
+        return main(argv)
+    if word == "audit":
+        # Run as a module, not imported here: the service's layers never import the audit, and
+        # a lean install (no [audit] extra) still has every other command.
+        import runpy
+
+        sys.argv = ["claimfirst audit", *rest]
+        try:
+            runpy.run_module("audit", run_name="__main__", alter_sys=True)
+        except ModuleNotFoundError as exc:
+            print(f"claimfirst: error: the audit needs its extra (pip install 'claimfirst[audit]'): {exc}",
+                  file=sys.stderr)
+            return 2
+        return 0
+    if word in ("-h", "--help"):
+        print(CONSOLE_USAGE)
+        return 0
+    print(f"claimfirst: error: expected a command: {CONSOLE_USAGE.removeprefix('usage: claimfirst ')}", file=sys.stderr)
+    return 2
+
+
 @contextlib.contextmanager
 def _metrics_shared_by(workers: int) -> Iterator[None]:
     """With several workers, a fresh PROMETHEUS_MULTIPROC_DIR for this run (prometheus-client
