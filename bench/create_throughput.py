@@ -1,9 +1,9 @@
 """`/create` against the ceiling: the hand-written minimal claim endpoint, same database, same run.
 
-The ceiling is `../shared/perf/minimal_app.py` (FastAPI, a psycopg async pool, one conditional
+The ceiling is `bench/ceiling/minimal_app.py` (FastAPI, a psycopg async pool, one conditional
 upsert per request, nothing else). Both servers run as real processes on one throwaway
 PostgreSQL (the pgserver wheel), and `wrk` (Debian package `wrk`) drives each with the same
-scripts (`../shared/perf/dup.lua`, `new.lua`): 32 connections, one thread. Servers alternate
+scripts (`bench/ceiling/dup.lua`, `new.lua`): 32 connections, one thread. Servers alternate
 order between repetitions (the machine is shared and noisy); the table shows medians, and the
 service's ratio to the ceiling as the median of each repetition's own ratio (its two runs are
 seconds apart) with the range of those ratios:
@@ -43,7 +43,7 @@ from service.process import free_port, serve_subprocess
 from service.settings import normalize_database_url
 
 ROOT = Path(__file__).resolve().parents[1]
-PERF = ROOT.parent / "shared" / "perf"
+PERF = ROOT / "bench" / "ceiling"  # the ceiling app and the wrk scripts, copied from the perf baseline
 MINIMAL_SCHEMA = ("CREATE TABLE claims (id bigserial, user_id bigint, prompt_key text, status text, "
                   "created_at timestamptz default now(), PRIMARY KEY (user_id, prompt_key))")
 # The service under load: generations that never finish within the run (they queue, as real

@@ -1,4 +1,4 @@
-"""The SQLite ceiling: `../shared/perf/minimal_app.py` with SQLite in place of PostgreSQL.
+"""The SQLite ceiling: `bench/ceiling/minimal_app.py` with SQLite in place of PostgreSQL.
 
 FastAPI, one sqlite3 connection on one thread (SQLite has one writer), WAL, one conditional
 upsert per request. Run by `bench/create_throughput.py`; the file is `MINIMAL_SQLITE`.

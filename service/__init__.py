@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from service.app import create_app
     from service.claim import ClaimRule, NewVideo
+    from service.embed import ClaimFirst
     from service.errors import (
         BadIdempotencyKey,
         ClaimContention,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _HOMES = {
     # the use case, and the app around it
     "Runtime": "service.runtime",
+    "ClaimFirst": "service.embed",  # the claim inside a bot's own process
     "Admission": "service.policies",
     "create_app": "service.app",
     "Settings": "service.settings",

@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
-            await anyio.to_thread.run_sync(_migrate, settings.database_url)
+            await anyio.to_thread.run_sync(_migrate, settings.connect_url, settings.db_prepare)
         await runtime.store.open()
         runtime.runner.start()
         forgetting: asyncio.Task[None] | None = None
@@ -96,8 +96,8 @@ def serving_app() -> FastAPI:
     return app
 
 
-def _migrate(database_url: str) -> None:
-    engine = make_engine(database_url)
+def _migrate(database_url: str, prepare: bool = True) -> None:
+    engine = make_engine(database_url, prepare=prepare)
     try:
         migrate(engine)
     finally:

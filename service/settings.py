@@ -146,6 +146,16 @@ class Settings(BaseSettings):
     # /create with 8 connections than with 10 or 16 (bench/create_throughput.py).
     db_pool_size: int = Field(default=4, ge=1)
     db_max_overflow: int = Field(default=4, ge=0)
+    # False: psycopg never prepares a statement on the server (prepare_threshold None). Needed
+    # behind a transaction-mode pooler (Supabase's on port 6543, PgBouncer): each transaction
+    # may run on another server connection, where a statement prepared on the first is unknown.
+    db_prepare: bool = True
+    # PostgreSQL: the schema of the service's own tables (video_claims, idempotency_keys,
+    # telegram_updates, alembic_version; videos too when there is no bot table to adopt in
+    # `public`). Another one keeps them out of what Supabase's REST API serves (`public`).
+    # Put first on the connections' search_path, with `public` after it, where the bot's
+    # `videos` is found.
+    db_schema: str = Field(default="public", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     # Simulated generator: duration (one number, or "min,max" drawn uniformly), failure rate
     # and seed. The default is seconds, not the real 2-5 minutes, so a demo finishes.
@@ -375,6 +385,17 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def connect_url(self) -> str:
+        """`database_url` as the stores and migrations connect to it: on PostgreSQL with
+        another `db_schema`, that schema first on the search_path (a libpq startup option)."""
+        if self.is_sqlite or self.db_schema == "public":
+            return self.database_url
+        url = make_url(self.database_url)
+        # No space after -c: a URL renders it as `+`, which libpq does not decode.
+        url = url.update_query_dict({"options": f"-csearch_path={self.db_schema},public"})
+        return url.render_as_string(hide_password=False)
 
 
 def _env_name(field: str) -> str:

@@ -29,7 +29,7 @@ __all__ = ["Store", "VideoRecord", "key_digest", "open_store", "ReplayLatency"]
 
 def open_store(settings: Settings) -> Store:
     """The store for `settings.database_url` (not yet opened: call `await store.open()`)."""
-    url = make_url(settings.database_url)
+    url = make_url(settings.connect_url)
     timeout = settings.request_timeout_seconds
     if url.get_backend_name() == "sqlite":
         from service.stores.sqlite import SqliteStore
@@ -40,7 +40,7 @@ def open_store(settings: Settings) -> Store:
 
         conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
         store = PostgresStore(conninfo, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow,
-                              timeout_seconds=timeout)
+                              timeout_seconds=timeout, prepare=settings.db_prepare)
     if settings.db_latency_ms:
         store = ReplayLatency(store, settings.db_latency_ms)  # type: ignore[assignment]
     return store

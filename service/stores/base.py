@@ -21,9 +21,10 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from service.claim import ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
+from service.prompt_key import prompt_key
 from service.records import GenerationResult, VideoRecord, as_utc
 
-__all__ = ["Store", "VideoRecord", "KeyBegun", "key_digest", "holder_from_row", "as_utc", "SUPERSEDED_ERROR",
+__all__ = ["Store", "VideoRecord", "KeyBegun", "key_digest", "holder_from_row", "video_record", "as_utc", "SUPERSEDED_ERROR",
            "LATE_ERROR", "ABANDONED_ERROR"]
 
 # What the stores write into `videos.error` for the outcomes they decide themselves.
@@ -53,11 +54,25 @@ class KeyBegun:
     response_body: str | None = None
 
 
+def video_record(row: Mapping[str, Any]) -> VideoRecord:
+    """A record from a `videos` row, also one the operator's old bot wrote during a switch-over
+    (migration 0001): its NULL `prompt_key` is computed from the prompt, a NULL `attempt` is 1 and
+    a NULL `updated_at` (SQLite cannot default it) is its `created_at`."""
+    if row["prompt_key"] is not None and row["attempt"] is not None and row["updated_at"] is not None:
+        return VideoRecord.from_mapping(row)
+    filled = dict(row)
+    if filled["prompt_key"] is None:
+        filled["prompt_key"] = prompt_key(filled["prompt"] or "")
+    filled["attempt"] = 1 if filled["attempt"] is None else filled["attempt"]
+    filled["updated_at"] = filled["created_at"] if filled["updated_at"] is None else filled["updated_at"]
+    return VideoRecord.from_mapping(filled)
+
+
 def holder_from_row(row: Mapping[str, Any]) -> Holder:
     """A holder from a row of `claim_*` columns, `blocks`, and the video's columns."""
     state = ClaimState(row["claim_status"], row["claim_attempt"], as_utc(row["claim_claimed_at"]),  # type: ignore[arg-type]
                        as_utc(row["claim_lease_expires_at"]))
-    return Holder(state, VideoRecord.from_mapping(row), bool(row["blocks"]))
+    return Holder(state, video_record(row), bool(row["blocks"]))
 
 
 class Store(Protocol):

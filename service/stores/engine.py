@@ -15,12 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from service.errors import StorageUnavailable
 
-__all__ = ["make_engine", "migrate", "translate_db_errors"]
+__all__ = ["make_engine", "migrate", "downgrade", "current_revision", "head_revision", "upgrade_sql",
+           "alembic_config", "translate_db_errors"]
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+VERSION_TABLE = "alembic_version"
 
 # SQLite: how long a writer waits for the lock before giving up. Generous, because under a
 # burst of identical requests every one queues for the same lock and each holds it for one
@@ -28,8 +33,9 @@ __all__ = ["make_engine", "migrate", "translate_db_errors"]
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
-    """An engine for `url`; SQLite files get their folder, WAL and BEGIN IMMEDIATE."""
+def make_engine(url: str, *, pool_size: int = 10, prepare: bool = True) -> Engine:
+    """An engine for `url`; SQLite files get their folder, WAL and BEGIN IMMEDIATE.
+    `prepare=False`: no server-side prepared statements (Supabase's transaction pooler)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -43,7 +49,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         # fast and maps to 503. pool_timeout bounds how long a request queues for a connection.
         engine = create_engine(
             url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True, pool_timeout=10,
-            connect_args={"connect_timeout": 5},
+            connect_args={"connect_timeout": 5, **({} if prepare else {"prepare_threshold": None})},
         )
     return engine
 
@@ -63,16 +69,76 @@ def _sqlite_on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
-    from alembic import command
+def alembic_config():  # type: ignore[no-untyped-def]
+    """Alembic's config for the service's migrations (what `alembic.ini` at the root names too)."""
     from alembic.config import Config
 
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest Alembic revision (safe to call from many processes)."""
+    from alembic import command
+
+    config = alembic_config()
     with translate_db_errors(), engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Take the schema back to `revision`. `base` is the switch-back: what the service created
+    goes, Alembic's own version table too, and an adopted table is as it was before."""
+    from alembic import command
+
+    config = alembic_config()
+    with translate_db_errors(), engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+        if revision == "base":
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {VERSION_TABLE}")
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision; None for a database the service never migrated (or took back
+    to base). Read directly: Alembic's MigrationContext would log as it looks."""
+    with translate_db_errors(), engine.connect() as conn:
+        if not sa_inspect(conn).has_table(VERSION_TABLE):
+            return None
+        return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
+
+
+def upgrade_sql(engine: Engine) -> str:
+    """The SQL `migrate` would run from the database's current revision, for review (Alembic's
+    offline mode). Reads the database (its revision, whether the bot's `videos` exists), writes
+    nothing. Rows the adoption computes in Python (prompt keys) appear as a comment."""
+    import io
+
+    from alembic import command
+
+    current = current_revision(engine)
+    with translate_db_errors(), engine.connect() as conn:
+        tables = set(sa_inspect(conn).get_table_names())
+    videos_exist = current is None and "videos" in tables
+    buffer = io.StringIO()
+    config = alembic_config()
+    config.output_buffer = buffer
+    config.attributes["offline_url"] = engine.url
+    config.attributes["videos_exist"] = videos_exist
+    config.attributes["adopted"] = videos_exist or "claimfirst_adoption" in tables
+    start = f"{current}:" if current else ""
+    command.upgrade(config, f"{start}head", sql=True)
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager

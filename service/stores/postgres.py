@@ -45,7 +45,7 @@ from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
 from service.records import GenerationResult
 from service.stores.base import (
-    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest,
+    ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest, video_record,
 )
 from service.stores.idempotency import PG_BEGIN_SQL, PG_FINISH_SQL, PG_FORGET_SQL, PG_RELEASE_SQL
 
@@ -304,13 +304,16 @@ def _fence(ticket: ClaimTicket) -> dict[str, Any]:
 class PostgresStore:
     dialect = "postgresql"
 
-    def __init__(self, conninfo: str, *, pool_size: int, max_overflow: int, timeout_seconds: float) -> None:
+    def __init__(self, conninfo: str, *, pool_size: int, max_overflow: int, timeout_seconds: float,
+                 prepare: bool = True) -> None:
         self._timeout = timeout_seconds
         self._seq: str | None = None
         self._clock: tuple[float, float] | None = None  # (monotonic when seen, database epoch - monotonic)
         self._returned: dict[int, float] = {}
         common = dict(
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row},
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row,
+                    # None: never prepared on the server, for a transaction-mode pooler (settings.db_prepare).
+                    **({} if prepare else {"prepare_threshold": None})},
             configure=self._configure, open=False, reconnect_timeout=0,
         )
         self._requests = AsyncConnectionPool(
@@ -518,7 +521,7 @@ class PostgresStore:
         row = await self._one(self._requests, "SELECT * FROM videos WHERE id = %(id)s", {"id": video_id})
         if row is None:
             raise VideoNotFound(f"no video with id {video_id}")
-        return VideoRecord.from_mapping(row)
+        return video_record(row)
 
     # -- the Telegram webhook ------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from service.errors import StorageUnavailable, VideoNotFound
 from service.records import GenerationResult
 from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, as_utc, holder_from_row, key_digest,
+    video_record,
 )
 from service.stores.idempotency import (
     SQLITE_BEGIN_SQL, SQLITE_FINISH_SQL, SQLITE_FORGET_SQL, SQLITE_HOLDER_SQL, SQLITE_RELEASE_SQL,
@@ -412,7 +413,7 @@ class SqliteStore:
         row = await self._run(self._reads, partial(self._read_one, "SELECT * FROM videos WHERE id = :id", {"id": video_id}))
         if row is None:
             raise VideoNotFound(f"no video with id {video_id}")
-        return VideoRecord.from_mapping(row)
+        return video_record(row)
 
     # -- the Telegram webhook ------------------------------------------------------------
 

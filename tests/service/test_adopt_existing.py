@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.stores.models import UTCDateTime, Video, VideoClaim
 from service.prompt_key import prompt_key
-from service.stores.engine import make_engine, migrate
+from service.stores.engine import downgrade, make_engine, migrate
 from tests.stores import age, migrated_store
 
 FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures" / "videos.csv"
@@ -109,22 +109,15 @@ def test_a_table_that_is_not_the_bots_is_refused(db_url: str) -> None:
 
 
 def test_downgrade_removes_only_what_the_claim_added(history) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    import service.stores.engine
-
     engine, rows = history
     migrate(engine)
-    config = Config()
-    config.set_main_option("script_location", str(Path(service.stores.engine.__file__).parent / "migrations"))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "base")
+    downgrade(engine, "base")
     inspector = sa.inspect(engine)
     assert not inspector.has_table("video_claims")
     columns = {column["name"] for column in inspector.get_columns("videos")}
-    assert columns == {c.name for c in bot_table(sa.MetaData()).columns} | {"updated_at"}
+    # Exactly the bot's columns: `updated_at` was added by the adoption, so it goes too (the
+    # byte-for-byte comparison is tests/service/test_switch_over.py).
+    assert columns == {c.name for c in bot_table(sa.MetaData()).columns}
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(sa.table("videos"))).scalar_one() == len(rows)
 
@@ -148,9 +141,11 @@ def test_sqlite_iso_text_timestamps_are_rewritten_so_the_window_compares_as_time
             stored = conn.execute(sa.text("SELECT id, created_at, updated_at FROM videos ORDER BY id")).all()
             claimed = conn.execute(sa.text("SELECT claimed_at FROM video_claims ORDER BY video_id")).scalars().all()
         assert [tuple(row) for row in stored] == [
-            (1, "2025-10-15 12:37:15.000000", "2025-10-15 12:37:15.000000"),
+            # The bot's own NULL `updated_at` stays NULL (the downgrade must give it back as it
+            # was); the service reads it as `created_at`.
+            (1, "2025-10-15 12:37:15.000000", None),
             (2, "2025-10-15 12:37:15.250000", "2025-10-15 12:40:00.000000"),
-            (3, "2025-10-15 12:37:15.000000", "2025-10-15 12:37:15.000000"),
+            (3, "2025-10-15 12:37:15.000000", None),
         ]
         assert claimed == [row[1] for row in stored]
 
@@ -158,6 +153,7 @@ def test_sqlite_iso_text_timestamps_are_rewritten_so_the_window_compares_as_time
             request = NewVideo(7, "Old prompt", prompt_key("Old prompt"))
             # Bring the history forward until video 1 is 23 h 55 min old: it still blocks ...
             history_age = datetime.now(UTC) - store.get(1).created_at
+            assert store.get(1).updated_at == store.get(1).created_at  # the NULL read as created_at
             age(sqlite_url, seconds=-(history_age - timedelta(hours=23, minutes=55)).total_seconds())
             assert isinstance(store.claim(request, RULE), Holder)
             # ... and ten minutes later it no longer does.

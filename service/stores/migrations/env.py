@@ -23,12 +23,35 @@ def run_migrations(connection) -> None:  # type: ignore[no-untyped-def]
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
+            # CLAIMFIRST_DB_SCHEMA: the connection's search_path names it first; until it
+            # exists, PostgreSQL skips it and the tables would land in public.
+            schema = _own_schema(connection)
+            if schema != "public":
+                connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        context.run_migrations()
+
+
+def _own_schema(connection) -> str:  # type: ignore[no-untyped-def]
+    path = connection.execute(text("SHOW search_path")).scalar_one()
+    first = path.split(",")[0].strip().strip('"')
+    return "public" if first in ("", "$user", "public") else first
+
+
+def run_offline() -> None:
+    """`migrate --sql`: print the statements instead of running them. Steps computed in Python
+    from the rows (prompt keys, key digests) print as a comment saying so."""
+    url = context.config.attributes.get("offline_url") or Settings().database_url
+    context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
+                      render_as_batch=str(url).startswith("sqlite"))
+    with context.begin_transaction():
         context.run_migrations()
 
 
 connection = context.config.attributes.get("connection")
-if connection is not None:
+if context.is_offline_mode():
+    run_offline()
+elif connection is not None:
     run_migrations(connection)
 else:  # the alembic command line: use the service's own DATABASE_URL
-    with create_engine(Settings().database_url).begin() as conn:
+    with create_engine(Settings().connect_url).begin() as conn:
         run_migrations(conn)
