@@ -19,9 +19,11 @@ __all__ = ["PollOffsets"]
 
 
 class PollOffsets:
-    def __init__(self, database_url: str, bot_id: int) -> None:
+    def __init__(self, database_url: str, bot_id: int, *, prepare: bool = True) -> None:
+        # `database_url`: the settings' `connect_url`, so the offsets are read in the schema the
+        # service's own tables live in (CLAIMFIRST_DB_SCHEMA), through any pooler (`prepare`).
         self.bot_id = bot_id
-        self._engine: Engine = make_engine(database_url, pool_size=1)
+        self._engine: Engine = make_engine(database_url, pool_size=1, prepare=prepare)
 
     async def load(self) -> int | None:
         """The offset the next getUpdates sends, or None before the first update was handled."""

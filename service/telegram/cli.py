@@ -59,7 +59,8 @@ async def _poll(settings: Settings, poll_seconds: int) -> None:
     assert settings.telegram_bot_token is not None
     runtime = Runtime.build(settings)
     bot = TelegramBot.from_settings(runtime)
-    offsets = PollOffsets(settings.database_url, bot_id_of(settings.telegram_bot_token.get_secret_value()))
+    offsets = PollOffsets(settings.connect_url, bot_id_of(settings.telegram_bot_token.get_secret_value()),
+                          prepare=settings.db_prepare)
     poller = Poller(bot, offsets, poll_seconds=poll_seconds)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

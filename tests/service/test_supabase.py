@@ -21,7 +21,8 @@ from tests.stores import migrated_store
 
 pytestmark = pytest.mark.postgres
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
-SERVICE_TABLES = {"videos", "video_claims", "idempotency_keys", "telegram_updates", "alembic_version"}
+SERVICE_TABLES = {"videos", "video_claims", "idempotency_keys", "telegram_updates", "telegram_poll_offsets",
+                  "alembic_version"}
 
 
 def row_security(engine: sa.Engine) -> dict[str, bool]:
@@ -116,7 +117,7 @@ def test_db_schema_puts_the_service_tables_beside_the_bots_table(pg_url: str) ->
         migrate(engine)
         assert tables_by_schema(plain) == {
             "public": {"videos"},  # adopted where it is, nothing added beside it
-            "claimfirst": {"video_claims", "idempotency_keys", "telegram_updates", "alembic_version",
+            "claimfirst": {"video_claims", "idempotency_keys", "telegram_updates", "telegram_poll_offsets", "alembic_version",
                            "claimfirst_adoption"},
         }
         with plain.connect() as conn:
