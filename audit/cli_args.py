@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime, time, timedelta
 
 from audit.frames import AuditError
+from audit.oneline import positive as _positive
 from audit.sources.base import Period
 from service.redact import redact_text
 
@@ -47,16 +48,6 @@ def _moment(text: str, *, end_of_day: bool = False) -> datetime:
 
 def _until(text: str) -> datetime:
     return _moment(text, end_of_day=True)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text}")
-    return value
 
 
 def _add_period(parser: argparse.ArgumentParser) -> None:

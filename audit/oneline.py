@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from service.redact import redact_text
 
-__all__ = ["OneLineParser", "one_line"]
+__all__ = ["OneLineParser", "one_line", "positive", "non_negative"]
 
 
 def one_line(message: object) -> str:
@@ -25,3 +25,26 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def positive(text: str) -> float:
+    """An argparse type: a number above 0 (a window, a speed-up, a price per video)."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def non_negative(text: str) -> float:
+    """An argparse type: a number of 0 or more (a latency, a price that may be free)."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value

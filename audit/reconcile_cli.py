@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from audit.cli_args import InternalError, _add_period, _one_line, _out, _period
 from audit.frames import AuditError
+from audit.oneline import non_negative as _non_negative
 from audit.pipeline import DEFAULT_COST_PER_VIDEO
 from audit.sources.replicate import DEFAULT_BASE_URL
 
@@ -27,16 +28,6 @@ def _base_url(text: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
     return text
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
-    return value
 
 
 def register(commands: argparse._SubParsersAction) -> None:

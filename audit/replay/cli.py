@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from audit.oneline import OneLineParser, one_line
+from audit.oneline import OneLineParser, non_negative as _non_negative, one_line, positive as _positive
 from audit.frames import AuditError, normalise_requests, normalise_videos
 from audit.replay.run import POLICIES, ReplayResult, replay
 from audit.replay.progress import progress_for
@@ -48,20 +48,6 @@ def write_outputs(result: ReplayResult, out_dir: Path) -> tuple[Path, Path]:
         requests_path, index=False
     )
     return summary_path, requests_path
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def _max_gap(text: str) -> float | None:
