@@ -37,6 +37,7 @@ one comparison of the same gap array. Only the near-duplicate grouping loops, on
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -50,7 +51,7 @@ from audit.near import DEFAULT_SIMILARITY
 from audit.sources.base import in_period
 from audit.visible import group_codes
 
-__all__ = ["DEFAULT_WINDOWS", "DEFAULT_INTENDED_AFTER", "CURRENT", "key_names", "near_groups", "tune"]
+__all__ = ["DEFAULT_WINDOWS", "DEFAULT_INTENDED_AFTER", "CURRENT", "key_names", "near_groups", "tune", "blocked_repeats"]
 
 DEFAULT_WINDOWS = tuple(timedelta(hours=h) for h in (1, 3, 6, 12, 24, 48, 72, 168))
 # A user who kept a video this long before asking again most likely wants another one.
@@ -109,6 +110,50 @@ def _nearest_earlier(codes: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class _History:
+    """What every (key, window) verdict reads, computed once per history."""
+
+    videos: pd.DataFrame
+    created: np.ndarray  # microseconds
+    asked: np.ndarray  # the repeat's request time, microseconds
+    delivered: np.ndarray  # the video's delivery (its save) time, microseconds
+    ready: np.ndarray
+    codes: dict[str, np.ndarray]  # key name -> group code per video
+    earlier: dict[str, np.ndarray]  # key name -> nearest earlier non-failed video (row), -1 if none
+
+
+def _history(videos: pd.DataFrame, requests: pd.DataFrame | None, similarity: float) -> _History:
+    videos = normalise_videos(videos)
+    requests = normalise_requests(requests) if requests is not None else None
+    ok = (videos["status"] != "failed").to_numpy()
+    exact, keyed = (group_codes(videos, ["tg_user_id", c]) for c in ("prompt", "prompt_key"))
+    near = group_codes(videos.assign(_near=near_groups(videos, threshold=similarity)), ["tg_user_id", "_near"])
+    codes = dict(zip(key_names(similarity), (exact, keyed, near), strict=True))
+    return _History(
+        videos=videos,
+        created=videos["created_at"].array.asi8,  # microseconds, canonical frames are sorted
+        asked=request_times(videos, requests)["requested_at"].dt.as_unit("us").array.asi8,
+        delivered=videos["updated_at"].where(videos["updated_at"].notna(), videos["created_at"])
+        .dt.as_unit("us").array.asi8,
+        ready=(videos["status"] == "ready").to_numpy(),
+        codes=codes,
+        earlier={name: _nearest_earlier(c, ok) for name, c in codes.items()},
+    )
+
+
+def _verdicts(h: _History, name: str, intended_after: timedelta, counted: np.ndarray):
+    """Per video, for one key: has an earlier video, the gap to it (µs) and whether a repeat
+    of it looks intended (the module's proxy)."""
+    earlier = h.earlier[name]
+    has = (earlier >= 0) & counted
+    safe = np.maximum(earlier, 0)
+    gap = np.where(has, h.created - h.created[safe], np.iinfo(np.int64).max)
+    after_us = int(intended_after / timedelta(microseconds=1))
+    intended = has & h.ready[safe] & (h.asked - h.delivered[safe] > after_us)
+    return earlier, gap, intended
+
+
 def tune(
     videos: pd.DataFrame,
     requests: pd.DataFrame | None = None,
@@ -125,25 +170,12 @@ def tune(
     windows ascending. ``intended_share`` is the share of blocked repeats that look intended.
     Only videos created in ``[since, until]`` are counted; earlier ones (pass one longest
     window of them) are what they repeat."""
-    videos = normalise_videos(videos)
-    requests = normalise_requests(requests) if requests is not None else None
-    created = videos["created_at"].array.asi8  # microseconds, canonical frames are sorted
-    ok = (videos["status"] != "failed").to_numpy()
-    ready = (videos["status"] == "ready").to_numpy()
-    delivered = videos["updated_at"].where(videos["updated_at"].notna(), videos["created_at"]).dt.as_unit("us").array.asi8
-    asked = request_times(videos, requests)["requested_at"].dt.as_unit("us").array.asi8
-    users = videos["tg_user_id"].to_numpy()
-    exact, keyed = (group_codes(videos, ["tg_user_id", c]) for c in ("prompt", "prompt_key"))
-    near = group_codes(videos.assign(_near=near_groups(videos, threshold=similarity)), ["tg_user_id", "_near"])
-    after_us = int(intended_after / timedelta(microseconds=1))
-    counted = in_period(videos["created_at"], since, until).to_numpy()
+    h = _history(videos, requests, similarity)
+    users = h.videos["tg_user_id"].to_numpy()
+    counted = in_period(h.videos["created_at"], since, until).to_numpy()
     rows = []
-    for name, codes in zip(key_names(similarity), (exact, keyed, near), strict=True):
-        earlier = _nearest_earlier(codes, ok)
-        has = (earlier >= 0) & counted
-        safe = np.maximum(earlier, 0)
-        gap = np.where(has, created - created[safe], np.iinfo(np.int64).max)
-        intended = has & ready[safe] & (asked - delivered[safe] > after_us)
+    for name in h.codes:
+        _, gap, intended = _verdicts(h, name, intended_after, counted)
         for window in sorted(windows):
             blocked = gap <= int(window / timedelta(microseconds=1))
             wanted = blocked & intended
@@ -163,3 +195,35 @@ def tune(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def blocked_repeats(
+    videos: pd.DataFrame,
+    requests: pd.DataFrame | None = None,
+    *,
+    window: timedelta = DEFAULT_WINDOW,
+    key: str = "prompt_key",
+    similarity: float = DEFAULT_SIMILARITY,
+    intended_after: timedelta = DEFAULT_INTENDED_AFTER,
+) -> pd.DataFrame:
+    """The repeats one (window, key) of `tune` blocks, one row each, for a human to read:
+    ``video_id, earlier_id, tg_user_id, prompt, earlier_prompt, hours_after_delivery,
+    looks_intended``. ``hours_after_delivery`` is from the earlier video's delivery to the
+    repeat's request (NaN when the earlier one was not delivered before the repeat was asked)."""
+    h = _history(videos, requests, similarity)
+    if key not in h.codes:
+        raise ValueError(f"unknown key {key!r}: one of {', '.join(h.codes)}")
+    earlier, gap, intended = _verdicts(h, key, intended_after, np.ones(len(h.videos), dtype=bool))
+    rows = np.flatnonzero(gap <= int(window / timedelta(microseconds=1)))
+    before = earlier[rows]
+    v = h.videos
+    after = (h.asked[rows] - h.delivered[before]) / 3.6e9
+    return pd.DataFrame({
+        "video_id": v["id"].to_numpy()[rows],
+        "earlier_id": v["id"].to_numpy()[before],
+        "tg_user_id": v["tg_user_id"].to_numpy()[rows],
+        "prompt": v["prompt"].to_numpy()[rows],
+        "earlier_prompt": v["prompt"].to_numpy()[before],
+        "hours_after_delivery": np.where(h.ready[before] & (after >= 0), after, np.nan).round(1),
+        "looks_intended": intended[rows],
+    })

@@ -416,7 +416,7 @@ Each repeat is judged against the history as it happened.
 """),
         code(SETUP + """
 from audit.synthetic import synthetic_requests, synthetic_videos
-from audit.tuning import tune
+from audit.tuning import blocked_repeats, tune
 from audit.tuning_page import tuning_figure, tuning_text
 """),
         md("## The incident's fortnight (`data/fixtures/`)"),
@@ -429,17 +429,14 @@ print(tuning_text(fixture_table))
 tuning_figure(fixture_table, title="Incident fortnight: caught dollars against intended repeats blocked").show()
 """),
         md("""
-Which repeats the 24-hour window blocks that look intended, and what the near-duplicate key
-adds (a human reads these: the proxy cannot tell a variation from a mistake):
+Every repeat today's rule (24 hours, `prompt_key`) blocks, with the proxy's verdict, and what
+the near-duplicate key adds (a human reads these: the proxy cannot tell a variation from a
+mistake). `hours_after_delivery` is empty when the repeat came before the earlier video was
+delivered:
 """),
         code("""
-result = audit.run_audit(loaded.videos, loaded.requests, as_of=AS_OF)
-dups = result.duplicates.set_index("video_id")
-delivered = loaded.videos.set_index("id")["updated_at"]
-previous_delivered = pd.Series(delivered.reindex(dups["previous_id"].astype("int64")).array, index=dups.index)
-late = (dups["requested_at"] - previous_delivered).dt.total_seconds() / 3600
-print("24 h, prompt_key, looks intended:", sorted(dups.index[late > 6].tolist()),
-      "hours after delivery:", sorted(late[late > 6].round(1).tolist()))
+repeats = blocked_repeats(loaded.videos, loaded.requests)
+print(repeats.to_string(index=False))
 near = audit.near_duplicates(loaded.videos, threshold=90)
 print(near[["video_id", "earlier_id", "prompt", "earlier_prompt", "similarity"]].to_string(index=False))
 """),

@@ -12,7 +12,7 @@ import pytest
 from audit.cli import main
 from audit.frames import normalise_videos
 from audit.synthetic import synthetic_requests, synthetic_videos
-from audit.tuning import near_groups, tune
+from audit.tuning import blocked_repeats, near_groups, tune
 from audit.tuning_page import tuning_figure
 from tests.audit.conftest import EXPECTED_DUPLICATES, REQUESTS_CSV, VIDEOS_CSV
 
@@ -68,6 +68,28 @@ def test_a_repeat_long_after_delivery_looks_intended_and_a_mistake_does_not():
     assert row(later, "prompt_key", 24.0)["intended_blocked"] == 0  # 8 h is not 9
     counted = tune(videos, requests, windows=(timedelta(hours=24),), since=T0 + timedelta(hours=1))
     assert row(counted, "prompt_key", 24.0)["blocked"] == 2  # 3 and 4; 2 is before the period
+
+
+def test_blocked_repeats_lists_what_one_setting_blocks_with_the_verdict():
+    videos, requests = history(
+        (1, 7, "A cat", "ready", 0, 0.05),
+        (2, 7, "A cat", "ready", 0.01, 0.06),  # asked before 1 was delivered: no hours
+        (3, 7, "a cat!", "ready", 10, 10.05),  # 9.9 h after 2 arrived: intended
+        (4, 8, "A dog", "failed", 0, 0.05),
+        (5, 8, "A dog", "ready", 0.5, 0.55),  # after a failure: never blocked
+    )
+    repeats = blocked_repeats(videos, requests)
+    assert repeats[["video_id", "earlier_id", "looks_intended"]].values.tolist() == [[2, 1, False], [3, 2, True]]
+    assert np.isnan(repeats["hours_after_delivery"].iloc[0]) and repeats["hours_after_delivery"].iloc[1] == 9.9
+    # Its rows are the table's: the same counts for every key and window.
+    table = tune(videos, requests, windows=(timedelta(hours=1), timedelta(hours=24)))
+    for key in ("exact", "prompt_key"):
+        for hours in (1.0, 24.0):
+            listed = blocked_repeats(videos, requests, window=timedelta(hours=hours), key=key)
+            assert (len(listed), int(listed["looks_intended"].sum())) == (
+                row(table, key, hours)["blocked"], row(table, key, hours)["intended_blocked"])
+    with pytest.raises(ValueError, match="unknown key"):
+        blocked_repeats(videos, requests, key="fuzzy")
 
 
 def test_near_duplicates_group_one_users_similar_prompts():
