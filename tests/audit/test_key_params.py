@@ -154,3 +154,11 @@ def test_audit_sql_on_the_services_keys_finds_what_the_service_would_refuse(sqli
     with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as conn:
         found = {row[0] for row in conn.execute(sql)}
     assert found == WITH_PARAMS
+
+
+def test_keys_stored_without_params_are_rekeyed_for_a_sweep_with_them(db_url: str) -> None:
+    # A service that ran without the setting stored plain keys; swept with it (a period, so the
+    # generating rows are read beside it), the keys are recomputed with the params.
+    seed(db_url, stored_keys=())
+    loaded = load_database(db_url, period=Period(since=T0, until=T0 + timedelta(hours=1), key_params=NAMES))
+    assert not loaded.pushed_down and duplicates(loaded.videos) == WITH_PARAMS
