@@ -179,3 +179,13 @@ def test_concurrent_creates_with_the_same_key_params_make_one_generation_each(db
         assert {r.json()["video_id"] for r in responses if r.status_code == 409} == set(winners.values())
         assert first.stats()["generations_started"] + second.stats()["generations_started"] == 2
     assert rows_for_user(db_url) == 2
+
+
+def test_the_python_client_sends_params(sqlite_url: str) -> None:
+    from service.client import Client
+
+    with running_app(sqlite_url) as app, Client("http://testserver", http=app) as client:
+        accepted = client.create(42, PROMPT, params={"duration_seconds": 5})
+        assert client.get(accepted.video_id).params == {"duration_seconds": 5}
+        with pytest.raises(InvalidRequest, match="'prompt' is the request's own field"):
+            client.create(42, "Another prompt", params={"prompt": "x"})
