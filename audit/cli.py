@@ -31,7 +31,7 @@ from pathlib import Path
 
 from audit.frames import AuditError
 from audit.near import DEFAULT_SIMILARITY
-from audit.cli_args import InternalError, _add_period, _one_line, _out, _period, _positive
+from audit.cli_args import InternalError, _add_key_params, _add_period, _one_line, _out, _period, _positive
 from audit.oneline import OneLineParser, one_line
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
 from audit.rule_sql import DIALECTS, rule_sql
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default ./reports)")
     sweep.add_argument("--fail-on-duplicates", action="store_true", help="exit 1 when duplicates were found")
+    _add_key_params(sweep)
     sweep.set_defaults(handler=_sweep)
 
     cleanup = commands.add_parser("cleanup", help="mark duplicates (duplicate_of); dry run unless --apply")
@@ -65,12 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_period(cleanup)
     cleanup.add_argument("--apply", action="store_true", help="really mark (after writing a backup)")
     cleanup.add_argument("--backup-dir", type=Path, default=Path("cleanup-backups"), help="where backups go (default ./cleanup-backups)")
+    _add_key_params(cleanup)
     cleanup.set_defaults(handler=_cleanup)
 
     sql = commands.add_parser("sql", help="print the duplicate rule as SQL, for a warehouse or a dbt test")
     sql.add_argument("--dialect", required=True, choices=DIALECTS, help="SQL dialect")
     sql.add_argument("--window-hours", type=_positive, default=24.0, help="duplicate window (default 24)")
     sql.add_argument("--table", default="videos", help="table with id, tg_user_id, prompt_key, status, created_at (default videos)")
+    _add_key_params(sql)
     sql.set_defaults(handler=_sql)
 
     dbt = commands.add_parser("dbt", help="write the rule as a dbt package (models duplicates, race_windows, waste)")
@@ -89,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sql(args: argparse.Namespace) -> int:
     try:
-        _out(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table), end="")
+        _out(rule_sql(args.dialect, window=timedelta(hours=args.window_hours), table=args.table,
+                      key_params=args.key_params), end="")
     except ValueError as exc:
         raise AuditError(str(exc)) from exc
     return 0
@@ -171,7 +175,8 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     if args.apply and args.backup_dir.exists() and not args.backup_dir.is_dir():
         raise AuditError(f"--backup-dir {args.backup_dir} is not a directory")
-    period = Period(since=args.since, until=args.until, window=timedelta(hours=args.window_hours))
+    period = Period(since=args.since, until=args.until, window=timedelta(hours=args.window_hours),
+                    key_params=args.key_params)
     plan = plan_cleanup(args.database_url, period=period, progress=not args.no_progress and sys.stderr.isatty())
     marks = plan.marks
     _out(f"{len(marks)} duplicate(s) to mark, {plan.already_marked} already marked.")

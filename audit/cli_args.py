@@ -14,8 +14,9 @@ from audit.frames import AuditError
 from audit.oneline import positive as _positive
 from audit.sources.base import Period
 from service.redact import redact_text
+from service.settings import parse_key_params
 
-__all__ = ["DEFAULT_DATABASE_PERIOD", "InternalError", "_add_period", "_moment", "_one_line", "_out", "_period",
+__all__ = ["DEFAULT_DATABASE_PERIOD", "InternalError", "_add_key_params", "_add_period", "_moment", "_one_line", "_out", "_period",
            "_positive", "_until"]
 
 # A database sweep without --since covers the last week: the sweep is weekly.
@@ -50,6 +51,23 @@ def _until(text: str) -> datetime:
     return _moment(text, end_of_day=True)
 
 
+def _key_params(text: str) -> tuple[str, ...]:
+    try:
+        return parse_key_params(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_key_params(parser: argparse.ArgumentParser) -> None:
+    """--key-params, defaulting to the service's own CLAIMFIRST_KEY_PARAMS (read here, at the
+    command line, like every other environment setting of the audit), so an audit run beside
+    the service groups as its claim did."""
+    parser.add_argument(
+        "--key-params", type=_key_params, default=os.environ.get("CLAIMFIRST_KEY_PARAMS", ""), metavar="NAMES",
+        help="comma-separated generation params that are part of the key, as the service's"
+             " CLAIMFIRST_KEY_PARAMS (default: that variable, else none)")
+
+
 def _add_period(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", type=_moment, help="first creation time counted (default: 7 days before --as-of for databases, everything for files)")
     parser.add_argument("--until", type=_until, help="last creation time counted (default: --as-of for databases)")
@@ -66,7 +84,7 @@ def _period(args: argparse.Namespace, *, is_database: bool) -> Period:
         until = until if until is not None else args.as_of
     if since is not None and until is not None and since > until:
         raise AuditError(f"--since {since.isoformat()} is after --until {until.isoformat()}")
-    return Period(since=since, until=until, window=window)
+    return Period(since=since, until=until, window=window, key_params=getattr(args, "key_params", ()))
 
 
 class InternalError(Exception):

@@ -22,11 +22,13 @@ frame's prompts in place would leave its keys stale: re-key by clearing ``frame.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from audit.keys import prompt_keys
+from audit.keys import keys_with_params, prompt_keys
 from service.claim import STATUSES  # the status names live in one place: the claim
 
 __all__ = [
@@ -213,9 +215,11 @@ def empty_videos() -> pd.DataFrame:
     return normalise_videos(frame)
 
 
-def normalise_videos(frame: pd.DataFrame, *, source: str = "videos") -> pd.DataFrame:
+def normalise_videos(frame: pd.DataFrame, *, source: str = "videos", key_params: Collection[str] = ()) -> pd.DataFrame:
     """Return the canonical videos frame: checked, typed, keyed, sorted by ``(created_at, id)``.
 
+    ``key_params``: the parameter names `CLAIMFIRST_KEY_PARAMS` gave the service; each row's
+    ``params`` column (when the source has one) then enters its key as it entered the claim's.
     Raises `SchemaError` with a one-line message naming the source and the column.
     """
     if frame.attrs.get(_NORMALISED) == "videos":
@@ -246,6 +250,11 @@ def normalise_videos(frame: pd.DataFrame, *, source: str = "videos") -> pd.DataF
     # with the definition the service enforces today.
     # Keyed once per distinct prompt (resends repeat their text), ASCII ones vectorised.
     out["prompt_key"] = prompt_keys(out["prompt"])
+    if key_params and "params" in out.columns:
+        try:
+            out["prompt_key"] = keys_with_params(out["prompt_key"], out["params"], key_params)
+        except ValueError as exc:  # json's own errors are ValueErrors too
+            raise SchemaError(f"{source}: column 'params' has a value that is not a JSON object: {exc}") from exc
     for column in ("enhanced_prompt", "category", "video_url", "thumbnail_url"):
         out[column] = out[column].astype(object).where(out[column].notna(), None)
     extra = [c for c in out.columns if c not in VIDEO_COLUMNS]

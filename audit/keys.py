@@ -14,18 +14,25 @@ transcription that holds only for ASCII:
 
 Every other prompt goes through `prompt_key` itself. A hypothesis test holds the two paths
 equal on text drawn from every ASCII character and some that are not.
+
+`keys_with_params` then appends the generation parameters `CLAIMFIRST_KEY_PARAMS` names, with
+the service's own `key_with_params`, row by row, but only on the rows whose ``params`` hold one
+of those names (a history without params, or without the setting, pays nothing).
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from service.prompt_key import prompt_key
+from service.prompt_key import key_with_params, prompt_key
 
-__all__ = ["prompt_keys"]
+__all__ = ["prompt_keys", "keys_with_params"]
 
 _ASCII_WHITESPACE_RUN = r"[\t\n\x0b\x0c\r\x1c-\x1f ]+"
 _ASCII_TRAILING_NOISE = r"[ .!?]+$"
@@ -57,3 +64,24 @@ def prompt_keys(prompts: pd.Series) -> pd.Series:
         keys = pc.replace_with_mask(keys, other, pa.array(fixed, type=pa.string()))
     keyed = keys.take(encoded.indices)
     return pd.Series(keyed.to_pandas().array, index=prompts.index, dtype=str)
+
+
+def keys_with_params(keys: pd.Series, params: pd.Series, names: Collection[str]) -> pd.Series:
+    """``keys`` (from `prompt_keys`) with the ``names`` of each row's ``params`` appended as the
+    service appends them. A value of ``params`` is an object, its JSON text (files, SQLite) or
+    missing; ValueError for text that is not a JSON object or null."""
+    if not names or not len(keys):
+        return keys
+    values = params.to_numpy(dtype=object)
+    present = np.flatnonzero(pd.notna(params).to_numpy(dtype=bool))
+    if not len(present):
+        return keys
+    out = keys.to_numpy(dtype=object).copy()
+    for row in present:
+        value = values[row]
+        if isinstance(value, str):
+            value = json.loads(value)
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"not a JSON object: {str(values[row])[:60]!r}")
+        out[row] = key_with_params(out[row], value, names)
+    return pd.Series(out, index=keys.index, dtype=str)

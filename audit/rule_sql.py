@@ -103,11 +103,15 @@ DUPLICATES_SQL = _TEMPLATE.replace("{within}", _INTERVAL_GAP.replace("{window}",
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
 
-def rule_sql(dialect: str, *, window: timedelta = DEFAULT_WINDOW, table: str = "videos") -> str:
+def rule_sql(dialect: str, *, window: timedelta = DEFAULT_WINDOW, table: str = "videos",
+             key_params: tuple[str, ...] = ()) -> str:
     """The rule as one ``SELECT`` in ``dialect``: one row per duplicate, ``video_id,
     previous_id, original_id, tg_user_id, prompt_key, created_at``, ordered by
     ``(created_at, video_id)``. Raises ValueError for an unknown dialect or a table name that
-    is not a plain (optionally schema-qualified) identifier."""
+    is not a plain (optionally schema-qualified) identifier.
+
+    ``key_params`` (the service's CLAIMFIRST_KEY_PARAMS) changes no SQL: the params are in
+    ``prompt_key`` already, as the service stores it; the header says what that key must be."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
     if not _IDENTIFIER.match(table):
@@ -125,10 +129,16 @@ def rule_sql(dialect: str, *, window: timedelta = DEFAULT_WINDOW, table: str = "
         within = f"created_at - last_ok_at <= {interval}"
     else:
         within = _INTERVAL_GAP.replace("{window}", interval)
+    keyed = (
+        "-- service.prompt_key.prompt_key(prompt) (NFKC, casefold, ...), computed outside SQL.\n"
+        if not key_params else
+        "-- service.prompt_key.key_with_params(prompt_key(prompt), params, KEY_PARAMS) with KEY_PARAMS\n"
+        f"-- {','.join(key_params)} (the service stores it so), computed outside SQL.\n"
+    )
     header = (
         f"-- The duplicate rule of claimfirst's audit ({dialect}); window {window.total_seconds() / 3600:g} h.\n"
         f"-- Input: {table}(id, tg_user_id, prompt_key, status, created_at); prompt_key must be\n"
-        "-- service.prompt_key.prompt_key(prompt) (NFKC, casefold, ...), computed outside SQL.\n"
+        + keyed +
         "-- A video is a duplicate when an earlier (created_at, id) non-failed video of the same\n"
         "-- user and prompt_key was created at most the window before it. One row per duplicate:\n"
         "-- previous_id = that nearest earlier video, original_id = the first video of its chain.\n"

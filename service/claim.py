@@ -25,9 +25,10 @@ try again, a bounded number of times.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.errors import ClaimContention, DuplicateRequest
 
@@ -97,8 +98,10 @@ class NewVideo:
 
     tg_user_id: int
     prompt: str
-    prompt_key: str
+    prompt_key: str  # with the params CLAIMFIRST_KEY_PARAMS names (service.prompt_key.key_with_params)
     category: str | None = None
+    # Checked generation parameters (service.params), for the provider and the video's row.
+    params: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,10 @@ class ClaimTicket:
     created_at: datetime
     adopt_job_id: str | None = None
     adopt_requested_at: datetime | None = None
+    # The parameters this attempt generates with, as its video row holds them: the request's,
+    # or, when it was handed an earlier attempt's job (or a job to look for), that attempt's:
+    # it is the same job, asked for with those.
+    params: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ database must be at head). Every exception is one of `service.errors`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 import anyio
 
@@ -27,7 +29,8 @@ from service.generation import Generator
 from service.generation.runner import OnOutcome
 from service.housekeeping import forget_old_rows
 from service.policies import Admission
-from service.prompt_key import prompt_key
+from service.params import check_params
+from service.prompt_key import key_with_params, prompt_key
 from service.records import VideoRecord
 from service.runtime import Runtime
 from service.settings import Settings
@@ -75,18 +78,24 @@ class ClaimFirst:
             engine.dispose()
 
     async def create(self, tg_user_id: int, prompt: str, category: str | None = None, *,
-                     on_outcome: OnOutcome | None = None) -> Admission:
+                     on_outcome: OnOutcome | None = None, params: Mapping[str, Any] | None = None) -> Admission:
         """Claim (user, prompt key) and start the generation in the background; `on_outcome`
         hears how it ended. DuplicateRequest when a video holds the key, Throttled when the
         backlog is full, StorageUnavailable when the database does not answer in time,
-        InvalidRequest for a prompt with no content or over 2,000 characters."""
+        InvalidRequest for a prompt with no content or over 2,000 characters, or params that
+        `POST /create` would refuse (service.params)."""
         if not isinstance(tg_user_id, int) or tg_user_id < 1:
             raise InvalidRequest("tg_user_id must be a whole number > 0")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidRequest(f"prompt is over {MAX_PROMPT_CHARS} characters")
         if not (key := prompt_key(prompt)):
             raise InvalidRequest("prompt is empty once whitespace, invisible characters and trailing punctuation go")
-        return await self.runtime.create(NewVideo(tg_user_id, prompt, key, category), on_outcome=on_outcome)
+        try:
+            checked = check_params(params)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        key = key_with_params(key, checked, self.settings.key_params)
+        return await self.runtime.create(NewVideo(tg_user_id, prompt, key, category, checked), on_outcome=on_outcome)
 
     async def get(self, video_id: int) -> VideoRecord:
         """The video's record (VideoNotFound when there is none)."""

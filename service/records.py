@@ -7,8 +7,9 @@ this module; it imports nothing of the service.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -40,10 +41,15 @@ class VideoRecord:
     cost_usd: Decimal | None
     created_at: datetime
     updated_at: datetime
+    # The generation parameters it was asked with (service.params); None without any.
+    params: Mapping[str, Any] | None = field(default=None, hash=False)
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> VideoRecord:
-        values = {name: row[name] for name in cls.__dataclass_fields__}
+        values = {name: row[name] for name in cls.__dataclass_fields__ if name != "params"}
+        # PostgreSQL's jsonb comes back decoded, SQLite's text as it was stored.
+        params = row["params"] if "params" in row.keys() else None
+        values["params"] = json.loads(params) if isinstance(params, str) else params
         values["created_at"] = as_utc(values["created_at"])
         values["updated_at"] = as_utc(values["updated_at"])
         if values["cost_usd"] is not None and not isinstance(values["cost_usd"], Decimal):

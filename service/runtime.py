@@ -72,7 +72,10 @@ class Runtime:
         # Before submit: the generation's task copies this context, so its log lines carry
         # the request id, video id and attempt too.
         bind(video_id=admission.video_id, attempt=admission.attempt)
-        job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category, hints)
+        # The claim's params: the request's, or those of an earlier attempt whose job it was handed.
+        params = admission.ticket.params if admission.ticket is not None else request.params
+        job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category, hints,
+                            params=params)
         self.runner.submit(admission, job, on_outcome)
         return admission
 

@@ -22,6 +22,7 @@ __all__ = [
     "Settings", "Policy", "GeneratorName", "normalize_database_url", "DEFAULT_SQLITE_PATH",
     "DEFAULT_DUPLICATE_WINDOW_HOURS", "DEFAULT_LEASE_SECONDS", "DEFAULT_COST_PER_VIDEO_USD",
     "MIN_API_KEY_CHARS", "DEFAULT_TELEGRAM_API_BASE", "describe_settings_error", "ApiKey", "Scope", "SCOPES",
+    "parse_key_params",
 ]
 
 DEFAULT_SQLITE_PATH = Path("data") / "claimfirst.db"
@@ -47,6 +48,25 @@ DEFAULT_TELEGRAM_API_BASE = "https://api.telegram.org"
 TELEGRAM_TOKEN_PATTERN = r"^[0-9]+:[A-Za-z0-9_-]+$"
 # Telegram's own rule for setWebhook's secret_token: 1-256 of A-Z, a-z, 0-9, _ and -.
 TELEGRAM_SECRET_PATTERN = r"^[A-Za-z0-9_-]{1,256}$"
+
+
+# A parameter name CLAIMFIRST_KEY_PARAMS may list: the rule `service.params` holds names to.
+KEY_PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def parse_key_params(value: object) -> tuple[str, ...]:
+    """CLAIMFIRST_KEY_PARAMS (and the audit's --key-params): comma-separated parameter names,
+    sorted and deduplicated (the key depends on the set); ValueError for a bad name."""
+    parts = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    names = [str(part).strip() for part in parts]
+    if names == [""]:
+        return ()
+    for name in names:
+        if not KEY_PARAM_NAME.match(name):
+            raise ValueError(f"{name[:70]!r} is not a parameter name (1-64 of A-Z a-z 0-9 _, not starting with a digit)")
+        if name == "prompt":
+            raise ValueError("'prompt' is always the key; list only generation parameters")
+    return tuple(sorted(set(names)))
 
 
 class ApiKey(BaseModel):
@@ -167,6 +187,11 @@ class Settings(BaseSettings):
     sim_hints: bool = False
 
     cost_per_video_usd: float = Field(default=DEFAULT_COST_PER_VIDEO_USD, ge=0)
+
+    # Generation parameters that make a request another one (service.prompt_key.key_with_params),
+    # e.g. "duration_seconds": a 5 s and a 10 s video of one prompt are two videos to pay for.
+    # Empty (the default): params never change the key, which stays exactly the prompt's.
+    key_params: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Replicate (CLAIMFIRST_GENERATOR=replicate). The model is the official model's
     # "owner/name": its predictions endpoint needs no version hash, so a model update on
@@ -300,6 +325,11 @@ class Settings(BaseSettings):
         if len({key.get_secret_value() for key in value}) != len(value):
             raise ValueError("a key is listed twice")
         return value
+
+    @field_validator("key_params", mode="before")
+    @classmethod
+    def _parse_key_params(cls, value: object) -> tuple[str, ...]:
+        return parse_key_params(value)
 
     @field_validator("database_url")
     @classmethod

@@ -20,7 +20,8 @@ class SourceError(AuditError):
 
 @dataclass(frozen=True)
 class Period:
-    """The sweep's period ``[since, until]`` (either end open when None) and its window.
+    """The sweep's period ``[since, until]`` (either end open when None), its window, and the
+    params in the key.
 
     ``load_from`` reaches one window before ``since``: a duplicate created just after
     ``since`` has its original just before it.
@@ -29,6 +30,9 @@ class Period:
     since: datetime | None = None
     until: datetime | None = None
     window: timedelta = timedelta(hours=24)
+    # The service's CLAIMFIRST_KEY_PARAMS: the params that are part of a video's key (the audit's
+    # --key-params); empty, the key is the prompt's alone.
+    key_params: tuple[str, ...] = ()
 
     @property
     def load_from(self) -> datetime | None:

@@ -42,7 +42,7 @@ from audit.frames import REQUIRED_VIDEO_COLUMNS, VIDEO_COLUMNS, SchemaError, nor
 from audit.rule_sql import DUPLICATES_SQL
 from audit.sources.base import Loaded, Period, SourceError, in_period, progress_bar
 from service.stores.models import UTCDateTime
-from service.prompt_key import prompt_key
+from service.prompt_key import key_with_params, prompt_key
 from service.redact import redact_url
 from service.settings import normalize_database_url
 
@@ -170,19 +170,24 @@ def _between(table: sa.TableClause, start, end, *, sqlite: bool) -> list:
     return clauses
 
 
-def stale_prompt_keys(conn: Connection, period: Period) -> tuple[int, int]:
-    """``(rows whose stored prompt_key is not service.prompt_key(prompt), rows with a NULL
-    key or prompt)`` among the rows the pushdown would group, on PostgreSQL."""
+def stale_prompt_keys(conn: Connection, period: Period, *, with_params: bool = False) -> tuple[int, int]:
+    """``(rows whose stored prompt_key is not the service's key of their prompt (and, with
+    ``period.key_params``, their ``params``), rows with a NULL key or prompt)`` among the rows
+    the pushdown would group, on PostgreSQL. ``with_params``: the table has a ``params`` column."""
     scope, params = _scope(period)
+    names = period.key_params if with_params else ()
+    extra = ", params" if names else ""
     rows = conn.execute(
-        sa.text(f"SELECT prompt, prompt_key, COUNT(*) AS n FROM videos WHERE {scope} GROUP BY prompt, prompt_key"),
+        sa.text(f"SELECT prompt, prompt_key, COUNT(*) AS n{extra} FROM videos WHERE {scope}"
+                f" GROUP BY prompt, prompt_key{extra}"),
         params,
     )
     wrong = missing = 0
-    for prompt, key, n in rows:
+    for row in rows:
+        prompt, key, n = row[0], row[1], row[2]
         if prompt is None or key is None:
             missing += n
-        elif key != prompt_key(prompt):
+        elif key != key_with_params(prompt_key(prompt), row[3] if names else None, names):
             wrong += n
     return wrong, missing
 
@@ -236,11 +241,14 @@ def load_database(url: str, *, period: Period, pushdown: bool = True, progress: 
         with engine.connect() as conn:
             columns = video_columns(conn)
             wanted = [c for c in VIDEO_COLUMNS if c in columns and c != "prompt_key"]
+            # A table with params, swept with key params: the key needs them (the service's rule).
+            with_params = bool(period.key_params) and "params" in columns
+            wanted += ["params"] if with_params else []
             table = _typed_videos(columns)
             sqlite = engine.dialect.name == "sqlite"
             use_sql = pushdown and engine.dialect.name == "postgresql" and "prompt_key" in columns
             if use_sql:
-                wrong, missing = stale_prompt_keys(conn, period)
+                wrong, missing = stale_prompt_keys(conn, period, with_params=with_params)
                 if wrong or missing:
                     use_sql = False
                     notes.append(
@@ -262,7 +270,7 @@ def load_database(url: str, *, period: Period, pushdown: bool = True, progress: 
             if frame.empty:
                 frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
                 frame["created_at"] = frame["created_at"].astype(str)
-            videos = normalise_videos(frame, source=source)
+            videos = normalise_videos(frame, source=source, key_params=period.key_params)
             if not use_sql:
                 # The exact period, on parsed times (SQLite's filter was a superset).
                 keep = in_period(videos["created_at"], period.load_from, period.until)

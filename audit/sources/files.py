@@ -91,7 +91,8 @@ def read_table(path: str | Path, *, what: str) -> pd.DataFrame:
 def load_files(videos_path: str | Path, requests_path: str | Path | None = None, *, period: Period | None = None) -> Loaded:
     """Load the files; with a ``period``, keep its videos, their look-back and every
     ``generating`` row (files default to everything)."""
-    videos = normalise_videos(read_table(videos_path, what="videos"), source=str(videos_path))
+    videos = normalise_videos(read_table(videos_path, what="videos"), source=str(videos_path),
+                              key_params=period.key_params if period is not None else ())
     requests = None
     if requests_path is not None:
         requests = normalise_requests(read_table(requests_path, what="requests"), source=str(requests_path))

@@ -108,7 +108,8 @@ def load_supabase(
         missing = [c for c in REQUIRED_VIDEO_COLUMNS if c not in frame.columns]
         if missing:
             raise SchemaError(f"Supabase table 'videos' is missing column(s) {', '.join(missing)}")
-        frame = frame[[c for c in VIDEO_COLUMNS if c in frame.columns and c != "prompt_key"]]
-    videos = normalise_videos(frame, source="Supabase videos")
+        wanted = VIDEO_COLUMNS + (["params"] if period.key_params else [])
+        frame = frame[[c for c in wanted if c in frame.columns and c != "prompt_key"]]
+    videos = normalise_videos(frame, source="Supabase videos", key_params=period.key_params)
     # Period counting happens in run_audit (look-back rows are context, not scanned).
     return Loaded(videos=videos, requests=None, description=f"Supabase {url}")

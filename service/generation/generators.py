@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from service.errors import GenerationError
 from service.records import GenerationResult
@@ -28,6 +29,10 @@ from service.records import GenerationResult
 __all__ = [
     "GenerationJob", "GenerationResult", "Generator", "SimulatedGenerator", "SimHints", "usd",
 ]
+
+
+# Enough for a test or a look in a console; bounded, so a long-running simulation does not grow.
+SIM_INPUTS_KEPT = 256
 
 
 def usd(amount: float) -> Decimal:
@@ -72,6 +77,15 @@ class GenerationJob:
     # at the provider? Only the attempt that holds the claim may stop a job (a successor may
     # have adopted it; a stopping service hands it over). None: yes.
     may_cancel: Callable[[], bool] | None = None
+    # Generation parameters (service.params), passed to the provider beside the prompt. An
+    # attempt handed an earlier attempt's job has that attempt's (`ClaimTicket.params`).
+    params: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    @property
+    def provider_input(self) -> dict[str, Any]:
+        """What the provider is asked: the prompt and the params beside it (`prompt` is never a
+        param: `service.params` refuses it, and it could not replace the prompt here anyway)."""
+        return {"prompt": self.prompt, **{k: v for k, v in (self.params or {}).items() if k != "prompt"}}
 
 
 class Generator(Protocol):
@@ -96,10 +110,14 @@ class SimulatedGenerator:
         self.failure_rate = failure_rate
         self.cost_usd = usd(cost_usd)
         self._random = random.Random(seed)
+        # What a provider would have been asked, (video id, input), the latest `SIM_INPUTS_KEPT`:
+        # the simulation ignores params but shows what a real generator would have sent.
+        self.inputs: deque[tuple[int | None, dict[str, Any]]] = deque(maxlen=SIM_INPUTS_KEPT)
 
     async def generate(self, job: GenerationJob) -> GenerationResult:
         # Both draws happen up front, in submission order, so a seeded run is repeatable
         # however the generations interleave.
+        self.inputs.append((job.video_id, job.provider_input))
         duration = self._random.uniform(*self.seconds)
         fails = self._random.random() < self.failure_rate
         if job.hints is not None:

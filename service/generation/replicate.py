@@ -1,6 +1,6 @@
 """`ReplicateGenerator`: videos from Replicate's predictions API, over httpx.
 
-    create   POST {base}/models/{owner}/{name}/predictions  {"input": {"prompt": …}}  → 201 prediction
+    create   POST {base}/models/{owner}/{name}/predictions  {"input": {"prompt": …, **params}}  → 201
     poll     GET  {base}/predictions/{id}                                             → 200 prediction
     cancel   POST {base}/predictions/{id}/cancel                                      → 200 prediction
 
@@ -196,7 +196,7 @@ class ReplicateGenerator:
         """The prediction an earlier attempt asked for at `job.search_since` and never recorded.
 
         Replicate takes no idempotency key, so the job is found by what it was asked: this
-        model, this exact prompt, created at or after the request (less `SEARCH_SKEW_SECONDS`
+        model, this exact prompt and params, created at or after the request (less `SEARCH_SKEW_SECONDS`
         for the provider's clock against the database's). The earliest match is taken; the
         search waits first until the earlier request has surely landed or timed out."""
         assert job.search_since is not None
@@ -213,7 +213,7 @@ class ReplicateGenerator:
                 if created is not None and created < since:
                     url = None
                     break
-                if item.model in (None, self.model) and (item.input or {}).get("prompt") == job.prompt:
+                if item.model in (None, self.model) and _asked_with(item.input or {}, job.provider_input):
                     found = item  # newest first: the last match is the earliest
             else:
                 # Only the cursor is taken from `next`: the token goes to the configured base URL,
@@ -249,7 +249,7 @@ class ReplicateGenerator:
 
     async def _create(self, client: httpx.AsyncClient, job: GenerationJob) -> Prediction:
         prediction = await self._request(
-            client, "POST", self._create_path, json={"input": {"prompt": job.prompt}},
+            client, "POST", self._create_path, json={"input": job.provider_input},
             what="creating a prediction", repeatable=False,
         )
         log.info("video %s: Replicate prediction %s created (%s)", job.video_id, prediction.id, self.model)
@@ -340,6 +340,12 @@ def _prediction(response: httpx.Response, what: str) -> Prediction:
         return Prediction.model_validate_json(response.content)
     except ValidationError as exc:
         raise GenerationError(f"Replicate answered {response.status_code} while {what} without a prediction") from exc
+
+
+def _asked_with(found: dict[str, Any], asked: dict[str, Any]) -> bool:
+    """Whether a listed prediction's input holds everything this job asks (a model may echo
+    defaults for inputs it was not sent)."""
+    return all(name in found and found[name] == value for name, value in asked.items())
 
 
 def _adoptable(prediction: Prediction) -> bool:

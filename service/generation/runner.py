@@ -473,7 +473,7 @@ class GenerationRunner:
             except (DuplicateRequest, ClaimContention):
                 continue  # taken in between: its new holder finishes it
             job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category,
-                                adopt_only=True)
+                                adopt_only=True, params=admission.ticket.params if admission.ticket else request.params)
             self.submit(admission, job)
             adopted.append(admission.video_id)  # type: ignore[arg-type]
         return adopted

@@ -27,6 +27,7 @@ from service.http.docs import install_docs
 from service.http.errors import error_response, install_error_handlers, parsed_body
 from service.http.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.metrics import CONTENT_TYPE_LATEST
+from service.prompt_key import key_with_params
 from service.http.schemas import (
     CREATE_OPERATION, MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
     idempotency_responses,
@@ -102,7 +103,9 @@ async def _answer(runtime: Runtime, request: NewVideo, hints: SimHints | None, i
         return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
     # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
     keyed = KeyedRequest(caller_scope(api_key, body.tg_user_id),
-                         parse_key(idempotency_key), fingerprint(body.model_dump()))
+                         parse_key(idempotency_key),
+                         # Without params, the fingerprint a key stored before params existed.
+                         fingerprint(body.model_dump(exclude={"params"} if body.params is None else None)))
     return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
 
 
@@ -133,7 +136,8 @@ def install(app: FastAPI) -> None:
         body = parsed_body(CreateRequest, await http.body())
         require(caller, "create", body.tg_user_id)
         runtime = _runtime(http)
-        request = NewVideo(body.tg_user_id, body.prompt, body.key, body.category)
+        key = key_with_params(body.key, body.params, runtime.settings.key_params)
+        request = NewVideo(body.tg_user_id, body.prompt, key, body.category, body.params)
         hints = _sim_hints(runtime, headers.get("x-sim-seconds"), headers.get("x-sim-fail"))
         # From here on one deadline for every database call the request makes (service.deadlines).
         with deadline_scope(runtime.settings.request_timeout_seconds):

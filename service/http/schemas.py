@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
+from service.params import MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, PARAM_NAME, check_params
 from service.prompt_key import prompt_key
 
 __all__ = [
@@ -95,6 +96,21 @@ class CreateRequest(BaseModel):
     def _category_storable(cls, value: str | None) -> str | None:
         return None if value is None else _storable(value)
 
+    params: dict[str, Any] | None = Field(
+        default=None,
+        description=f"generation parameters, passed to the provider beside the prompt (Replicate: input"
+                    f" {{\"prompt\": …, **params}}) and stored with the video: a JSON object of at most"
+                    f" {MAX_PARAMS_BYTES} bytes as compact JSON, {MAX_PARAMS_DEPTH} levels deep; names"
+                    " `[A-Za-z_][A-Za-z0-9_]{0,63}`, not `prompt`; no NaN or Infinity, no NUL or lone surrogate"
+                    " in any text. Part of the duplicate key only for the names CLAIMFIRST_KEY_PARAMS lists",
+        json_schema_extra={"propertyNames": {"pattern": PARAM_NAME.pattern, "not": {"const": "prompt"}}},
+    )
+
+    @field_validator("params")
+    @classmethod
+    def _params_bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_params(value)
+
 
 class VideoOut(BaseModel):
     video_id: int
@@ -110,6 +126,8 @@ class VideoOut(BaseModel):
     cost_usd: Decimal | None
     created_at: datetime
     updated_at: datetime
+    params: dict[str, Any] | None = Field(default=None, description="the generation parameters it was asked"
+                                          " with (a handed-over job's own); PostgreSQL may reorder the names")
 
 
 class CreateAccepted(BaseModel):

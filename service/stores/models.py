@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
+from sqlalchemy.dialects import postgresql
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, Numeric, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -89,6 +90,9 @@ class Video(Base):
     # When this attempt asked the provider for a job whose id is not recorded yet (migration
     # 0005): a successor looks for that job at the provider before paying for another.
     job_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The generation parameters of the request (service.params; migration 0008): jsonb on
+    # PostgreSQL, JSON text on SQLite. NULL without any, and on rows written before.
+    params: Mapped[dict[str, Any] | None] = mapped_column(Text().with_variant(postgresql.JSONB(), "postgresql"))
 
     __table_args__ = (
         # Per user, not per prompt key: a btree entry holds at most ~2.7 kB, and a 2,000-character

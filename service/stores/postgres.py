@@ -32,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
@@ -113,7 +114,7 @@ WITH held AS (
      WHERE (SELECT attempt FROM claimed) > 1
        AND s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
        AND s.attempt < claimed.attempt
-    RETURNING s.provider_job_id, s.job_requested_at, s.attempt
+    RETURNING s.provider_job_id, s.job_requested_at, s.attempt, s.params
 ), handed AS (
     -- The job the new attempt adopts instead of paying again: that of the attempt fenced off
     -- just now, or the holder's when it failed without its cost recorded (its outcome was never
@@ -126,14 +127,20 @@ WITH held AS (
            (SELECT max(job_requested_at) FROM superseded WHERE provider_job_id IS NULL) AS requested_at
 ), video AS (
     INSERT INTO videos (id, tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
-                        created_at, updated_at, provider_job_id, job_requested_at)
+                        created_at, updated_at, provider_job_id, job_requested_at, params)
     SELECT video_id, %(user)s, %(prompt)s, %(prompt)s, %(category)s, 'generating', %(key)s, attempt,
-           claimed_at, claimed_at, handed.job_id, CASE WHEN handed.job_id IS NULL THEN handed.requested_at END
+           claimed_at, claimed_at, handed.job_id, CASE WHEN handed.job_id IS NULL THEN handed.requested_at END,
+           -- A handed-on job keeps the params it was asked with: those of the attempt taken over.
+           CASE WHEN handed.job_id IS NULL AND handed.requested_at IS NULL THEN %(params)s::jsonb
+                ELSE (SELECT e.params FROM (SELECT params, attempt FROM superseded
+                                            UNION ALL SELECT params, attempt FROM held) AS e
+                       ORDER BY e.attempt DESC LIMIT 1) END
       FROM claimed, handed
-    RETURNING id, attempt, created_at, provider_job_id, job_requested_at
+    RETURNING id, attempt, created_at, provider_job_id, job_requested_at, params
 )
 SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won_created_at,
        video.provider_job_id AS adopt_job_id, video.job_requested_at AS adopt_requested_at,
+       video.params AS won_params,
        clock_timestamp() AS db_now, held.*
   FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """
@@ -252,7 +259,7 @@ SELECT video_id FROM expired ORDER BY video_id
 # its user's behalf (the same conditional upsert as a request) and adopts the job. Oldest first,
 # through the partial index on live claims.
 ADOPTABLE_SQL = """
-SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category
+SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category, v.params
   FROM video_claims c JOIN videos v ON v.id = c.video_id
  WHERE c.status = 'generating' AND c.lease_expires_at <= clock_timestamp()
    AND (v.provider_job_id IS NOT NULL OR v.job_requested_at IS NOT NULL) AND NOT c.video_id = ANY(%(mine)s)
@@ -283,11 +290,15 @@ DELETE FROM telegram_updates WHERE update_id IN (
 
 _INSERT_VIDEO_SQL = """
 INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,
-                    video_url, thumbnail_url, cost_usd, created_at, updated_at)
+                    video_url, thumbnail_url, cost_usd, created_at, updated_at, params)
 VALUES (%(user)s, %(prompt)s, %(prompt)s, %(category)s, %(status)s, %(key)s, 1, %(url)s, %(thumb)s, %(cost)s,
-        clock_timestamp(), clock_timestamp())
+        clock_timestamp(), clock_timestamp(), %(params)s::jsonb)
 RETURNING *
 """
+
+
+def _jsonb(params: Mapping[str, Any] | None) -> Jsonb | None:
+    return None if params is None else Jsonb(params)
 
 
 def _result_params(result: GenerationResult | None) -> dict[str, Any]:
@@ -419,13 +430,15 @@ class PostgresStore:
             "user": request.tg_user_id, "digest": key_digest(request.prompt_key), "key": request.prompt_key,
             "prompt": request.prompt, "category": request.category, "lease": rule.lease, "window": rule.window,
             "seq": await self._sequence(), "superseded": SUPERSEDED_ERROR, "until": self._until(deadline),
+            "params": _jsonb(request.params),
         }
         row = await self._one(self._requests, CLAIM_SQL, params)
         assert row is not None  # the statement always returns its one row
         self._observe(row["db_now"])
         if row["won_id"] is not None:
             return ClaimTicket(row["won_id"], request.tg_user_id, request.prompt_key, row["won_attempt"],
-                               row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"])
+                               row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"],
+                               row["won_params"])
         return None if row["claim_status"] is None else holder_from_row(row)
 
     # -- the database's clock, as seen from here -------------------------------------------
@@ -481,7 +494,8 @@ class PostgresStore:
 
     async def adoptable(self, limit: int, mine: Sequence[int] = ()) -> list[NewVideo]:
         rows = await self._all(self._leases, ADOPTABLE_SQL, {"limit": limit, "mine": list(mine)})
-        return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"]) for row in rows]
+        return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"], row["params"])
+                for row in rows]
 
     async def complete(self, ticket: ClaimTicket, result: GenerationResult) -> bool:
         row = await self._one(self._leases, COMPLETE_SQL, {**_fence(ticket), **_result_params(result), "late": LATE_ERROR})
@@ -550,7 +564,7 @@ class PostgresStore:
     async def insert_video(self, request: NewVideo, status: str, result: GenerationResult | None = None) -> VideoRecord:
         row = await self._one(self._leases if result else self._requests, _INSERT_VIDEO_SQL, {
             "user": request.tg_user_id, "prompt": request.prompt, "category": request.category,
-            "status": status, "key": request.prompt_key, **_result_params(result)})
+            "status": status, "key": request.prompt_key, "params": _jsonb(request.params), **_result_params(result)})
         assert row is not None
         return VideoRecord.from_mapping(row)
 

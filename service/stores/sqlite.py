@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import StorageUnavailable, VideoNotFound
+from service.params import params_json
 from service.records import GenerationResult
 from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, as_utc, holder_from_row, key_digest,
@@ -87,15 +88,16 @@ RETURNING attempt, claimed_at
 """
 
 INSERT_CLAIMED_VIDEO_SQL = """
-INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt, created_at, updated_at)
-VALUES (:user, :prompt, :prompt, :category, 'generating', :key, :attempt, :claimed_at, :claimed_at)
+INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt, created_at, updated_at,
+                    params)
+VALUES (:user, :prompt, :prompt, :category, 'generating', :key, :attempt, :claimed_at, :claimed_at, :params)
 RETURNING id
 """
 
 SUPERSEDE_SQL = """
 UPDATE videos SET status = 'failed', error = :error, updated_at = :claimed_at
  WHERE tg_user_id = :user AND prompt_key = :key AND status = 'generating' AND attempt < :attempt
-RETURNING provider_job_id, job_requested_at, attempt
+RETURNING provider_job_id, job_requested_at, attempt, params
 """
 
 # A job handed on to a newer attempt is that attempt's to pay for (see the PostgreSQL store).
@@ -122,7 +124,7 @@ UPDATE video_claims AS c SET status = 'failed', lease_expires_at = NULL
    AND video_id NOT IN (SELECT value FROM json_each(:mine)) RETURNING video_id
 """
 ADOPTABLE_SQL = f"""
-SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category
+SELECT v.tg_user_id, v.prompt, v.prompt_key, v.category, v.params
   FROM video_claims c JOIN videos v ON v.id = c.video_id
  WHERE c.status = 'generating' AND c.lease_expires_at <= {NOW} AND {_HAS_JOB}
    AND c.video_id NOT IN (SELECT value FROM json_each(:mine))
@@ -139,6 +141,10 @@ def _result_params(result: GenerationResult | None) -> dict[str, Any]:
     if result is None:
         return {"url": None, "thumb": None, "cost": None}
     return {"url": result.video_url, "thumb": result.thumbnail_url, "cost": _money(result.cost_usd)}
+
+
+def _params_text(params: Mapping[str, Any] | None) -> str | None:
+    return None if params is None else params_json(params)
 
 
 def _money(value: Decimal | None) -> str | None:
@@ -221,7 +227,7 @@ class SqliteStore:
 
     def _claim(self, conn: sqlite3.Connection, request: NewVideo, rule: ClaimRule) -> ClaimTicket | Holder | None:
         params = {"user": request.tg_user_id, "digest": key_digest(request.prompt_key), "key": request.prompt_key,
-                  "prompt": request.prompt, "category": request.category,
+                  "prompt": request.prompt, "category": request.category, "params": _params_text(request.params),
                   "lease_ahead": _seconds(rule.lease, "+"), "window_ago": _seconds(rule.window, "-")}
         before = conn.execute(HOLDER_SQL, params).fetchone()
         won = conn.execute(UPSERT_SQL, params).fetchone()
@@ -244,11 +250,17 @@ class SqliteStore:
         requested = None
         if adopt is None:
             requested = max((row["job_requested_at"] for row in superseded if row["job_requested_at"]), default=None)
+        video_params = params["params"]
         if adopt is not None or requested is not None:
-            conn.execute("UPDATE videos SET provider_job_id = :job, job_requested_at = :requested WHERE id = :id",
-                         {"job": adopt, "requested": requested, "id": video_id})
+            # A handed-on job keeps the params it was asked with: those of the attempt taken over.
+            earlier = [(row["attempt"], row["params"]) for row in superseded]
+            earlier += [(before["attempt"], before["params"])] if before is not None else []
+            video_params = max(earlier, key=lambda pair: pair[0])[1] if earlier else None
+            conn.execute("UPDATE videos SET provider_job_id = :job, job_requested_at = :requested, params = :params"
+                         " WHERE id = :id", {"job": adopt, "requested": requested, "params": video_params, "id": video_id})
         return ClaimTicket(video_id, request.tg_user_id, request.prompt_key, won["attempt"],
-                           as_utc(won["claimed_at"]), adopt, as_utc(requested))
+                           as_utc(won["claimed_at"]), adopt, as_utc(requested),
+                           None if video_params is None else json.loads(video_params))
 
     async def claim(self, request: NewVideo, rule: ClaimRule, deadline: float | None = None) -> ClaimTicket | Holder | None:
         # A holder that visibly blocks is answered from a read, without queueing for the write
@@ -331,7 +343,8 @@ class SqliteStore:
     async def adoptable(self, limit: int, mine: Sequence[int] = ()) -> list[NewVideo]:
         rows = await self._run(self._reads, partial(self._read_all, ADOPTABLE_SQL,
                                                     {"limit": limit, "mine": json.dumps(list(mine))}))
-        return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"]) for row in rows]
+        return [NewVideo(row["tg_user_id"], row["prompt"], row["prompt_key"], row["category"],
+                         None if row["params"] is None else json.loads(row["params"])) for row in rows]
 
     def _complete(self, conn: sqlite3.Connection, ticket: ClaimTicket, result: GenerationResult) -> bool:
         # Fenced on the attempt only (see the PostgreSQL store): a late result nobody
@@ -449,11 +462,12 @@ class SqliteStore:
                       result: GenerationResult | None) -> sqlite3.Row:
         return conn.execute(
             "INSERT INTO videos (tg_user_id, prompt, enhanced_prompt, category, status, prompt_key, attempt,"
-            " video_url, thumbnail_url, cost_usd, created_at, updated_at)"
-            f" VALUES (:user, :prompt, :prompt, :category, :status, :key, 1, :url, :thumb, :cost, {NOW}, {NOW})"
+            " video_url, thumbnail_url, cost_usd, created_at, updated_at, params)"
+            f" VALUES (:user, :prompt, :prompt, :category, :status, :key, 1, :url, :thumb, :cost, {NOW}, {NOW}, :params)"
             " RETURNING *",
             {"user": request.tg_user_id, "prompt": request.prompt, "category": request.category,
-             "status": status, "key": request.prompt_key, **_result_params(result)}).fetchone()
+             "status": status, "key": request.prompt_key, "params": _params_text(request.params),
+             **_result_params(result)}).fetchone()
 
     async def insert_video(self, request: NewVideo, status: str, result: GenerationResult | None = None) -> VideoRecord:
         executor = self._leases if result else self._claims

@@ -22,6 +22,14 @@ BAD_BODIES = {
     "category as list": ({"tg_user_id": 1, "prompt": "hi", "category": ["a"]}, "category: Input should be a valid string"),
     "unknown field": ({"tg_user_id": 1, "prompt": "hi", "promt": "typo"}, "promt: Extra inputs are not permitted"),
     "body is a list": ([{"tg_user_id": 1, "prompt": "hi"}], "body: Input should be an object"),
+    "params as list": ({"tg_user_id": 1, "prompt": "hi", "params": [5]}, "params: Input should be an object"),
+    "params as text": ({"tg_user_id": 1, "prompt": "hi", "params": "{}"}, "params: Input should be an object"),
+    "params naming prompt": ({"tg_user_id": 1, "prompt": "hi", "params": {"prompt": "other"}},
+                             "'prompt' is the request's own field"),
+    "params name not an identifier": ({"tg_user_id": 1, "prompt": "hi", "params": {"a-b": 1}}, "is not 1-64 of"),
+    "params too deep": ({"tg_user_id": 1, "prompt": "hi", "params": {"a": [[[[1]]]]}}, "nested deeper than 4"),
+    "params over 4 KiB": ({"tg_user_id": 1, "prompt": "hi", "params": {"a": "x" * 4096}}, "over the limit of 4096"),
+    "NUL in params": ({"tg_user_id": 1, "prompt": "hi", "params": {"a": ["\x00"]}}, "params.a[0]: contains a NUL"),
 }
 
 
@@ -76,6 +84,7 @@ SURROGATES = {
     "in category": '{"tg_user_id": 1, "prompt": "ok", "category": "\\udfff x"}',
     "as a field name": '{"tg_user_id": 1, "prompt": "ok", "\\ud800": 1}',
     "in a wrongly typed field": '{"tg_user_id": "\\ud800", "prompt": "ok"}',
+    "in params": '{"tg_user_id": 1, "prompt": "ok", "params": {"a": {"\\udfff": 1}}}',
 }
 
 
@@ -93,8 +102,12 @@ def test_a_lone_surrogate_is_422_and_the_answer_still_encodes(db_url: str, conte
     [(b'{"tg_user_id": 1, "prompt": "\xff\xfe"}', "not valid JSON"),
      (b'{"tg_user_id": ' + b"9" * 5000 + b', "prompt": "x"}', "not valid JSON"),
      (b'{"tg_user_id": NaN, "prompt": "x"}', "tg_user_id: Input should be a valid integer"),
-     (b'{"tg_user_id": 1, "prompt": Infinity}', "prompt: Input should be a valid string")],
-    ids=["not UTF-8", "5000-digit number", "NaN", "Infinity"],
+     (b'{"tg_user_id": 1, "prompt": Infinity}', "prompt: Input should be a valid string"),
+     (b'{"tg_user_id": 1, "prompt": "x", "params": {"a": NaN}}', "params.a: nan is not a JSON number"),
+     (b'{"tg_user_id": 1, "prompt": "x", "params": {"a": [-Infinity]}}', "params.a[0]: -inf is not a JSON number"),
+     (b'{"tg_user_id": 1, "prompt": "x", "params": {"a": 1e400}}', "params.a: inf is not a JSON number")],
+    ids=["not UTF-8", "5000-digit number", "NaN", "Infinity", "NaN in params", "-Infinity in params",
+         "a number past float in params"],
 )
 def test_json_python_cannot_read_or_json_cannot_write_back_is_422(sqlite_url: str, content: bytes, message: str) -> None:
     with running_app(sqlite_url) as client:

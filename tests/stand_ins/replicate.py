@@ -274,7 +274,8 @@ class StandInReplicate:
 
     def _create(self, raw: bytes) -> tuple[int, dict[str, Any]]:
         try:
-            prompt = json.loads(raw)["input"]["prompt"]
+            given = json.loads(raw)["input"]
+            prompt = given["prompt"]
         except (ValueError, KeyError, TypeError):
             prompt = None
         if not isinstance(prompt, str) or not prompt:
@@ -286,7 +287,8 @@ class StandInReplicate:
             fate = dataclasses.replace(self.default_fate, status="failed")
         else:
             fate = self.default_fate
-        prediction = self._new(f"p{self.creations:04d}standin", prompt, fate)
+        # The whole input is kept, as Replicate echoes it on the prediction: params included.
+        prediction = self._new(f"p{self.creations:04d}standin", prompt, fate, given)
         return 201, prediction.body
 
     def _poll(self, prediction: _Prediction) -> dict[str, Any]:
@@ -334,10 +336,10 @@ class StandInReplicate:
             self._finish(prediction, "canceled")
         return prediction.body
 
-    def _new(self, job_id: str, prompt: str, fate: Fate) -> _Prediction:
+    def _new(self, job_id: str, prompt: str, fate: Fate, given: dict[str, Any] | None = None) -> _Prediction:
         body = copy.deepcopy(recording("create_starting")["response"]["body"])
         url = f"{self.base_url}/predictions/{job_id}"
-        body.update(id=job_id, model=self.model, input={"prompt": prompt}, created_at=_now(),
+        body.update(id=job_id, model=self.model, input=dict(given or {"prompt": prompt}), created_at=_now(),
                     output=None, started_at=None, completed_at=None, metrics={}, source="api",
                     urls={"cancel": f"{url}/cancel", "get": url})
         self._predictions[job_id] = prediction = _Prediction(body, fate, len(self._predictions), self.clock())
