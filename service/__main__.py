@@ -154,7 +154,7 @@ def migrate_command(argv: list[str]) -> int:
             if current_revision(engine) == head:
                 print(f"-- {where} is at head ({head}): nothing to run")
             else:
-                sys.stdout.write(upgrade_sql(engine))
+                sys.stdout.write(upgrade_sql(engine, schema=settings.db_schema))
             return 0
         if args.check:
             current = current_revision(engine)
