@@ -1,7 +1,10 @@
-"""`python -m service migrate --sql` prints SQL an operator can run as-is: on an empty PostgreSQL
-(CLAIMFIRST_DB_SCHEMA or not) the printed script, run as psql would run it, leaves the database at head."""
+"""`python -m service migrate --sql` prints SQL an operator can run as-is, and changes nothing
+to print it: on an empty PostgreSQL (CLAIMFIRST_DB_SCHEMA or not) the printed script, run as psql
+would run it, leaves the database at head; on a SQLite file that does not exist, no file appears."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -27,3 +30,16 @@ def test_the_printed_sql_runs_as_is_on_an_empty_database_and_leaves_it_at_head(p
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "up to date" in checked.stdout
 
+
+def test_sql_on_a_sqlite_file_that_does_not_exist_creates_no_file(tmp_path: Path) -> None:
+    database = tmp_path / "not-yet" / "claimfirst.db"
+    printed = run("migrate", "--sql", url=f"sqlite:///{database}")
+    assert printed.returncode == 0, printed.stderr
+    assert "CREATE TABLE videos" in printed.stdout and "CREATE TABLE alembic_version" in printed.stdout
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its folder
+
+
+def test_check_on_a_sqlite_file_that_does_not_exist_is_behind_and_creates_no_file(tmp_path: Path) -> None:
+    checked = run("migrate", "--check", url=f"sqlite:///{tmp_path / 'claimfirst.db'}")
+    assert checked.returncode == 1 and "revision none" in checked.stdout and str(tmp_path) in checked.stdout
+    assert list(tmp_path.iterdir()) == []
