@@ -22,10 +22,13 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from aiogram import Bot, Router
-from aiogram.exceptions import AiogramError, TelegramBadRequest
-from aiogram.filters import Command, CommandObject
-from aiogram.types import Message, ReplyParameters
+try:
+    from aiogram import Bot, Router
+    from aiogram.exceptions import AiogramError, TelegramBadRequest
+    from aiogram.filters import Command, CommandObject
+    from aiogram.types import Message, ReplyParameters
+except ImportError as exc:  # the framework is an extra
+    raise ImportError(f"service.telegram.aiogram needs aiogram: pip install 'claimfirst[aiogram]' ({exc})") from exc
 
 from service.telegram.dialogue import Senders, take_create
 

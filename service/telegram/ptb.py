@@ -29,9 +29,12 @@ import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from telegram import Bot, Message, ReplyParameters, Update
-from telegram.error import BadRequest, TelegramError
-from telegram.ext import CommandHandler, ContextTypes, filters
+try:
+    from telegram import Bot, Message, ReplyParameters, Update
+    from telegram.error import BadRequest, TelegramError
+    from telegram.ext import CommandHandler, ContextTypes, filters
+except ImportError as exc:  # the framework is an extra
+    raise ImportError(f"service.telegram.ptb needs python-telegram-bot: pip install 'claimfirst[ptb]' ({exc})") from exc
 
 from service.telegram.dialogue import Senders, prompt_of, take_create
 
