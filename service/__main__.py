@@ -26,6 +26,7 @@ from typing import NoReturn
 import uvicorn
 from alembic.util import CommandError
 from pydantic import ValidationError
+from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
@@ -69,6 +70,12 @@ def not_a_database(database_url: str) -> str | None:
             if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
                 return f"{path} is not a SQLite database"
     return None
+
+
+def _no_such_sqlite_file(database_url: str) -> bool:
+    parsed = make_url(database_url)
+    return (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+            and not Path(parsed.database).exists())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,15 +153,20 @@ def migrate_command(argv: list[str]) -> int:
         parser.error(f"bad setting: {describe_settings_error(exc)}")
     if problem := not_a_database(settings.database_url):
         parser.error(f"DATABASE_URL: {problem}")
-    engine = make_engine(settings.connect_url, prepare=settings.db_prepare)
-    where = engine.url.render_as_string(hide_password=True)
+    if (args.sql or args.check) and _no_such_sqlite_file(settings.database_url):
+        # They only read, and opening a SQLite file creates it (make_engine its folder too):
+        # a file that is not there is read as the empty database it would be.
+        engine = create_engine("sqlite://")
+    else:
+        engine = make_engine(settings.connect_url, prepare=settings.db_prepare)
+    where = make_url(settings.connect_url).render_as_string(hide_password=True)
     head = head_revision()
     try:
         if args.sql:
             if current_revision(engine) == head:
                 print(f"-- {where} is at head ({head}): nothing to run")
             else:
-                sys.stdout.write(upgrade_sql(engine))
+                sys.stdout.write(upgrade_sql(engine, schema=settings.db_schema))
             return 0
         if args.check:
             current = current_revision(engine)

@@ -132,3 +132,31 @@ def test_the_public_api_is_importable_and_light() -> None:
               "    assert not isinstance(getattr(service, name), types.ModuleType), name\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_every_module_but_the_bot_adapters_imports_without_the_bot_frameworks() -> None:
+    # The contracts see import statements; this sees what importing does. aiogram and
+    # python-telegram-bot (`telegram`) are made unimportable, as in an install without the
+    # [aiogram] and [ptb] extras, and every other module of service/ is imported.
+    script = ("import importlib, pkgutil, sys\n"
+              "class NoFrameworks:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name.split('.')[0] in ('aiogram', 'telegram'):\n"
+              "            raise ImportError(f'{name} is not installed')\n"
+              "sys.meta_path.insert(0, NoFrameworks())\n"
+              "import service\n"
+              "adapters = {'service.telegram.aiogram', 'service.telegram.ptb'}\n"
+              "names = [m.name for m in pkgutil.walk_packages(service.__path__, 'service.')\n"
+              "         if m.name not in adapters and '.migrations' not in m.name]\n"
+              "for name in names:\n"
+              "    importlib.import_module(name)\n"
+              "assert 'service.telegram.dialogue' in names and len(names) > 40, names\n"
+              "for name in adapters:\n"
+              "    try:\n"
+              "        importlib.import_module(name)\n"
+              "    except ImportError as exc:\n"
+              "        assert 'pip install' in str(exc), exc  # names the extra to install\n"
+              "    else:\n"
+              "        raise AssertionError(f'{name} imported without its framework')\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

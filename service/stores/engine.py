@@ -118,10 +118,12 @@ def current_revision(engine: Engine) -> str | None:
         return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
 
 
-def upgrade_sql(engine: Engine) -> str:
+def upgrade_sql(engine: Engine, *, schema: str = "public") -> str:
     """The SQL `migrate` would run from the database's current revision, for review (Alembic's
     offline mode). Reads the database (its revision, whether the bot's `videos` exists), writes
-    nothing. Rows the adoption computes in Python (prompt keys) appear as a comment."""
+    nothing. Rows the adoption computes in Python (prompt keys) appear as a comment. `schema`
+    (CLAIMFIRST_DB_SCHEMA) is created and put first on the search_path at the top, as `migrate`
+    does through the connection, so the script runs as-is."""
     import io
 
     from alembic import command
@@ -134,6 +136,7 @@ def upgrade_sql(engine: Engine) -> str:
     config = alembic_config()
     config.output_buffer = buffer
     config.attributes["offline_url"] = engine.url
+    config.attributes["schema"] = schema
     config.attributes["videos_exist"] = videos_exist
     config.attributes["adopted"] = videos_exist or "claimfirst_adoption" in tables
     start = f"{current}:" if current else ""

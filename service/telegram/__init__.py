@@ -5,7 +5,10 @@
     client.py   `BotApi`: calls to {TELEGRAM_API_BASE}/bot<token>/<method> over one httpx client,
                 transient failures retried, a 429's retry_after honoured, the token kept out of logs
     replies.py  every text the bot sends
+    dialogue.py one /create in, the answers out: what every bot below says, and when
     bot.py      `TelegramBot`: one delivery in, a claim and the replies out
+    aiogram.py  `claimfirst_router(cf)`: the same /create in your own aiogram 3 bot ([aiogram] extra)
+    ptb.py      `claimfirst_handler(cf)`: the same in your python-telegram-bot bot ([ptb] extra)
     webhook.py  `POST /telegram/webhook`, enabled by TELEGRAM_BOT_TOKEN
     cli.py      `python -m service telegram set-webhook --url …`
 

@@ -38,14 +38,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from service.claim import FAILED, READY, NewVideo
-from service.errors import ClaimContention, DuplicateRequest, InvalidRequest, StorageUnavailable, Throttled
+from service.claim import NewVideo
+from service.errors import StorageUnavailable
 from service.prompt_key import prompt_key
 from service.generation.runner import VideoOutcome
 from service.http.schemas import CreateRequest
 from service.telegram import replies
 from service.telegram.api import Command, Message, Update, command_of
 from service.telegram.client import BotApi, TelegramApiError
+from service.telegram.dialogue import REFUSALS, Senders, refusal, tell_outcome
 
 if TYPE_CHECKING:
     from service.runtime import Runtime
@@ -174,16 +175,8 @@ class TelegramBot:
             admission = await self.runtime.create(NewVideo(body.tg_user_id, body.prompt, prompt_key(body.prompt)),
                                                   on_outcome=on_outcome)
             text = replies.started(admission.video_id)
-        except DuplicateRequest as exc:
-            text = replies.duplicate(exc.existing)
-        except Throttled as exc:
-            text = replies.busy(exc.retry_after)
-        except ClaimContention:
-            text = replies.busy(None)
-        except StorageUnavailable:
-            text = replies.unavailable()
-        except InvalidRequest as exc:
-            text = replies.invalid_prompt(exc.detail)
+        except REFUSALS as exc:
+            text = refusal(exc)
         self._spawn(self._say(message, text, done=first_reply))
 
     # -- replies -------------------------------------------------------------------------
@@ -207,18 +200,15 @@ class TelegramBot:
 
     async def _tell_outcome(self, chat_id: int, outcome: VideoOutcome, *, after: asyncio.Event) -> None:
         await after.wait()
-        if outcome.status == READY and outcome.video_url:
-            sent = await self._send("sendVideo", {"chat_id": chat_id, "video": outcome.video_url,
-                                                  "caption": replies.ready_caption(outcome.video_id)},
+
+        async def text(words: str) -> None:
+            await self._send("sendMessage", {"chat_id": chat_id, "text": words})
+
+        async def video(url: str, caption: str) -> bool:
+            return await self._send("sendVideo", {"chat_id": chat_id, "video": url, "caption": caption},
                                     quiet_on_400=True)
-            if not sent:  # Telegram could not fetch or play the URL (over 20 MB, not a video): the link
-                log.info("video %s: Telegram refused its URL as a video; sending the link", outcome.video_id)
-                await self._send("sendMessage", {"chat_id": chat_id,
-                                                 "text": replies.ready_link(outcome.video_id, outcome.video_url)})
-        elif outcome.status == FAILED:
-            await self._send("sendMessage", {"chat_id": chat_id, "text": replies.failed(outcome.video_id, outcome.error)})
-        else:  # superseded: a newer attempt holds the claim, and its caller hears how it ends
-            log.info("video %s superseded: no message", outcome.video_id)
+
+        await tell_outcome(outcome, Senders(reply=text, text=text, video=video))
 
     async def _send(self, method: str, payload: dict[str, Any], *, quiet_on_400: bool = False) -> bool:
         """Call the Bot API; False (logged) when it did not work. A reply is never retried forever."""

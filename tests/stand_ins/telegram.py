@@ -6,7 +6,7 @@ tests/service/recordings/telegram/, checks the token, and lets a test decide wha
     with StandInTelegram() as telegram:                       # the service's TELEGRAM_API_BASE
         telegram.fault("sendMessage", status=429, retry_after=1)  # the next sendMessage: flood control
         telegram.fault("sendVideo", status=400)                   # the next sendVideo: URL refused
-        telegram.calls, telegram.sent("sendMessage")              # every call: method and JSON body
+        telegram.calls, telegram.sent("sendMessage")              # every call: method and body (JSON or form)
         telegram.wait_for("sendVideo")                            # polls, with a deadline
         telegram.queue(update, …)                                 # what getUpdates hands out
         telegram.hold("sendMessage", after=2)                     # the 3rd sendMessage waits for release()
@@ -21,15 +21,19 @@ make the updates Telegram would deliver (`message_update`, `recorded_update`).
 from __future__ import annotations
 
 import copy
+import email.policy
 import itertools
 import json
+import re
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from tests.service.live import wait_until
 
@@ -233,6 +237,37 @@ class StandInTelegram:
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
 
 
+def _parse_body(raw: bytes, content_type: str) -> dict[str, Any]:
+    """The call's parameters, as JSON (the built-in bot) or as a form (aiogram and
+    python-telegram-bot send x-www-form-urlencoded, multipart when there is a file)."""
+    if not raw:
+        return {}
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        return {key: _form_value(value) for key, value in parse_qsl(raw.decode(), keep_blank_values=True)}
+    if kind == "multipart/form-data":
+        message = BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+        return {part.get_param("name", header="content-disposition"): _form_value(part.get_content())
+                for part in message.iter_parts() if part.get_filename() is None}
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return {"<not JSON>": raw.decode(errors="replace")}
+
+
+def _form_value(value: str) -> Any:
+    """A form field as Telegram reads it: integers, booleans and JSON objects decoded, so the
+    bodies compare equal to the JSON ones (a text that is itself a number would be too: the
+    tests send none)."""
+    if re.fullmatch(r"-?\d+", value) or value in ("true", "false") or value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            pass
+    return value
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver's default backlog of 5 resets connections when the service sends its
     # 16 parallel calls at once; the real Bot API does not.
@@ -244,10 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
-            body = {"<not JSON>": raw.decode(errors="replace")}
+        body = _parse_body(raw, self.headers.get("Content-Type") or "")
         status, answer, method = self.stand_in.handle(self.path, body)
         with self.stand_in._lock:
             self.stand_in.calls.append(Call(method, body, time.monotonic(), status))

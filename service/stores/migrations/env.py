@@ -41,9 +41,15 @@ def run_offline() -> None:
     """`migrate --sql`: print the statements instead of running them. Steps computed in Python
     from the rows (prompt keys, key digests) print as a comment saying so."""
     url = context.config.attributes.get("offline_url") or Settings().database_url
+    schema = context.config.attributes.get("schema") or Settings().db_schema
     context.configure(url=url, target_metadata=Base.metadata, literal_binds=True,
                       render_as_batch=str(url).startswith("sqlite"))
     with context.begin_transaction():
+        if schema != "public" and not str(url).startswith("sqlite"):
+            # What `run_migrations` gets from the connection's search_path, written out: the
+            # script is run as-is (psql, Supabase's SQL editor), in a session that names no schema.
+            context.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            context.execute(f'SET search_path TO "{schema}", public')
         context.run_migrations()
 
 
