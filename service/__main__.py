@@ -30,7 +30,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from service.http.auth import anonymous_refusal, simulated_refusal
+from service.http.auth import anonymous_refusal, simulated_refusal, webhook_refusal
 from service.errors import StorageUnavailable
 from service.http.limits import uvicorn_options
 from service.logs import log_config
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as exc:
         parser.error(f"bad setting: {describe_settings_error(exc)}")
-    if refusal := anonymous_refusal(args.host, settings) or simulated_refusal(args.host, settings):
+    if refusal := (anonymous_refusal(args.host, settings) or simulated_refusal(args.host, settings)
+                   or webhook_refusal(settings)):
         parser.error(refusal)
     if problem := not_a_database(settings.database_url):
         parser.error(f"DATABASE_URL: {problem}")

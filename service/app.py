@@ -18,6 +18,7 @@ from fastapi import FastAPI
 
 from service.generation import Generator
 from service.housekeeping import forget_old_rows
+from service.http.auth import webhook_refusal
 from service.runtime import Runtime
 from service.settings import Settings
 from service.stores.engine import make_engine, migrate
@@ -32,6 +33,8 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
     from service.http.routes import install
 
     settings = settings or Settings()
+    if refusal := webhook_refusal(settings):
+        raise ValueError(refusal)
     runtime = Runtime.build(settings, generator=generator)
 
     @asynccontextmanager

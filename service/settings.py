@@ -254,8 +254,9 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TELEGRAM_API_BASE", "CLAIMFIRST_TELEGRAM_API_BASE", "telegram_api_base"),
     )
     # Telegram sends it back in X-Telegram-Bot-Api-Secret-Token on every delivery: the only
-    # proof a webhook call comes from Telegram. Required with a token (see `_check_telegram`);
-    # declared after the token on purpose, so its validator can see it.
+    # proof a webhook call comes from Telegram. Required where the webhook is served or set
+    # (`service.http.auth.webhook_refusal`), not here: long polling and a bot embedding
+    # `ClaimFirst` read the same settings with a token and no webhook at all.
     telegram_webhook_secret: SecretStr | None = Field(
         default=None, validate_default=True,
         validation_alias=AliasChoices("TELEGRAM_WEBHOOK_SECRET", "CLAIMFIRST_TELEGRAM_WEBHOOK_SECRET",
@@ -389,9 +390,6 @@ class Settings(BaseSettings):
         if value is not None and not re.match(TELEGRAM_SECRET_PATTERN, value.get_secret_value()):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -"
                              " (Telegram's rule; `openssl rand -hex 32` gives one)")
-        if value is None and info.data.get("telegram_bot_token") is not None:
-            raise ValueError("required when TELEGRAM_BOT_TOKEN is set: without it"
-                             " anyone who finds the webhook URL could start generations")
         return value
 
     @field_validator("generator")

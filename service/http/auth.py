@@ -168,6 +168,15 @@ def anonymous_refusal(host: str, settings: Settings) -> str | None:
     )
 
 
+def webhook_refusal(settings: Settings) -> str | None:
+    """Why serving (or registering) the Telegram webhook with these settings is refused, or None."""
+    if not settings.telegram_enabled or settings.telegram_webhook_secret is not None:
+        return None
+    return ("TELEGRAM_WEBHOOK_SECRET is required with TELEGRAM_BOT_TOKEN to serve the webhook: without it"
+            " anyone who finds its URL could start generations (long polling, `python -m service telegram poll`,"
+            " needs none)")
+
+
 def simulated_refusal(host: str, settings: Settings) -> str | None:
     """Why serving the simulated generator on `host` is refused, or None. `sim` is the default
     so that a checkout runs with nothing configured; on a public address that default would

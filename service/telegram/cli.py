@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
+from service.http.auth import webhook_refusal
 from service.redact import redact_text
 from service.settings import Settings, describe_settings_error  # the one place settings errors are worded
 from service.settings import DEFAULT_TELEGRAM_API_BASE
@@ -106,6 +107,8 @@ def main(argv: list[str]) -> int:
         parser.error("TELEGRAM_BOT_TOKEN is not set (BotFather gives it: /newbot)")
     if args.action == "poll":
         return _run_poll(parser, settings, args.poll_seconds)
+    if refusal := webhook_refusal(settings):
+        parser.error(refusal)
     try:
         asyncio.run(_set_webhook(settings, args.url, args.drop_pending_updates))
     except TelegramApiError as exc:

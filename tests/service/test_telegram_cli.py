@@ -72,7 +72,7 @@ def test_an_unreachable_bot_api_is_one_line_after_its_retries(monkeypatch, capsy
     (["set-webhook", "--url", "http://bot.example.com/telegram/webhook"], {}, "--url must be an https:// URL"),
     (["set-webhook", "--url", URL], {}, "TELEGRAM_BOT_TOKEN is not set"),
     (["set-webhook", "--url", URL], {"TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN},
-     "bad setting: TELEGRAM_WEBHOOK_SECRET: required when TELEGRAM_BOT_TOKEN is set"),
+     "TELEGRAM_WEBHOOK_SECRET is required with TELEGRAM_BOT_TOKEN to serve the webhook"),
     (["set-webhook"], {}, "the following arguments are required: --url"),
     (["unset-everything"], {}, "invalid choice: 'unset-everything'"),
 ], ids=["http", "no token", "no secret", "no url", "unknown action"])

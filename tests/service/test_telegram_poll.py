@@ -24,7 +24,8 @@ USERS = range(1, 6)
 @contextmanager
 def poller(db_url: str, telegram: StandInTelegram, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": db_url, "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-           "TELEGRAM_WEBHOOK_SECRET": DEFAULT_SECRET, "TELEGRAM_API_BASE": telegram.base_url,
+           # No TELEGRAM_WEBHOOK_SECRET: polling serves no webhook, so it needs none.
+           "TELEGRAM_API_BASE": telegram.base_url,
            "CLAIMFIRST_SIM_SECONDS": "60"}  # no outcome message during the test: only the replies
     with log.open("ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "service", "telegram", "poll", "--poll-seconds", "1"],
