@@ -99,6 +99,9 @@ class NewVideo:
     prompt: str
     prompt_key: str
     category: str | None = None
+    # Where to POST the outcome (service.callbacks), checked against the operator's allowlist
+    # before it gets here; after a takeover the new attempt carries it on.
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)
