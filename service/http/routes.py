@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 
 from service.runtime import Runtime
 from service.http.auth import EVERYONE, api_key_check, bearer_token, caller_guard, caller_of, openapi_security, require
+from service.callbacks import check_callback_url
 from service.claim import NewVideo
 from service.deadlines import deadline_scope
 from service.http.edge import Edge
@@ -28,7 +29,7 @@ from service.http.errors import error_response, install_error_handlers, parsed_b
 from service.http.idempotency import KeyedRequest, answer_once, caller_scope, fingerprint, parse_key
 from service.metrics import CONTENT_TYPE_LATEST
 from service.http.schemas import (
-    CREATE_OPERATION, MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
+    CREATE_OPERATION, MAX_ID, CallbackOut, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
     idempotency_responses,
 )
 
@@ -102,7 +103,9 @@ async def _answer(runtime: Runtime, request: NewVideo, hints: SimHints | None, i
         return Response(accepted.model_dump_json(), status_code=202, media_type="application/json")
     # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
     keyed = KeyedRequest(caller_scope(api_key, body.tg_user_id),
-                         parse_key(idempotency_key), fingerprint(body.model_dump()))
+                         parse_key(idempotency_key),
+                         # Without callback_url when absent: the fingerprints of keys kept before it existed stay valid.
+                         fingerprint(body.model_dump(exclude={"callback_url"} if body.callback_url is None else None)))
     return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
 
 
@@ -133,7 +136,9 @@ def install(app: FastAPI) -> None:
         body = parsed_body(CreateRequest, await http.body())
         require(caller, "create", body.tg_user_id)
         runtime = _runtime(http)
-        request = NewVideo(body.tg_user_id, body.prompt, body.key, body.category)
+        if body.callback_url is not None:  # before the Idempotency-Key too: a refused one writes nothing
+            check_callback_url(body.callback_url, runtime.settings)
+        request = NewVideo(body.tg_user_id, body.prompt, body.key, body.category, callback_url=body.callback_url)
         hints = _sim_hints(runtime, headers.get("x-sim-seconds"), headers.get("x-sim-fail"))
         # From here on one deadline for every database call the request makes (service.deadlines).
         with deadline_scope(runtime.settings.request_timeout_seconds):
@@ -156,7 +161,9 @@ def install(app: FastAPI) -> None:
             # As an unknown id, so a key held to some users cannot probe for the others' videos.
             raise VideoNotFound(f"no video with id {video_id}")
         fields = {k: v for k, v in record.__dict__.items() if k != "id"}
-        return VideoOut(video_id=record.id, **fields)
+        callback = await runtime.bounded(runtime.store.callback_state(video_id))
+        return VideoOut(video_id=record.id, **fields,
+                        callback=None if callback is None else CallbackOut(**callback.__dict__))
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": ErrorOut,
              "description": "the database did not answer"}})
