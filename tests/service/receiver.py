@@ -40,6 +40,7 @@ class Receiver:
     fail_next: int = 0  # answer 503 to this many deliveries first
     deliveries: list[Delivery] = field(default_factory=list)
     hold: threading.Event | None = None  # when set: every delivery waits (the answer hangs)
+    in_flight: int = 0  # deliveries being answered now
 
     def __post_init__(self) -> None:
         self._webhook = Webhook(self.secret)
@@ -73,8 +74,12 @@ class Receiver:
         except Exception:  # the package's WebhookVerificationError, or a body that is not JSON
             parsed = None
         if self.hold is not None:
-            while self.hold.is_set():  # bounded by the test that set it
-                await asyncio.sleep(0.02)
+            self.in_flight += 1
+            try:
+                while self.hold.is_set():  # the test that set it clears it
+                    await asyncio.sleep(0.02)  # polls the event; not synchronisation by time
+            finally:
+                self.in_flight -= 1
         with self._lock:
             if parsed is None:
                 status = 401
@@ -88,7 +93,8 @@ class Receiver:
         await send({"type": "http.response.body", "body": b""})
 
     def start(self) -> Receiver:
-        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning")
+        config = uvicorn.Config(self._app, host="127.0.0.1", port=self.port, lifespan="off", log_level="warning",
+                                interface="asgi3")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
