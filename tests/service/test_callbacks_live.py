@@ -90,12 +90,12 @@ def test_killed_after_the_outcome_a_restarted_service_delivers(db_url: str, tmp_
     assert events == {ready: "video.ready", failed: "video.failed"}
 
 
-def test_killed_mid_delivery_it_is_sent_again_with_the_same_id(pg_url: str, tmp_path) -> None:
+def test_killed_mid_delivery_it_is_sent_again_with_the_same_id(db_url: str, tmp_path) -> None:
     hold = threading.Event()
     hold.set()
     receiver = Receiver(SECRET, hold=hold)
     with receiver:
-        with live_service(pg_url, tmp_path, **CALLBACKS) as doomed:
+        with live_service(db_url, tmp_path, **CALLBACKS) as doomed:
             video_id = create(doomed.url, "held delivery", receiver.url)
             wait_until(lambda: receiver.in_flight > 0, timeout=30,
                        what="the first delivery to arrive")
@@ -103,7 +103,7 @@ def test_killed_mid_delivery_it_is_sent_again_with_the_same_id(pg_url: str, tmp_
             doomed.process.wait(10)
         hold.clear()
         # The lease (timeout 3 s + 2 x 2 s + 5 s) runs out; the next process sends it again.
-        with live_service(pg_url, tmp_path, **CALLBACKS) as restarted:
+        with live_service(db_url, tmp_path, **CALLBACKS) as restarted:
             wait_until(lambda: callback(restarted.url, video_id)["state"] == "delivered", timeout=40,
                        what=lambda: f"the redelivery: {callback(restarted.url, video_id)}")
     ids = receiver.ids()
