@@ -120,6 +120,9 @@ class Deliverer:
             except (ClaimfirstError, TimeoutError) as exc:
                 log.warning("callbacks: could not take due rows (%s)", str(exc) or "timed out")
                 taken = 0
+            except Exception:  # a bug here must not end deliveries for the process's lifetime
+                log.exception("callbacks: delivery round failed")
+                taken = 0
             if taken >= BATCH:
                 continue  # more may be due
             try:
@@ -175,7 +178,7 @@ class Deliverer:
             return f"refused: {exc}"
         except (TimeoutError, httpx.TimeoutException):
             return f"no answer within {self._timeout:g} s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
             return f"{type(exc).__name__}: {str(exc) or 'connection failed'}"[:500]
         if 200 <= response.status_code < 300:
             return None

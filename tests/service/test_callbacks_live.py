@@ -7,7 +7,8 @@ a receiver on loopback that verifies every signature with the Standard Webhooks 
   same database delivers it;
 - killed mid-delivery (the receiver holds the request): sent again after the lease, same id
   (at least once);
-- two service processes on one database: each outcome delivered exactly once.
+- two service processes on one database: each outcome delivered exactly once;
+- a killed worker's provider job adopted by the sweep: one delivery, for the adopting attempt.
 
 No sleeping: every wait is bounded polling of a condition (`wait_until`).
 """
@@ -27,6 +28,8 @@ from service import ClaimFirst, InvalidRequest, Settings
 from service.client import Client
 
 from tests.service.live import live_service, wait_until
+from tests.service.test_adoption_after_crash import provider_settings
+from tests.stand_ins.replicate import Fate, StandInReplicate
 from tests.service.receiver import Receiver, new_secret
 
 SECRET = new_secret()
@@ -142,3 +145,33 @@ def test_the_embedded_claim_takes_a_callback_url_too(sqlite_url: str) -> None:
         video_id = asyncio.run(scenario(receiver))
     [delivery] = receiver.accepted()
     assert delivery.body["data"]["video_id"] == video_id and delivery.body["type"] == "video.ready"
+
+
+def test_a_killed_workers_job_adopted_by_the_sweep_reports_once_for_the_adopter(db_url: str, tmp_path) -> None:
+    """The outcome of a handed-over job: the dead attempt (superseded) reports nothing; the
+    sweep's adopting attempt carries its callback on and reports the result, once."""
+    with StandInReplicate() as replicate, Receiver(SECRET) as receiver:
+        replicate.script(Fate(polls=None))  # runs until released
+        settings = {**CALLBACKS, **provider_settings(replicate)}
+        with live_service(db_url, tmp_path, **settings) as doomed:
+            first = create(doomed.url, "adopted later", receiver.url, user=42)
+            job_id = wait_until(lambda: replicate.created_ids and replicate.created_ids[0], what="a prediction")
+            wait_until(lambda: replicate.prediction(job_id)["status"] == "processing", what="the first poll")
+            doomed.signal(signal.SIGKILL)
+            doomed.process.wait(timeout=10)
+        with live_service(db_url, tmp_path, **settings) as survivor:
+            # Nobody asks again: the sweep supersedes the dead attempt and adopts its job.
+            wait_until(lambda: video(survivor.url, first)["status"] == "failed", what="the sweep's takeover")
+            assert video(survivor.url, first)["callback"] is None  # moved to the adopter
+            replicate.release(job_id)
+            wait_until(lambda: len(receiver.accepted()) == 1, timeout=30, what="the adopter's callback")
+            [delivery] = receiver.accepted()
+            adopter = delivery.body["data"]["video_id"]
+            assert video(survivor.url, adopter)["callback"]["state"] == "delivered"
+    assert adopter != first and delivery.body["type"] == "video.ready"
+    assert delivery.body["data"]["video_url"] == replicate.prediction(job_id)["output"]
+    assert replicate.creations == 1 and len(receiver.deliveries) == 1
+
+
+def video(url: str, video_id: int) -> dict:
+    return httpx.get(f"{url}/videos/{video_id}", timeout=10).raise_for_status().json()
