@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
         if settings.migrate_on_start:
             await anyio.to_thread.run_sync(_migrate, settings.connect_url, settings.db_prepare)
         await runtime.store.open()
-        runtime.runner.start()
+        runtime.start()
         forgetting: asyncio.Task[None] | None = None
         try:
             forgetting = asyncio.get_running_loop().create_task(forget_old_rows(runtime), name="forget-old-rows")
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, *, generator: Generator | None 
             if forgetting is not None:
                 forgetting.cancel()
                 await asyncio.gather(forgetting, return_exceptions=True)
-            await runtime.runner.stop()
+            await runtime.stop()
             # After the runner: the generations it cancelled tell their users, then the bot
             # gets a moment to send that before the store closes.
             if app.state.telegram is not None:

@@ -102,6 +102,9 @@ class NewVideo:
     category: str | None = None
     # Checked generation parameters (service.params), for the provider and the video's row.
     params: Mapping[str, Any] | None = field(default=None, hash=False)
+    # Where to POST the outcome (service.callbacks), checked against the operator's allowlist
+    # before it gets here; after a takeover the new attempt carries it on.
+    callback_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -102,12 +102,15 @@ class _Calls:
     @staticmethod
     def create_request(tg_user_id: int, prompt: str, category: str | None,
                        idempotency_key: str | None, params: Mapping[str, Any] | None = None,
+                       callback_url: str | None = None,
                        ) -> tuple[dict[str, Any], dict[str, str]]:
         body: dict[str, Any] = {"tg_user_id": tg_user_id, "prompt": prompt}
         if category is not None:
             body["category"] = category
         if params is not None:
             body["params"] = dict(params)
+        if callback_url is not None:
+            body["callback_url"] = callback_url
         return body, {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
 
     def retry_wait(self, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float | None:
@@ -177,10 +180,12 @@ class Client(_Calls):
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def create(self, tg_user_id: int, prompt: str, *, category: str | None = None,
-               idempotency_key: str | None = None, params: Mapping[str, Any] | None = None) -> CreateAccepted:
+               idempotency_key: str | None = None, params: Mapping[str, Any] | None = None,
+               callback_url: str | None = None) -> CreateAccepted:
         """Start a video (202), or raise: `DuplicateRequest` (409), `Throttled` (429), ...
-        `params`: generation parameters for the provider (see the README's `params`)."""
-        body, headers = self.create_request(tg_user_id, prompt, category, idempotency_key, params)
+        `params`: generation parameters for the provider (see the README's `params`);
+        `callback_url`: where the service POSTs the outcome (see the README's callbacks)."""
+        body, headers = self.create_request(tg_user_id, prompt, category, idempotency_key, params, callback_url)
         return _answer(self._send("POST", "/create", json=body, headers=headers), CreateAccepted)  # type: ignore[no-any-return]
 
     def get(self, video_id: int) -> VideoOut:
@@ -233,8 +238,9 @@ class AsyncClient(_Calls):
         raise AssertionError("unreachable: the last attempt always returns or raises")
 
     async def create(self, tg_user_id: int, prompt: str, *, category: str | None = None,
-                     idempotency_key: str | None = None, params: Mapping[str, Any] | None = None) -> CreateAccepted:
-        body, headers = self.create_request(tg_user_id, prompt, category, idempotency_key, params)
+                     idempotency_key: str | None = None, params: Mapping[str, Any] | None = None,
+                     callback_url: str | None = None) -> CreateAccepted:
+        body, headers = self.create_request(tg_user_id, prompt, category, idempotency_key, params, callback_url)
         return _answer(await self._send("POST", "/create", json=body, headers=headers), CreateAccepted)  # type: ignore[no-any-return]
 
     async def get(self, video_id: int) -> VideoOut:

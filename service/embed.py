@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from service.callbacks import check_callback_url
 from service.claim import NewVideo
 from service.errors import ClaimfirstError, InvalidRequest
 from service.generation import Generator
@@ -54,7 +55,7 @@ class ClaimFirst:
     async def __aenter__(self) -> ClaimFirst:
         await anyio.to_thread.run_sync(self._prepare_schema)
         await self.runtime.store.open()
-        self.runtime.runner.start()
+        self.runtime.start()
         self._chores = asyncio.get_running_loop().create_task(forget_old_rows(self.runtime), name="forget-old-rows")
         return self
 
@@ -63,7 +64,7 @@ class ClaimFirst:
         if self._chores is not None:
             self._chores.cancel()
             await asyncio.gather(self._chores, return_exceptions=True)
-        await self.runtime.runner.stop()
+        await self.runtime.stop()
         await self.runtime.store.close()
 
     def _prepare_schema(self) -> None:
@@ -78,12 +79,15 @@ class ClaimFirst:
             engine.dispose()
 
     async def create(self, tg_user_id: int, prompt: str, category: str | None = None, *,
-                     on_outcome: OnOutcome | None = None, params: Mapping[str, Any] | None = None) -> Admission:
+                     on_outcome: OnOutcome | None = None, params: Mapping[str, Any] | None = None,
+                     callback_url: str | None = None) -> Admission:
         """Claim (user, prompt key) and start the generation in the background; `on_outcome`
         hears how it ended. DuplicateRequest when a video holds the key, Throttled when the
         backlog is full, StorageUnavailable when the database does not answer in time,
-        InvalidRequest for a prompt with no content or over 2,000 characters, or params that
-        `POST /create` would refuse (service.params)."""
+        InvalidRequest for a prompt with no content or over 2,000 characters, params that
+        `POST /create` would refuse (service.params), or a callback_url the settings refuse
+        (service.callbacks: `on_outcome` hears in-process, a callback_url durably, from
+        whichever process is running when the video ends)."""
         if not isinstance(tg_user_id, int) or tg_user_id < 1:
             raise InvalidRequest("tg_user_id must be a whole number > 0")
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -94,8 +98,11 @@ class ClaimFirst:
             checked = check_params(params)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+        if callback_url is not None:
+            check_callback_url(callback_url, self.settings)
         key = key_with_params(key, checked, self.settings.key_params)
-        return await self.runtime.create(NewVideo(tg_user_id, prompt, key, category, checked), on_outcome=on_outcome)
+        return await self.runtime.create(NewVideo(tg_user_id, prompt, key, category, checked, callback_url=callback_url),
+                                         on_outcome=on_outcome)
 
     async def get(self, video_id: int) -> VideoRecord:
         """The video's record (VideoNotFound when there is none)."""

@@ -113,6 +113,9 @@ def secrets_of(settings: Settings) -> list[str]:
     for token in (settings.replicate_api_token, settings.telegram_bot_token, settings.telegram_webhook_secret):
         if token is not None:
             found.append(token.get_secret_value())
+    if settings.callback_secret is not None:  # with and without its `whsec_` prefix
+        found += [settings.callback_secret.get_secret_value(),
+                  settings.callback_secret.get_secret_value().removeprefix("whsec_")]
     url = make_url(settings.database_url)
     passwords = [url.password, *(url.query.get(name) for name in SECRET_PARAMETERS)]
     for password in passwords:

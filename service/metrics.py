@@ -6,6 +6,7 @@
     claimfirst_generation_cost_usd_total    what ended generations cost (paid, whether or not used)
     claimfirst_lease_takeovers_total        claims won with attempt > 1
     claimfirst_in_flight                    generations admitted here and not ended (gauge)
+    claimfirst_callback_deliveries_total{result}  callback attempts: delivered, retrying, given_up, replaced
 
 One process: each app has its own registry (tests build many apps in one process). Several
 workers: `python -m service` sets PROMETHEUS_MULTIPROC_DIR to a fresh directory before the
@@ -32,6 +33,10 @@ CREATE_OUTCOMES = ("accepted", "duplicate", "rejected", "unavailable", "throttle
 # with (nginx's name for it); no client ever receives it.
 CLIENT_GONE = 499
 GENERATION_OUTCOMES = ("ready", "adopted", "failed", "superseded", "handed_over")
+# What a callback delivery attempt ended as (service.callbacks): the receiver took it; it is
+# due again later; it was given up (past CLAIMFIRST_CALLBACK_GIVE_UP_HOURS); or the video's
+# event changed while it was sent (the new one goes next).
+CALLBACK_RESULTS = ("delivered", "retrying", "given_up", "replaced")
 # A won claim takes milliseconds, a duplicate less; a request that waits on a locked or
 # unreachable database ends at request_timeout_seconds (5 s by default). The buckets span
 # both, so the histogram tells a slow database from a healthy one and shows the timeouts.
@@ -78,6 +83,10 @@ class Metrics:
         self._created = {outcome: self.creates.labels(outcome) for outcome in CREATE_OUTCOMES}
         for outcome in GENERATION_OUTCOMES:
             self.generations.labels(outcome)
+        self.callbacks = Counter("claimfirst_callback_deliveries", "callback delivery attempts, by result",
+                                 ["result"], registry=reg)
+        for result in CALLBACK_RESULTS:
+            self.callbacks.labels(result)
 
     def create_answered(self, status: int, replayed: bool, seconds: float) -> str:
         """Count and time one POST /create answer (`service.http.edge`); returns its outcome."""
@@ -91,6 +100,9 @@ class Metrics:
             self.generations.labels(outcome).inc()
         if cost_usd:
             self.cost.inc(float(cost_usd))
+
+    def callback_delivered(self, result: str) -> None:
+        self.callbacks.labels(result).inc()
 
     def exposition(self) -> bytes:
         """The text format of every metric, summed over all workers in multiprocess mode."""

@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from service.callbacks import Deliverer
 from service.claim import ClaimRule, NewVideo
 from service.deadlines import request_deadline, within
-from service.errors import DuplicateRequest, StorageUnavailable
+from service.errors import DuplicateRequest, InvalidRequest, StorageUnavailable
 from service.generation import GenerationJob, Generator, SimHints, make_generator
 from service.generation.runner import GenerationRunner, OnOutcome
 from service.logs import bind
@@ -33,6 +34,7 @@ class Runtime:
     rule: ClaimRule
     runner: GenerationRunner
     metrics: Metrics = field(default_factory=Metrics)
+    deliverer: Deliverer | None = None  # completion callbacks (service.callbacks), when a secret is set
 
     @classmethod
     def build(cls, settings: Settings, *, generator: Generator | None = None) -> Runtime:
@@ -52,13 +54,30 @@ class Runtime:
             db_timeout_seconds=settings.request_timeout_seconds,
             metrics=metrics,
         )
-        return cls(settings, store, rule, runner, metrics)
+        deliverer = Deliverer(store, settings, metrics)
+        runner.on_recorded = deliverer.nudge
+        return cls(settings, store, rule, runner, metrics, deliverer)
+
+    def start(self) -> None:
+        """Start the background work: leases, the sweep, callback deliveries."""
+        self.runner.start()
+        if self.deliverer is not None:
+            self.deliverer.start()
+
+    async def stop(self) -> None:
+        """Stop it: generations first (their outcomes are recorded, their callbacks made due for
+        whichever worker runs next), then the deliverer."""
+        await self.runner.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
 
     async def create(self, request: NewVideo, hints: SimHints | None = None,
                      on_outcome: OnOutcome | None = None) -> Admission:
         """Admit `request` and start its generation; `on_outcome` hears how it ended."""
         # Throttled (429) before any claim; DuplicateRequest (409) or StorageUnavailable (503)
         # before anything is submitted, so a request that fails here has started nothing.
+        if request.callback_url is not None and self.settings.policy != "claim":
+            raise InvalidRequest("callback_url needs CLAIMFIRST_POLICY=claim (the replay policies have no outbox)")
         if (throttled := self.runner.check_capacity()) is not None:
             # A full backlog still tells a duplicate which video it duplicates: a read, no claim.
             if self.settings.policy == "claim":

@@ -7,6 +7,7 @@ pass their own.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
@@ -297,6 +298,67 @@ class Settings(BaseSettings):
     # "text" for a person at a terminal; "json" (one object per line, with request and video
     # ids) for a log shipper. See service.logs.
     log_format: LogFormat = "text"
+
+    # --- Completion callbacks (service.callbacks): POST /create's `callback_url` ---
+    # The hosts a callback may go to, comma-separated: `hooks.example.com` (exactly that host)
+    # or `*.example.com` (any host under it, not example.com itself). Empty: every callback_url
+    # is refused (422). An allowlist, not a blocklist: the service POSTs wherever a caller
+    # asks, so the operator names where that may be (no requests into their own network).
+    callback_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    # Tests and local development only: callbacks to loopback and private addresses, and over
+    # plain http. Off, every address the host resolves to must be public, checked again at
+    # each delivery (a name that resolves elsewhere later is refused then).
+    callback_allow_loopback: bool = False
+    # The Standard Webhooks signing secret, `whsec_` + base64 of 24-64 random bytes
+    # (`python -c "import base64,os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())"`).
+    # Required with CLAIMFIRST_CALLBACK_HOSTS; declared after it so its validator sees it. Secret.
+    callback_secret: SecretStr | None = Field(default=None, validate_default=True)
+    # One delivery attempt, connect to answer: a receiver should answer at once and work later.
+    # Bounded so a receiver that hangs holds a deliverer's slot for seconds, not minutes.
+    callback_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Retries: the first after this long, doubling, never more than the cap apart, each drawn
+    # between half and all of that (jitter, so a receiver coming back is not hit by every
+    # retry at once). 5 s first: a restarting receiver is usually back within seconds.
+    callback_retry_first_seconds: float = Field(default=5.0, gt=0)
+    callback_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    # A callback not delivered this long after its video ended is given up (state `failed`):
+    # a day covers a receiver's weekend-night outage; the video's status stays readable on
+    # GET /videos/{id} for as long as the row exists.
+    callback_give_up_hours: float = Field(default=24.0, gt=0)
+    # How often each worker looks for due callbacks (those it made itself are sent at once).
+    callback_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    @field_validator("callback_hosts", mode="before")
+    @classmethod
+    def _split_callback_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("callback_hosts")
+    @classmethod
+    def _check_callback_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if not re.fullmatch(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]", host):
+                raise ValueError(f"{host!r} is not a host name or `*.` and a domain")
+        return tuple(value)
+
+    @field_validator("callback_secret")
+    @classmethod
+    def _check_callback_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == "":
+            value = None
+        if value is not None:
+            text = value.get_secret_value()
+            try:
+                raw = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+            except ValueError:
+                raw = b""
+            if not text.startswith("whsec_") or not 24 <= len(raw) <= 64:
+                raise ValueError("must be `whsec_` and the base64 of 24 to 64 random bytes (Standard Webhooks)")
+        if value is None and info.data.get("callback_hosts"):
+            raise ValueError("required when CLAIMFIRST_CALLBACK_HOSTS is set: callbacks are signed with it")
+        return value
 
     @field_validator("api_keys", mode="before")
     @classmethod

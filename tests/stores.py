@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from service import Settings
-from service.stores.models import IdempotencyKey, TelegramUpdate, Video, VideoClaim
+from service.stores.models import IdempotencyKey, TelegramUpdate, Video, VideoCallback, VideoClaim
 from service.stores.engine import make_engine, migrate
 from service.stores import open_store
 
@@ -54,7 +54,8 @@ def migrated_store(database_url: str, **settings: Any) -> Iterator[SyncStore]:
 
 
 _TIMES = {Video: ("created_at", "updated_at"), VideoClaim: ("claimed_at", "lease_expires_at"),
-          IdempotencyKey: ("created_at",), TelegramUpdate: ("received_at",)}
+          IdempotencyKey: ("created_at",), TelegramUpdate: ("received_at",),
+          VideoCallback: ("occurred_at", "next_attempt_at", "lease_expires_at", "delivered_at")}
 
 
 def age(database_url: str, **delta: float) -> None:

@@ -27,8 +27,9 @@ API_KEY = "api-key-planted-0123456789"
 REPLICATE_TOKEN = "r8_planted_replicate_token_5821"
 TELEGRAM_TOKEN = "123456789:AAE-planted-telegram-token-77"
 WEBHOOK_SECRET = "planted-webhook-secret-3390"
+CALLBACK_SECRET = "whsec_cGxhbnRlZC1jYWxsYmFjay1zZWNyZXQtNDQxNzI5"  # base64 of 30 planted bytes
 SECRETS = (PASSWORD, QUERY_PASSWORD, SSL_PASSWORD, API_KEY, REPLICATE_TOKEN, TELEGRAM_TOKEN,
-           TELEGRAM_TOKEN.split(":")[1], WEBHOOK_SECRET)
+           TELEGRAM_TOKEN.split(":")[1], WEBHOOK_SECRET, CALLBACK_SECRET, CALLBACK_SECRET.removeprefix("whsec_"))
 
 pytestmark = pytest.mark.postgres
 
@@ -58,6 +59,10 @@ def _exercise(service_url: str) -> None:
         client.get("/healthz", headers={"X-Request-ID": API_KEY})
         assert client.post("/create", json={"tg_user_id": 1, "prompt": f"a prompt {REPLICATE_TOKEN}"},
                            headers={**key, "X-Request-ID": API_KEY}).status_code == 202
+        # A signed callback to a receiver that is not there: its failed attempts are logged.
+        assert client.post("/create", json={"tg_user_id": 1, "prompt": "called back",
+                                            "callback_url": f"http://127.0.0.1:{free_port()}/hook"},
+                           headers=key).status_code == 202
         client.get(f"/videos/1?token={API_KEY}", headers={**key, "X-Request-ID": WEBHOOK_SECRET})
         client.get("/stats", headers={"Authorization": f"Bearer {REPLICATE_TOKEN}"})  # 401
         # The bot replies through a Bot API that is not there: httpx's line names the token's URL.
@@ -72,7 +77,9 @@ def _exercise(service_url: str) -> None:
 def test_a_running_service_logs_no_secret(pg_url: str, tmp_path: Path, log_format: str, plant) -> None:
     env = {"CLAIMFIRST_API_KEYS": API_KEY, "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
            "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN, "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
-           "TELEGRAM_API_BASE": f"http://127.0.0.1:{free_port()}"}
+           "TELEGRAM_API_BASE": f"http://127.0.0.1:{free_port()}", "CLAIMFIRST_CALLBACK_HOSTS": "127.0.0.1",
+           "CLAIMFIRST_CALLBACK_SECRET": CALLBACK_SECRET, "CLAIMFIRST_CALLBACK_ALLOW_LOOPBACK": "true",
+           "CLAIMFIRST_CALLBACK_POLL_SECONDS": "0.1", "CLAIMFIRST_CALLBACK_RETRY_FIRST_SECONDS": "0.1"}
     with live_service(plant(pg_url), tmp_path, extra_env=env, log_level="debug", log_format=log_format,
                       sim_seconds=0.01) as service:
         _exercise(service.url)

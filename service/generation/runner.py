@@ -171,6 +171,8 @@ class GenerationRunner:
         self._stopping = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._mean_seconds = DEFAULT_GENERATION_SECONDS
+        # Told when an outcome is recorded here (the callbacks' deliverer looks for it at once).
+        self.on_recorded: Callable[[], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -255,6 +257,8 @@ class GenerationRunner:
         try:
             outcome = await self._generate(admission, job, hold)
             status = await self._record(admission.recorder, outcome, job.video_id)
+            if status is not None and self.on_recorded is not None:
+                self.on_recorded()
         finally:
             if hold is not None:
                 self._holds.pop(admission.ticket.video_id, None)  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 
 from service.runtime import Runtime
 from service.http.auth import EVERYONE, api_key_check, bearer_token, caller_guard, caller_of, openapi_security, require
+from service.callbacks import check_callback_url
 from service.claim import NewVideo
 from service.deadlines import deadline_scope
 from service.http.edge import Edge
@@ -29,7 +30,7 @@ from service.http.idempotency import KeyedRequest, answer_once, caller_scope, fi
 from service.metrics import CONTENT_TYPE_LATEST
 from service.prompt_key import key_with_params
 from service.http.schemas import (
-    CREATE_OPERATION, MAX_ID, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
+    CREATE_OPERATION, MAX_ID, CallbackOut, CreateAccepted, CreateRequest, ErrorOut, HealthOut, StatsOut, VideoOut, error_responses,
     idempotency_responses,
 )
 
@@ -104,8 +105,10 @@ async def _answer(runtime: Runtime, request: NewVideo, hints: SimHints | None, i
     # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
     keyed = KeyedRequest(caller_scope(api_key, body.tg_user_id),
                          parse_key(idempotency_key),
-                         # Without params, the fingerprint a key stored before params existed.
-                         fingerprint(body.model_dump(exclude={"params"} if body.params is None else None)))
+                         # Without params or callback_url when absent: the fingerprints of keys
+                         # stored before they existed stay valid.
+                         fingerprint(body.model_dump(exclude={name for name in ("params", "callback_url")
+                                                              if getattr(body, name) is None} or None)))
     return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
 
 
@@ -136,8 +139,10 @@ def install(app: FastAPI) -> None:
         body = parsed_body(CreateRequest, await http.body())
         require(caller, "create", body.tg_user_id)
         runtime = _runtime(http)
+        if body.callback_url is not None:  # before the Idempotency-Key too: a refused one writes nothing
+            check_callback_url(body.callback_url, runtime.settings)
         key = key_with_params(body.key, body.params, runtime.settings.key_params)
-        request = NewVideo(body.tg_user_id, body.prompt, key, body.category, body.params)
+        request = NewVideo(body.tg_user_id, body.prompt, key, body.category, body.params, callback_url=body.callback_url)
         hints = _sim_hints(runtime, headers.get("x-sim-seconds"), headers.get("x-sim-fail"))
         # From here on one deadline for every database call the request makes (service.deadlines).
         with deadline_scope(runtime.settings.request_timeout_seconds):
@@ -160,7 +165,9 @@ def install(app: FastAPI) -> None:
             # As an unknown id, so a key held to some users cannot probe for the others' videos.
             raise VideoNotFound(f"no video with id {video_id}")
         fields = {k: v for k, v in record.__dict__.items() if k != "id"}
-        return VideoOut(video_id=record.id, **fields)
+        callback = await runtime.bounded(runtime.store.callback_state(video_id))
+        return VideoOut(video_id=record.id, **fields,
+                        callback=None if callback is None else CallbackOut(**callback.__dict__))
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": ErrorOut,
              "description": "the database did not answer"}})

@@ -18,7 +18,7 @@ from service.params import MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, PARAM_NAME, check
 from service.prompt_key import prompt_key
 
 __all__ = [
-    "CreateRequest", "VideoOut", "CreateAccepted", "StatsOut", "HealthOut",
+    "CreateRequest", "VideoOut", "CallbackOut", "CreateAccepted", "StatsOut", "HealthOut",
     "ErrorOut", "DuplicateOut", "ValidationErrorOut", "ProblemOut", "error_responses", "idempotency_responses",
     "MAX_PROMPT_CHARS", "MAX_CATEGORY_CHARS", "MAX_ID", "MAX_IDEMPOTENCY_KEY_CHARS", "CREATE_OPERATION",
 ]
@@ -75,6 +75,11 @@ class CreateRequest(BaseModel):
     category: StrictStr | None = Field(default=None, max_length=MAX_CATEGORY_CHARS,
                                        description="no NUL (U+0000) or lone surrogate")
 
+    callback_url: StrictStr | None = Field(
+        default=None, max_length=2000,
+        description="optional: where the service POSTs the signed outcome (video.ready / video.failed); https,"
+                    " its host in CLAIMFIRST_CALLBACK_HOSTS (see the README's Completion callbacks)")
+
     @field_validator("prompt")
     @classmethod
     def _has_content(cls, value: str) -> str:
@@ -112,6 +117,17 @@ class CreateRequest(BaseModel):
         return check_params(value)
 
 
+class CallbackOut(BaseModel):
+    """The video's completion callback: `pending` until delivered (also while the video is
+    generating: `event` is null until it ends), `failed` once given up."""
+
+    state: str = Field(description="pending, delivered or failed (given up)")
+    event: str | None = Field(description="video.ready or video.failed; null while the video is generating")
+    attempts: int = Field(description="delivery attempts of the current event")
+    last_error: str | None = Field(description="why the last attempt did not deliver (e.g. `HTTP 503`)")
+    delivered_at: datetime | None
+
+
 class VideoOut(BaseModel):
     video_id: int
     tg_user_id: int
@@ -128,6 +144,7 @@ class VideoOut(BaseModel):
     updated_at: datetime
     params: dict[str, Any] | None = Field(default=None, description="the generation parameters it was asked"
                                           " with (a handed-over job's own); PostgreSQL may reorder the names")
+    callback: CallbackOut | None = Field(default=None, description="null when the /create named no callback_url")
 
 
 class CreateAccepted(BaseModel):

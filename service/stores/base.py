@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from service.claim import ClaimRule, ClaimState, ClaimTicket, Holder, NewVideo
 from service.prompt_key import prompt_key
 from service.records import GenerationResult, VideoRecord, as_utc
+from service.stores.outbox import CallbackState, DueCallback
 
 __all__ = ["Store", "VideoRecord", "KeyBegun", "key_digest", "holder_from_row", "video_record", "as_utc", "SUPERSEDED_ERROR",
            "LATE_ERROR", "ABANDONED_ERROR"]
@@ -143,6 +144,19 @@ class Store(Protocol):
     async def forget_keys(self, window: timedelta) -> int:
         """Delete key rows older than `window` (begin_key already ignores them); how many."""
         ...
+
+    # completion callbacks (service.stores.outbox, service.callbacks)
+    async def take_callbacks(self, token: str, lease: timedelta, limit: int) -> list[DueCallback]:
+        """Lease up to `limit` due callbacks to `token` for `lease`; none another deliverer holds."""
+        ...
+
+    async def finish_callback(self, due: DueCallback, token: str, *, ok: bool, error: str | None,
+                              delay: timedelta, give_up: timedelta) -> str | None:
+        """Delivered (`ok`), or due again after `delay` (failed past `give_up`); the new state,
+        None when the row's event was replaced meanwhile (only the lease is cleared)."""
+        ...
+
+    async def callback_state(self, video_id: int) -> CallbackState | None: ...
 
     # reads
     async def get(self, video_id: int) -> VideoRecord: ...

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Video", "VideoClaim", "IdempotencyKey", "TelegramUpdate", "UTCDateTime"]
+__all__ = ["Base", "Video", "VideoClaim", "IdempotencyKey", "TelegramUpdate", "VideoCallback", "UTCDateTime"]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -165,3 +165,31 @@ class TelegramPollOffset(Base):
     bot_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     next_offset: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[Timestamp]
+
+
+class VideoCallback(Base):
+    """The completion callback of one video (migration 0009): the outbox `service.callbacks`
+    delivers from. `waiting` until the video ends, then `pending` (due at `next_attempt_at`,
+    taken by one deliverer at a time under `lease_token`), then `delivered` or `failed`."""
+
+    __tablename__ = "video_callbacks"
+
+    video_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    url: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    event: Mapped[str | None] = mapped_column(String(32))  # video.ready | video.failed
+    delivery_id: Mapped[str | None] = mapped_column(Text)  # webhook-id: one per event, the same on every retry
+    video_url: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_token: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        Index("ix_video_callbacks_due", "next_attempt_at",
+              postgresql_where=text("state = 'pending'"), sqlite_where=text("state = 'pending'")),
+    )

@@ -49,6 +49,10 @@ from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest, video_record,
 )
 from service.stores.idempotency import PG_BEGIN_SQL, PG_FINISH_SQL, PG_FORGET_SQL, PG_RELEASE_SQL
+from service.stores.outbox import (
+    FAILED_EVENT, PG_FINISH_SQL as PG_CALLBACK_FINISH_SQL, PG_RELEASE_SQL as PG_CALLBACK_RELEASE_SQL, PG_REPORT_SET,
+    PG_STATE_SQL, PG_TAKE_SQL, READY_EVENT, CallbackState, DueCallback, due_from_row, state_from_row,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -114,7 +118,7 @@ WITH held AS (
      WHERE (SELECT attempt FROM claimed) > 1
        AND s.tg_user_id = %(user)s AND s.prompt_key = %(key)s AND s.status = 'generating'
        AND s.attempt < claimed.attempt
-    RETURNING s.provider_job_id, s.job_requested_at, s.attempt, s.params
+    RETURNING s.id, s.provider_job_id, s.job_requested_at, s.attempt, s.params
 ), handed AS (
     -- The job the new attempt adopts instead of paying again: that of the attempt fenced off
     -- just now, or the holder's when it failed without its cost recorded (its outcome was never
@@ -137,6 +141,16 @@ WITH held AS (
                        ORDER BY e.attempt DESC LIMIT 1) END
       FROM claimed, handed
     RETURNING id, attempt, created_at, provider_job_id, job_requested_at, params
+), moved AS (
+    -- A superseded attempt never reports (service.stores.outbox): its callback moves to the
+    -- attempt that took it over, unless the new request named its own.
+    DELETE FROM video_callbacks k USING superseded WHERE k.video_id = superseded.id
+    RETURNING k.url, superseded.attempt
+), callback AS (
+    INSERT INTO video_callbacks (video_id, url, state, attempts)
+    SELECT video.id, url, 'waiting', 0
+      FROM video, (SELECT coalesce(%(callback_url)s::text, (SELECT url FROM moved ORDER BY attempt DESC LIMIT 1)) AS url) u
+     WHERE u.url IS NOT NULL
 )
 SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won_created_at,
        video.provider_job_id AS adopt_job_id, video.job_requested_at AS adopt_requested_at,
@@ -219,6 +233,11 @@ WITH won AS (
     UPDATE videos v SET status = 'failed', updated_at = clock_timestamp(), error = coalesce(v.error, %(late)s),
            cost_usd = CASE WHEN {_HANDED_ON} THEN v.cost_usd ELSE %(cost)s END
      WHERE v.id = %(video_id)s AND v.status <> 'ready' AND NOT EXISTS (SELECT 1 FROM won)
+), reported AS (
+    -- The completion callback, due with the outcome that makes it (service.stores.outbox); a
+    -- result written again (a retried write whose first try landed) is not a new event.
+    UPDATE video_callbacks k SET {PG_REPORT_SET.format(event=f"'{READY_EVENT}'", video_url="%(url)s", error="NULL")}
+     WHERE k.video_id = %(video_id)s AND EXISTS (SELECT 1 FROM won) AND k.event IS DISTINCT FROM '{READY_EVENT}'
 )
 SELECT EXISTS (SELECT 1 FROM won) AS won
 """
@@ -226,6 +245,11 @@ SELECT EXISTS (SELECT 1 FROM won) AS won
 FAIL_SQL = f"""
 WITH freed AS (
     UPDATE video_claims c SET status = 'failed', lease_expires_at = NULL WHERE {_FENCE} AND c.status = 'generating'
+), reported AS (
+    -- Only the video's own end reports: `g` is the row as it was before this statement, so a
+    -- superseded attempt (already failed) or one the sweep already reported does not.
+    UPDATE video_callbacks k SET {PG_REPORT_SET.format(event=f"'{FAILED_EVENT}'", video_url="NULL", error="%(error)s")}
+      FROM videos g WHERE k.video_id = %(video_id)s AND g.id = k.video_id AND g.status = 'generating'
 )
 UPDATE videos v SET updated_at = clock_timestamp(), status = 'failed',
        cost_usd = CASE WHEN {_HANDED_ON} THEN v.cost_usd ELSE coalesce(%(cost)s, v.cost_usd) END,
@@ -251,6 +275,10 @@ WITH expired AS (
 ), marked AS (
     UPDATE videos v SET status = 'failed', error = %(error)s, updated_at = clock_timestamp()
       FROM expired WHERE v.id = expired.video_id AND v.status = 'generating'
+    RETURNING v.id
+), reported AS (
+    UPDATE video_callbacks k SET {PG_REPORT_SET.format(event=f"'{FAILED_EVENT}'", video_url="NULL", error="%(error)s")}
+      FROM marked WHERE k.video_id = marked.id
 )
 SELECT video_id FROM expired ORDER BY video_id
 """
@@ -431,6 +459,7 @@ class PostgresStore:
             "prompt": request.prompt, "category": request.category, "lease": rule.lease, "window": rule.window,
             "seq": await self._sequence(), "superseded": SUPERSEDED_ERROR, "until": self._until(deadline),
             "params": _jsonb(request.params),
+            "callback_url": request.callback_url,
         }
         row = await self._one(self._requests, CLAIM_SQL, params)
         assert row is not None  # the statement always returns its one row
@@ -508,6 +537,28 @@ class PostgresStore:
     async def expire_abandoned(self, mine: Sequence[int] = ()) -> list[int]:
         rows = await self._all(self._leases, SWEEP_SQL, {"error": ABANDONED_ERROR, "mine": list(mine)})
         return [row["video_id"] for row in rows]
+
+    # -- completion callbacks (service.stores.outbox) -------------------------------------
+    #
+    # On the request pool: deliveries are background work, and the two reserved connections are
+    # for heartbeats and outcomes, which must never wait behind them.
+
+    async def take_callbacks(self, token: str, lease: timedelta, limit: int) -> list[DueCallback]:
+        rows = await self._all(self._requests, PG_TAKE_SQL, {"token": token, "lease": lease, "limit": limit})
+        return [due_from_row(row) for row in rows]
+
+    async def finish_callback(self, due: DueCallback, token: str, *, ok: bool, error: str | None,
+                              delay: timedelta, give_up: timedelta) -> str | None:
+        row = await self._one(self._requests, PG_CALLBACK_FINISH_SQL, {
+            "video_id": due.video_id, "token": token, "delivery_id": due.delivery_id, "ok": ok,
+            "error": None if error is None else error[:500], "delay": delay, "give_up": give_up})
+        if row is None:  # its event was replaced while it was being sent: the new one goes next
+            await self._rowcount(self._requests, PG_CALLBACK_RELEASE_SQL, {"video_id": due.video_id, "token": token})
+            return None
+        return str(row["state"])
+
+    async def callback_state(self, video_id: int) -> CallbackState | None:
+        return state_from_row(await self._one(self._requests, PG_STATE_SQL, {"id": video_id}))
 
     # -- Idempotency-Key (service.stores.idempotency) ------------------------------------
 

@@ -51,6 +51,9 @@ from service.stores.base import (
 from service.stores.idempotency import (
     SQLITE_BEGIN_SQL, SQLITE_FINISH_SQL, SQLITE_FORGET_SQL, SQLITE_HOLDER_SQL, SQLITE_RELEASE_SQL,
 )
+from service.stores.outbox import (
+    FAILED_EVENT, READY_EVENT, SQLITE_REPORT_SET, CallbackState, DueCallback, sqlite_finish, sqlite_state, sqlite_take,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -97,7 +100,7 @@ RETURNING id
 SUPERSEDE_SQL = """
 UPDATE videos SET status = 'failed', error = :error, updated_at = :claimed_at
  WHERE tg_user_id = :user AND prompt_key = :key AND status = 'generating' AND attempt < :attempt
-RETURNING provider_job_id, job_requested_at, attempt, params
+RETURNING id, provider_job_id, job_requested_at, attempt, params
 """
 
 # A job handed on to a newer attempt is that attempt's to pay for (see the PostgreSQL store).
@@ -258,6 +261,7 @@ class SqliteStore:
             video_params = max(earlier, key=lambda pair: pair[0])[1] if earlier else None
             conn.execute("UPDATE videos SET provider_job_id = :job, job_requested_at = :requested, params = :params"
                          " WHERE id = :id", {"job": adopt, "requested": requested, "params": video_params, "id": video_id})
+        _attach_callback(conn, video_id, request.callback_url, [row["id"] for row in superseded])
         return ClaimTicket(video_id, request.tg_user_id, request.prompt_key, won["attempt"],
                            as_utc(won["claimed_at"]), adopt, as_utc(requested),
                            None if video_params is None else json.loads(video_params))
@@ -355,6 +359,9 @@ class SqliteStore:
         if won:
             conn.execute(f"UPDATE videos SET status = 'ready', video_url = :url, thumbnail_url = :thumb, cost_usd = :cost,"
                          f" error = NULL, updated_at = {NOW} WHERE id = :video_id", params)
+            # The callback, in the outcome's transaction; a result written again is not a new event.
+            conn.execute(f"UPDATE video_callbacks SET {_REPORT_READY} WHERE video_id = :video_id"
+                         f" AND event IS NOT '{READY_EVENT}'", params)
         else:
             conn.execute(f"UPDATE videos SET status = 'failed', updated_at = {NOW}, error = coalesce(error, :late),"
                          f" cost_usd = CASE WHEN {HANDED_ON} THEN cost_usd ELSE :cost END"
@@ -366,6 +373,10 @@ class SqliteStore:
 
     def _fail(self, conn: sqlite3.Connection, ticket: ClaimTicket, error: str, cost_usd: Decimal | None) -> None:
         params = {**_fence(ticket), "error": error[:2000], "cost": _money(cost_usd), "abandoned": ABANDONED_ERROR}
+        # Before the video's row changes: only its own end reports, not a superseded attempt's
+        # (already failed) nor one the sweep already reported (see the PostgreSQL store).
+        conn.execute(f"UPDATE video_callbacks SET {_REPORT_FAILED} WHERE video_id = :video_id AND EXISTS ("
+                     "SELECT 1 FROM videos WHERE id = :video_id AND status = 'generating')", params)
         conn.execute(f"UPDATE video_claims SET status = 'failed', lease_expires_at = NULL"
                      f" WHERE {_FENCE} AND status = 'generating'", params)
         conn.execute(f"UPDATE videos SET status = 'failed', updated_at = {NOW},"
@@ -381,12 +392,30 @@ class SqliteStore:
     def _sweep(self, conn: sqlite3.Connection, mine: Sequence[int]) -> list[int]:
         expired = [row["video_id"] for row in conn.execute(SWEEP_SQL, {"mine": json.dumps(list(mine))}).fetchall()]
         for video_id in expired:
-            conn.execute(f"UPDATE videos SET status = 'failed', error = :error, updated_at = {NOW}"
-                         " WHERE id = :id AND status = 'generating'", {"id": video_id, "error": ABANDONED_ERROR})
+            marked = conn.execute(f"UPDATE videos SET status = 'failed', error = :error, updated_at = {NOW}"
+                                  " WHERE id = :id AND status = 'generating'", {"id": video_id, "error": ABANDONED_ERROR})
+            if marked.rowcount:
+                conn.execute(f"UPDATE video_callbacks SET {_REPORT_FAILED} WHERE video_id = :video_id",
+                             {"video_id": video_id, "error": ABANDONED_ERROR})
         return sorted(expired)
 
     async def expire_abandoned(self, mine: Sequence[int] = ()) -> list[int]:
         return await self._run(self._leases, partial(self._write, partial(self._sweep, mine=mine)))
+
+    # -- completion callbacks (service.stores.outbox), on the request writer's thread --------
+
+    async def take_callbacks(self, token: str, lease: timedelta, limit: int) -> list[DueCallback]:
+        return await self._run(self._claims, partial(self._write, partial(
+            sqlite_take, token=token, lease=lease, limit=limit)))
+
+    async def finish_callback(self, due: DueCallback, token: str, *, ok: bool, error: str | None,
+                              delay: timedelta, give_up: timedelta) -> str | None:
+        return await self._run(self._claims, partial(self._write, partial(
+            sqlite_finish, video_id=due.video_id, token=token, delivery_id=due.delivery_id, ok=ok,
+            error=None if error is None else error[:500], delay=delay, give_up=give_up)))
+
+    async def callback_state(self, video_id: int) -> CallbackState | None:
+        return await self._run(self._reads, lambda: sqlite_state(self._conn(), video_id))
 
     # -- Idempotency-Key (service.stores.idempotency) ------------------------------------
 
@@ -486,6 +515,23 @@ class SqliteStore:
     ) -> None:
         await self._run(self._leases, partial(self._write, partial(
             self._set_outcome, video_id=video_id, status=status, result=result, error=error)))
+
+
+_REPORT_READY = SQLITE_REPORT_SET.format(event=f"'{READY_EVENT}'", video_url=":url", error="NULL")
+_REPORT_FAILED = SQLITE_REPORT_SET.format(event=f"'{FAILED_EVENT}'", video_url="NULL", error=":error")
+
+
+def _attach_callback(conn: sqlite3.Connection, video_id: int, url: str | None, superseded: list[int]) -> None:
+    """The claim's callback row: the request's URL, or the superseded attempt's, moved (a
+    superseded attempt never reports; see the PostgreSQL store's CLAIM_SQL)."""
+    if superseded:
+        ids = ",".join(str(int(i)) for i in superseded)
+        moved = conn.execute(f"DELETE FROM video_callbacks WHERE video_id IN ({ids}) RETURNING video_id, url").fetchall()
+        if url is None and moved:
+            url = max(moved, key=lambda row: row["video_id"])["url"]
+    if url is not None:
+        conn.execute("INSERT INTO video_callbacks (video_id, url, state, attempts) VALUES (:id, :url, 'waiting', 0)",
+                     {"id": video_id, "url": url})
 
 
 def _check(deadline: float | None) -> None:

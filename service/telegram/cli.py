@@ -67,14 +67,14 @@ async def _poll(settings: Settings, poll_seconds: int) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, poller.stop)
     await runtime.store.open()
-    runtime.runner.start()
+    runtime.start()
     try:
         # getUpdates answers 409 Conflict while a webhook is set: polling replaces it.
         await bot.api.call("deleteWebhook", {"drop_pending_updates": False})
         print("polling: Telegram updates are taken with getUpdates (SIGTERM stops)", flush=True)
         await poller.run()
     finally:
-        await runtime.runner.stop()
+        await runtime.stop()
         await bot.close()
         await runtime.store.close()
         offsets.close()

@@ -261,7 +261,9 @@ def test_a_new_claim_does_not_read_the_users_history(pg_url: str) -> None:
         conn.execute("ANALYZE videos")
         params = {"user": 7, "digest": key_digest("new"), "key": "new", "prompt": "new", "category": None,
                   "lease": RULE.lease, "window": RULE.window, "seq": "videos_id_seq", "superseded": SUPERSEDED_ERROR,
-                  "until": None, "params": None}
+                  "until": None, "params": None, "callback_url": None}
         plan = [row[0] for row in conn.execute("EXPLAIN (ANALYZE, COSTS OFF) " + CLAIM_SQL, params)]
     fence = [line for line in plan if " on videos s" in line and "Update" not in line]
     assert len(fence) == 1 and "ix_videos_generating_user" in fence[0] and "never executed" in fence[0], plan
+    # The callbacks' CTEs scan no callback row for a first attempt without a callback_url.
+    assert not [line for line in plan if "Scan on video_callbacks" in line and "never executed" not in line], plan

@@ -22,7 +22,7 @@ from tests.stores import migrated_store
 pytestmark = pytest.mark.postgres
 RULE = ClaimRule(window=timedelta(hours=24), lease=timedelta(seconds=30))
 SERVICE_TABLES = {"videos", "video_claims", "idempotency_keys", "telegram_updates", "telegram_poll_offsets",
-                  "alembic_version"}
+                  "alembic_version", "video_callbacks"}
 
 
 def row_security(engine: sa.Engine) -> dict[str, bool]:
@@ -118,7 +118,7 @@ def test_db_schema_puts_the_service_tables_beside_the_bots_table(pg_url: str) ->
         assert tables_by_schema(plain) == {
             "public": {"videos"},  # adopted where it is, nothing added beside it
             "claimfirst": {"video_claims", "idempotency_keys", "telegram_updates", "telegram_poll_offsets", "alembic_version",
-                           "claimfirst_adoption"},
+                           "claimfirst_adoption", "video_callbacks"},
         }
         with plain.connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM claimfirst.video_claims")).scalar_one() > 0
