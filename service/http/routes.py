@@ -105,10 +105,7 @@ async def _answer(runtime: Runtime, request: NewVideo, hints: SimHints | None, i
     # Whose Idempotency-Key it is: the API key's when keys are set, else the Telegram user's.
     keyed = KeyedRequest(caller_scope(api_key, body.tg_user_id),
                          parse_key(idempotency_key),
-                         # Without params or callback_url when absent: the fingerprints of keys
-                         # stored before they existed stay valid.
-                         fingerprint(body.model_dump(exclude={name for name in ("params", "callback_url")
-                                                              if getattr(body, name) is None} or None)))
+                         fingerprint(body.fingerprinted()))
     return await answer_once(runtime, keyed, lambda: _accept(runtime, request, hints))
 
 

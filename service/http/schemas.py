@@ -63,6 +63,10 @@ def _storable(value: str) -> str:
     return value
 
 
+# CreateRequest's fields that came after Idempotency-Keys were stored (see `fingerprinted`).
+LATER_FIELDS = ("params", "callback_url")
+
+
 class CreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,6 +99,11 @@ class CreateRequest(BaseModel):
     def key(self) -> str:
         """The prompt's key (`service.prompt_key`)."""
         return _key_of(self.prompt)
+
+    def fingerprinted(self) -> dict[str, Any]:
+        """What an Idempotency-Key's fingerprint covers. Fields added later (params,
+        callback_url) only when given, so a key stored before they existed still matches."""
+        return self.model_dump(exclude={name for name in LATER_FIELDS if getattr(self, name) is None})
 
     @field_validator("category")
     @classmethod

@@ -26,7 +26,7 @@ DAY = timedelta(hours=24)
 
 
 def request(prompt: str = "a lighthouse in a storm", callback_url: str | None = HOOK) -> NewVideo:
-    return NewVideo(7, prompt, prompt_key(prompt), None, callback_url)
+    return NewVideo(7, prompt, prompt_key(prompt), None, callback_url=callback_url)
 
 
 def claim(store: SyncStore, req: NewVideo | None = None):  # type: ignore[no-untyped-def]

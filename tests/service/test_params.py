@@ -101,7 +101,9 @@ def test_the_idempotency_key_covers_the_params(db_url: str) -> None:
 def test_a_body_without_params_keeps_the_fingerprint_it_had_before_params() -> None:
     body = CreateRequest(tg_user_id=42, prompt=PROMPT)
     before_params = {"tg_user_id": 42, "prompt": PROMPT, "category": None}
-    assert fingerprint(body.model_dump(exclude={"params"})) == fingerprint(before_params)
+    assert fingerprint(body.fingerprinted()) == fingerprint(before_params)
+    assert fingerprint(CreateRequest(tg_user_id=42, prompt=PROMPT, params={"n": 1}).fingerprinted()) != fingerprint(
+        before_params)
 
 
 def test_a_handed_over_job_keeps_the_params_it_was_asked_with(store: SyncStore) -> None:
