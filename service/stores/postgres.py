@@ -41,13 +41,14 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
+from service.claim import ClaimRule, ClaimTicket, Holder, Limits, NewVideo
 from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
 from service.records import GenerationResult
 from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, holder_from_row, key_digest, video_record,
 )
 from service.stores.idempotency import PG_BEGIN_SQL, PG_FINISH_SQL, PG_FORGET_SQL, PG_RELEASE_SQL
+from service.stores import limits as lim
 
 __all__ = ["PostgresStore"]
 
@@ -137,6 +138,54 @@ SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won
        clock_timestamp() AS db_now, held.*
   FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """
+
+# -- limits (service.stores.limits) ---------------------------------------------------------
+#
+# With limits on, a claim is a short transaction: an advisory lock, then CLAIM_SQL with the
+# limits' counts and condition spliced in. Why a lock and not a counter row updated in the
+# statement: in READ COMMITTED a count inside the statement sees only its snapshot, so two
+# claims of one user would both see "2 of 3" and both pass (the seed's TOCTOU again). The
+# lock, held to COMMIT, makes the claims of one user (of everyone, with a budget) take turns,
+# and each statement starts after the lock is granted, so its snapshot holds every earlier
+# claim, committed before that lock was released. The counts are then exact, read from the
+# `videos` rows themselves: nothing to keep in step with outcomes, takeovers, the sweep or the
+# old bot's rows, and nothing a lost race or a crash can leak (a counter row would need each of
+# those paths to give quota back). Transaction-scoped (`_xact_`): released by COMMIT or by the
+# rollback of a request that gave up, and usable behind a transaction-mode pooler. Cost: three
+# more round trips per new claim, and claims taking turns (per user; all users with a budget,
+# milliseconds each). A duplicate is answered from a read first, without the lock. Limits off,
+# CLAIM_SQL runs as before, alone.
+LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %(lock)s, 0))"
+
+
+def _splice(sql: str, marker: str, replacement: str) -> str:
+    if sql.count(marker) != 1:
+        raise ValueError(f"CLAIM_SQL changed: {marker!r} is not in it once; update the limits' splice")
+    return sql.replace(marker, replacement)
+
+
+def limited_claim_sql(limits: Limits) -> str:
+    """CLAIM_SQL plus `limits` (a CTE of the counts, and `lim_ok` on its INSERT): a takeover
+    is never refused (service.stores.limits), a new generation only past a limit."""
+    conds = [cond for on, cond in ((limits.user_daily is not None, "l.lim_daily < %(daily)s"),
+                                   (limits.user_concurrent is not None, "l.lim_running < %(concurrent)s"),
+                                   (limits.budget_usd is not None, "l.lim_spent + %(reserve)s <= %(budget)s")) if on]
+    counts = {"daily": limits.user_daily is not None, "running": limits.user_concurrent is not None,
+              "spent": limits.budget_usd is not None}
+    cte = f"""), limits AS (
+    -- Under the advisory lock: every earlier claim is in this statement's snapshot.
+    SELECT l.*, l.lim_takeover OR ({" AND ".join(conds) or "true"}) AS lim_ok FROM (
+        SELECT coalesce((SELECT h.claim_status = 'generating'
+                                OR (h.status = 'failed' AND h.cost_usd IS NULL AND h.provider_job_id IS NOT NULL)
+                           FROM held h), false) AS lim_takeover,
+               {", ".join(f"{lim.PG[name] if on else 'NULL'} AS lim_{name}" for name, on in counts.items())}) l
+), claimed AS ("""
+    sql = _splice(CLAIM_SQL, "), claimed AS (", cte)
+    sql = _splice(sql, "WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND ",
+                  "WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND (SELECT lim_ok FROM limits) AND ")
+    sql = _splice(sql, "clock_timestamp() AS db_now, held.*", "clock_timestamp() AS db_now, limits.*, held.*")
+    return _splice(sql, "LEFT JOIN held ON video.id IS NULL", "LEFT JOIN held ON video.id IS NULL CROSS JOIN limits")
+
 
 HOLDER_SQL = f"""
 SELECT {_HOLDER_COLUMNS}
@@ -310,6 +359,7 @@ class PostgresStore:
         self._seq: str | None = None
         self._clock: tuple[float, float] | None = None  # (monotonic when seen, database epoch - monotonic)
         self._returned: dict[int, float] = {}
+        self._limited: dict[Limits, str] = {}  # the limited claim statement, per configuration
         common = dict(
             kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row,
                     # None: never prepared on the server, for a transaction-mode pooler (settings.db_prepare).
@@ -391,6 +441,31 @@ class PostgresStore:
             log.warning("database error: %s", _first_line(exc))
             raise StorageUnavailable("database unavailable") from exc
 
+    async def _with_connection(self, pool: AsyncConnectionPool,
+                               work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        """`_execute` for work of several statements on one connection (a transaction); the
+        same slots and error mapping. Separate, so the one-statement hot path stays as it is."""
+        try:
+            slots = self._slots[id(pool)]
+            await slots.acquire()
+            try:
+                conn = await pool.getconn()
+                try:
+                    return await work(conn)
+                finally:
+                    self._returned[id(conn)] = time.monotonic()
+                    await pool.putconn(conn)
+            finally:
+                slots.release()
+        except PoolTimeout as exc:
+            log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
+            raise StorageUnavailable("database unavailable: no connection in time") from exc
+        except psycopg.DataError as exc:
+            raise InvalidRequest(f"the database cannot store this value: {_first_line(exc)}") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("database error: %s", _first_line(exc))
+            raise StorageUnavailable("database unavailable") from exc
+
     async def _one(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
         return await self._execute(pool, sql, params, psycopg.AsyncCursor.fetchone)
 
@@ -420,6 +495,8 @@ class PostgresStore:
             "prompt": request.prompt, "category": request.category, "lease": rule.lease, "window": rule.window,
             "seq": await self._sequence(), "superseded": SUPERSEDED_ERROR, "until": self._until(deadline),
         }
+        if rule.limits is not None and rule.limits.on:
+            return await self._claim_limited(request, rule, rule.limits, params)
         row = await self._one(self._requests, CLAIM_SQL, params)
         assert row is not None  # the statement always returns its one row
         self._observe(row["db_now"])
@@ -427,6 +504,53 @@ class PostgresStore:
             return ClaimTicket(row["won_id"], request.tg_user_id, request.prompt_key, row["won_attempt"],
                                row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"])
         return None if row["claim_status"] is None else holder_from_row(row)
+
+    def _claimed(self, request: NewVideo, row: dict[str, Any]) -> ClaimTicket | Holder | None:
+        # As `claim` reads CLAIM_SQL's row (inlined there: the hot path).
+        self._observe(row["db_now"])
+        if row["won_id"] is not None:
+            return ClaimTicket(row["won_id"], request.tg_user_id, request.prompt_key, row["won_attempt"],
+                               row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"])
+        return None if row["claim_status"] is None else holder_from_row(row)
+
+    async def _claim_limited(self, request: NewVideo, rule: ClaimRule, limits: Limits,
+                             params: dict[str, Any]) -> ClaimTicket | Holder | None:
+        # A duplicate is answered from a plain read, without the lock or any limit: it starts
+        # nothing, so it answers 409 even when the user is over a limit.
+        holder = await self.holder(request, rule)
+        if holder is not None and holder.blocks:
+            return holder
+        sql = self._limited.get(limits)
+        if sql is None:
+            sql = self._limited[limits] = limited_claim_sql(limits)
+        # One lock for everyone with a budget (it is everyone's), else one per user.
+        lock = ":claimfirst.limits.budget" if limits.budget_usd is not None else f":claimfirst.limits.user.{request.tg_user_id}"
+        params = {**params, **lim.limit_params(limits), "lock": lock}
+
+        async def claim(conn: psycopg.AsyncConnection) -> dict[str, Any] | None:
+            async with conn.transaction():
+                await conn.execute(LOCK_SQL, params)
+                return await (await conn.execute(sql, params)).fetchone()
+
+        row = await self._with_connection(self._requests, claim)
+        assert row is not None  # the statement always returns its one row
+        if row["won_id"] is None and not (row["claim_status"] is not None and row["blocks"]) and not row["lim_ok"]:
+            usage = lim.Usage(False, row["lim_daily"], row["lim_running"], row["lim_spent"])
+            raise lim.refusal(limits, usage, {limit: await self._wait(limit, limits, usage, params)
+                                              for limit in lim.exceeded(limits, usage)})
+        return self._claimed(request, row)
+
+    async def _wait(self, limit: str, limits: Limits, usage: lim.Usage, params: dict[str, Any]) -> float | None:
+        """Seconds until `limit` has room, as the stored rows say (for Retry-After)."""
+        if limit == lim.DAILY:
+            row = await self._one(self._requests, lim.PG["daily_wait"],
+                                  {**params, "skip": max(0, (usage.daily or 0) - (limits.user_daily or 0))})
+            return None if row is None else float(row["wait"])
+        if limit == lim.CONCURRENT:
+            row = await self._one(self._requests, lim.PG["running_age"], params)
+            return None if row is None or row["oldest"] is None else (row["now"] - row["oldest"]).total_seconds()
+        row = await self._one(self._requests, lim.PG["budget_wait"], params)
+        return None if row is None else float(row["wait"])
 
     # -- the database's clock, as seen from here -------------------------------------------
     #

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from service.claim import FAILED, READY, NewVideo
-from service.errors import ClaimContention, DuplicateRequest, InvalidRequest, StorageUnavailable, Throttled
+from service.errors import ClaimContention, DuplicateRequest, InvalidRequest, LimitReached, StorageUnavailable, Throttled
 from service.prompt_key import prompt_key
 from service.generation.runner import VideoOutcome
 from service.http.schemas import CreateRequest
@@ -176,6 +176,8 @@ class TelegramBot:
             text = replies.started(admission.video_id)
         except DuplicateRequest as exc:
             text = replies.duplicate(exc.existing)
+        except LimitReached as exc:
+            text = replies.limited(exc.limit, exc.retry_after)
         except Throttled as exc:
             text = replies.busy(exc.retry_after)
         except ClaimContention:
