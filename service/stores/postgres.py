@@ -151,10 +151,11 @@ SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won
 # `videos` rows themselves: nothing to keep in step with outcomes, takeovers, the sweep or the
 # old bot's rows, and nothing a lost race or a crash can leak (a counter row would need each of
 # those paths to give quota back). Transaction-scoped (`_xact_`): released by COMMIT or by the
-# rollback of a request that gave up, and usable behind a transaction-mode pooler. Cost: three
-# more round trips per new claim, and claims taking turns (per user; all users with a budget,
-# milliseconds each). A duplicate is answered from a read first, without the lock. Limits off,
-# CLAIM_SQL runs as before, alone.
+# rollback of a request that gave up, and usable behind a transaction-mode pooler. Cost: the
+# transaction is pipelined (one round trip), so one more round trip per new claim than without
+# limits (the duplicate read below), and claims taking turns under the lock (per user; all users
+# with a budget) for the server's own time on the claim and its COMMIT. A duplicate is answered
+# from that read first, without the lock. Limits off, CLAIM_SQL runs as before, alone.
 LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %(lock)s, 0))"
 
 
@@ -528,9 +529,13 @@ class PostgresStore:
         params = {**params, **lim.limit_params(limits), "lock": lock}
 
         async def claim(conn: psycopg.AsyncConnection) -> dict[str, Any] | None:
-            async with conn.transaction():
-                await conn.execute(LOCK_SQL, params)
-                return await (await conn.execute(sql, params)).fetchone()
+            # Pipelined: BEGIN, the lock, the claim and COMMIT go in one round trip, so the lock
+            # is held for the server's work only, never across a round trip to this process.
+            async with conn.pipeline():
+                async with conn.transaction():
+                    await conn.execute(LOCK_SQL, params)
+                    cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
 
         row = await self._with_connection(self._requests, claim)
         assert row is not None  # the statement always returns its one row
