@@ -19,23 +19,25 @@ adopting a failed attempt's unrecorded job are not new generations: they are nev
 and they move the reservation rather than add one (the superseded row stops counting as the
 new one starts). A duplicate (409) is answered before any limit is looked at.
 
-Atomicity: SQLite decides under BEGIN IMMEDIATE, where counts are exact. PostgreSQL takes a
-transaction-scoped advisory lock, then runs the claim statement (service.stores.postgres);
-see there why.
+Atomicity: SQLite decides under BEGIN IMMEDIATE, where counts are exact (`check_sqlite`).
+PostgreSQL takes a transaction-scoped advisory lock, then runs the claim statement with the
+counts in it (`limited_claim_sql`, `PG_LOCK_SQL`; see there why).
 """
 
 from __future__ import annotations
 
 import math
+import sqlite3
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from service.claim import Limits
 from service.errors import LimitReached
-from service.stores.base import ABANDONED_ERROR, SUPERSEDED_ERROR
+from service.stores.base import ABANDONED_ERROR, SUPERSEDED_ERROR, as_utc
 
-__all__ = ["Usage", "exceeded", "limit_params", "refusal", "PG", "SQLITE", "DAILY", "CONCURRENT", "BUDGET"]
+__all__ = ["Usage", "exceeded", "limit_params", "refusal", "limited_claim_sql", "check_sqlite", "PG", "PG_LOCK_SQL",
+           "SQLITE", "DAILY", "CONCURRENT", "BUDGET"]
 
 DAILY, CONCURRENT, BUDGET = "user_daily", "user_concurrent", "daily_budget"
 
@@ -142,3 +144,89 @@ SQLITE = _sql(lambda name: f":{name}", _SQLITE_NOW, "strftime('%Y-%m-%d %H:%M:%f
               "(julianday(v.created_at) - julianday('now')) * 86400.0 + :day_seconds")
 # SQLite has IS NOT, null-safe, where PostgreSQL says IS DISTINCT FROM.
 SQLITE = {name: sql.replace("IS DISTINCT FROM", "IS NOT") for name, sql in SQLITE.items()}
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------
+#
+# With limits on, a claim is a short transaction: an advisory lock, then CLAIM_SQL with the
+# limits' counts and condition spliced in. Why a lock and not a counter row updated in the
+# statement: in READ COMMITTED a count inside the statement sees only its snapshot, so two
+# claims of one user would both see "2 of 3" and both pass (the seed's TOCTOU again). The
+# lock, held to COMMIT, makes the claims of one user (of everyone, with a budget) take turns,
+# and each statement starts after the lock is granted, so its snapshot holds every earlier
+# claim, committed before that lock was released. The counts are then exact, read from the
+# `videos` rows themselves: nothing to keep in step with outcomes, takeovers, the sweep or the
+# old bot's rows, and nothing a lost race or a crash can leak (a counter row would need each of
+# those paths to give quota back). Transaction-scoped (`_xact_`): released by COMMIT or by the
+# rollback of a request that gave up, and usable behind a transaction-mode pooler. Cost: the
+# transaction is pipelined (one round trip), so one more round trip per new claim than without
+# limits (the duplicate read before it), and claims taking turns under the lock (per user; all
+# users with a budget) for the server's own time on the claim and its COMMIT. A duplicate is
+# answered from that read, without the lock. Limits off, CLAIM_SQL runs as before, alone.
+PG_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %(lock)s, 0))"
+
+
+def _splice(sql: str, marker: str, replacement: str) -> str:
+    if sql.count(marker) != 1:
+        raise ValueError(f"CLAIM_SQL changed: {marker!r} is not in it once; update the limits' splice")
+    return sql.replace(marker, replacement)
+
+
+def limited_claim_sql(claim_sql: str, limits: Limits) -> str:
+    """The PostgreSQL store's CLAIM_SQL plus `limits` (a CTE of the counts, and `lim_ok` on its
+    INSERT): a takeover is never refused, a new generation only past a limit."""
+    conds = [cond for on, cond in ((limits.user_daily is not None, "l.lim_daily < %(daily)s"),
+                                   (limits.user_concurrent is not None, "l.lim_running < %(concurrent)s"),
+                                   (limits.budget_usd is not None, "l.lim_spent + %(reserve)s <= %(budget)s")) if on]
+    counts = {"daily": limits.user_daily is not None, "running": limits.user_concurrent is not None,
+              "spent": limits.budget_usd is not None}
+    cte = f"""), limits AS (
+    -- Under the advisory lock: every earlier claim is in this statement's snapshot.
+    SELECT l.*, l.lim_takeover OR ({" AND ".join(conds) or "true"}) AS lim_ok FROM (
+        SELECT coalesce((SELECT h.claim_status = 'generating'
+                                OR (h.status = 'failed' AND h.cost_usd IS NULL AND h.provider_job_id IS NOT NULL)
+                           FROM held h), false) AS lim_takeover,
+               {", ".join(f"{PG[name] if on else 'NULL'} AS lim_{name}" for name, on in counts.items())}) l
+), claimed AS ("""
+    sql = _splice(claim_sql, "), claimed AS (", cte)
+    sql = _splice(sql, "WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND ",
+                  "WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND (SELECT lim_ok FROM limits) AND ")
+    sql = _splice(sql, "clock_timestamp() AS db_now, held.*", "clock_timestamp() AS db_now, limits.*, held.*")
+    return _splice(sql, "LEFT JOIN held ON video.id IS NULL", "LEFT JOIN held ON video.id IS NULL CROSS JOIN limits")
+
+
+# -- SQLite -------------------------------------------------------------------------------
+
+
+def check_sqlite(conn: sqlite3.Connection, limits: Limits, before: sqlite3.Row | None, params: dict[str, Any]) -> None:
+    """Raise LimitReached if a new generation breaks a limit (service.stores.limits). Inside
+    the claim's BEGIN IMMEDIATE: no other claim runs until it commits, so the counts are exact."""
+    takeover = before is not None and (before["claim_status"] == "generating" or (
+        before["status"] == "failed" and before["cost_usd"] is None and before["provider_job_id"] is not None))
+    if takeover:
+        return
+    day = Limits.WINDOW.total_seconds()
+    p = {**params, **limit_params(limits), "day_ago": f"-{day:.6f} seconds", "day_seconds": day,
+         "reserve": float(limits.reserve_usd), "budget": None if limits.budget_usd is None else float(limits.budget_usd)}
+
+    def count(name: str) -> Any:
+        return conn.execute(f"SELECT {SQLITE[name]}", p).fetchone()[0]
+
+    spent = None if limits.budget_usd is None else Decimal(str(round(float(count("spent")), 6)))
+    usage = Usage(False, None if limits.user_daily is None else count("daily"),
+                  None if limits.user_concurrent is None else count("running"), spent)
+    over = exceeded(limits, usage)
+    if not over:
+        return
+    waits: dict[str, float | None] = {}
+    for limit in over:
+        if limit == DAILY:
+            row = conn.execute(SQLITE["daily_wait"], {**p, "skip": max(0, (usage.daily or 0) - (limits.user_daily or 0))}).fetchone()
+            waits[limit] = None if row is None else float(row["wait"])
+        elif limit == CONCURRENT:
+            row = conn.execute(SQLITE["running_age"], p).fetchone()
+            waits[limit] = None if row["oldest"] is None else (as_utc(row["now"]) - as_utc(row["oldest"])).total_seconds()
+        else:
+            row = conn.execute(SQLITE["budget_wait"], p).fetchone()
+            waits[limit] = None if row is None else float(row["wait"])
+    raise refusal(limits, usage, waits)

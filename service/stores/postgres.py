@@ -139,53 +139,8 @@ SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won
   FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """
 
-# -- limits (service.stores.limits) ---------------------------------------------------------
-#
-# With limits on, a claim is a short transaction: an advisory lock, then CLAIM_SQL with the
-# limits' counts and condition spliced in. Why a lock and not a counter row updated in the
-# statement: in READ COMMITTED a count inside the statement sees only its snapshot, so two
-# claims of one user would both see "2 of 3" and both pass (the seed's TOCTOU again). The
-# lock, held to COMMIT, makes the claims of one user (of everyone, with a budget) take turns,
-# and each statement starts after the lock is granted, so its snapshot holds every earlier
-# claim, committed before that lock was released. The counts are then exact, read from the
-# `videos` rows themselves: nothing to keep in step with outcomes, takeovers, the sweep or the
-# old bot's rows, and nothing a lost race or a crash can leak (a counter row would need each of
-# those paths to give quota back). Transaction-scoped (`_xact_`): released by COMMIT or by the
-# rollback of a request that gave up, and usable behind a transaction-mode pooler. Cost: the
-# transaction is pipelined (one round trip), so one more round trip per new claim than without
-# limits (the duplicate read below), and claims taking turns under the lock (per user; all users
-# with a budget) for the server's own time on the claim and its COMMIT. A duplicate is answered
-# from that read first, without the lock. Limits off, CLAIM_SQL runs as before, alone.
-LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || %(lock)s, 0))"
-
-
-def _splice(sql: str, marker: str, replacement: str) -> str:
-    if sql.count(marker) != 1:
-        raise ValueError(f"CLAIM_SQL changed: {marker!r} is not in it once; update the limits' splice")
-    return sql.replace(marker, replacement)
-
-
-def limited_claim_sql(limits: Limits) -> str:
-    """CLAIM_SQL plus `limits` (a CTE of the counts, and `lim_ok` on its INSERT): a takeover
-    is never refused (service.stores.limits), a new generation only past a limit."""
-    conds = [cond for on, cond in ((limits.user_daily is not None, "l.lim_daily < %(daily)s"),
-                                   (limits.user_concurrent is not None, "l.lim_running < %(concurrent)s"),
-                                   (limits.budget_usd is not None, "l.lim_spent + %(reserve)s <= %(budget)s")) if on]
-    counts = {"daily": limits.user_daily is not None, "running": limits.user_concurrent is not None,
-              "spent": limits.budget_usd is not None}
-    cte = f"""), limits AS (
-    -- Under the advisory lock: every earlier claim is in this statement's snapshot.
-    SELECT l.*, l.lim_takeover OR ({" AND ".join(conds) or "true"}) AS lim_ok FROM (
-        SELECT coalesce((SELECT h.claim_status = 'generating'
-                                OR (h.status = 'failed' AND h.cost_usd IS NULL AND h.provider_job_id IS NOT NULL)
-                           FROM held h), false) AS lim_takeover,
-               {", ".join(f"{lim.PG[name] if on else 'NULL'} AS lim_{name}" for name, on in counts.items())}) l
-), claimed AS ("""
-    sql = _splice(CLAIM_SQL, "), claimed AS (", cte)
-    sql = _splice(sql, "WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND ",
-                  "WHERE NOT EXISTS (SELECT 1 FROM held WHERE held.blocks) AND (SELECT lim_ok FROM limits) AND ")
-    sql = _splice(sql, "clock_timestamp() AS db_now, held.*", "clock_timestamp() AS db_now, limits.*, held.*")
-    return _splice(sql, "LEFT JOIN held ON video.id IS NULL", "LEFT JOIN held ON video.id IS NULL CROSS JOIN limits")
+# With limits on, a claim is a short pipelined transaction: an advisory lock, then CLAIM_SQL with
+# the limits spliced in (`limits.limited_claim_sql`; service.stores.limits says why, and what counts).
 
 
 HOLDER_SQL = f"""
@@ -523,7 +478,7 @@ class PostgresStore:
             return holder
         sql = self._limited.get(limits)
         if sql is None:
-            sql = self._limited[limits] = limited_claim_sql(limits)
+            sql = self._limited[limits] = lim.limited_claim_sql(CLAIM_SQL, limits)
         # One lock for everyone with a budget (it is everyone's), else one per user.
         lock = ":claimfirst.limits.budget" if limits.budget_usd is not None else f":claimfirst.limits.user.{request.tg_user_id}"
         params = {**params, **lim.limit_params(limits), "lock": lock}
@@ -533,7 +488,7 @@ class PostgresStore:
             # is held for the server's work only, never across a round trip to this process.
             async with conn.pipeline():
                 async with conn.transaction():
-                    await conn.execute(LOCK_SQL, params)
+                    await conn.execute(lim.PG_LOCK_SQL, params)
                     cursor = await conn.execute(sql, params)
             return await cursor.fetchone()
 

@@ -40,7 +40,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from service.claim import ClaimRule, ClaimTicket, Holder, Limits, NewVideo
+from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
 from service.errors import StorageUnavailable, VideoNotFound
 from service.records import GenerationResult
 from service.stores.base import (
@@ -226,7 +226,7 @@ class SqliteStore:
                   "lease_ahead": _seconds(rule.lease, "+"), "window_ago": _seconds(rule.window, "-")}
         before = conn.execute(HOLDER_SQL, params).fetchone()
         if rule.limits is not None and rule.limits.on and not (before is not None and before["blocks"]):
-            _check_limits(conn, rule.limits, before, params)
+            lim.check_sqlite(conn, rule.limits, before, params)
         won = conn.execute(UPSERT_SQL, params).fetchone()
         if won is None:
             return None if before is None else holder_from_row(before)
@@ -475,40 +475,6 @@ class SqliteStore:
     ) -> None:
         await self._run(self._leases, partial(self._write, partial(
             self._set_outcome, video_id=video_id, status=status, result=result, error=error)))
-
-
-def _check_limits(conn: sqlite3.Connection, limits: Limits, before: sqlite3.Row | None, params: dict[str, Any]) -> None:
-    """Raise LimitReached if a new generation breaks a limit (service.stores.limits). Inside
-    the claim's BEGIN IMMEDIATE: no other claim runs until it commits, so the counts are exact."""
-    takeover = before is not None and (before["claim_status"] == "generating" or (
-        before["status"] == "failed" and before["cost_usd"] is None and before["provider_job_id"] is not None))
-    if takeover:
-        return
-    day = Limits.WINDOW.total_seconds()
-    p = {**params, **lim.limit_params(limits), "day_ago": _seconds(Limits.WINDOW, "-"), "day_seconds": day,
-         "reserve": float(limits.reserve_usd), "budget": None if limits.budget_usd is None else float(limits.budget_usd)}
-
-    def count(name: str) -> Any:
-        return conn.execute(f"SELECT {lim.SQLITE[name]}", p).fetchone()[0]
-
-    spent = None if limits.budget_usd is None else Decimal(str(round(float(count("spent")), 6)))
-    usage = lim.Usage(False, None if limits.user_daily is None else count("daily"),
-                      None if limits.user_concurrent is None else count("running"), spent)
-    over = lim.exceeded(limits, usage)
-    if not over:
-        return
-    waits: dict[str, float | None] = {}
-    for limit in over:
-        if limit == lim.DAILY:
-            row = conn.execute(lim.SQLITE["daily_wait"], {**p, "skip": max(0, (usage.daily or 0) - (limits.user_daily or 0))}).fetchone()
-            waits[limit] = None if row is None else float(row["wait"])
-        elif limit == lim.CONCURRENT:
-            row = conn.execute(lim.SQLITE["running_age"], p).fetchone()
-            waits[limit] = None if row["oldest"] is None else (as_utc(row["now"]) - as_utc(row["oldest"])).total_seconds()
-        else:
-            row = conn.execute(lim.SQLITE["budget_wait"], p).fetchone()
-            waits[limit] = None if row is None else float(row["wait"])
-    raise lim.refusal(limits, usage, waits)
 
 
 def _check(deadline: float | None) -> None:

@@ -85,6 +85,20 @@ def test_a_takeover_is_the_same_generation_not_a_new_one(store: SyncStore) -> No
     assert error.limit in ("user_daily", "daily_budget")  # both wait ~24 h; concurrent far less
 
 
+def test_a_claim_whose_worker_died_frees_its_running_place_at_the_sweep(store: SyncStore) -> None:
+    # A claim won and never worked on (its request gave up after the commit, its process died):
+    # nothing leaks for good. The sweep ends it within a lease; its place in the day stays
+    # taken (its worker might still come back), the running one is given back.
+    rule = ClaimRule(window=timedelta(hours=1), lease=timedelta(seconds=30),
+                     limits=Limits(user_daily=2, user_concurrent=1))
+    won(ask(store, rule, "one"))
+    assert refused(store, rule, "two").limit == "user_concurrent"
+    age(store.url, seconds=31)
+    assert store.expire_abandoned() != []
+    won(ask(store, rule, "two"))
+    assert refused(store, rule, "three").limit == "user_daily"  # both full; the day waits longest
+
+
 def test_concurrent_limit_counts_running_videos(store: SyncStore) -> None:
     rule = replace(RULE, limits=Limits(user_concurrent=2, typical_seconds=300))
     first = won(ask(store, rule, "one"))
