@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.app import create_app
-    from service.claim import ClaimRule, NewVideo
+    from service.claim import ClaimRule, Limits, NewVideo
     from service.embed import ClaimFirst
     from service.errors import (
         BadIdempotencyKey,
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         IdempotencyKeyInProgress,
         IdempotencyKeyReused,
         InvalidRequest,
+        LimitReached,
         RequestTooLarge,
         ScopeMissing,
         StorageUnavailable,
@@ -55,6 +56,7 @@ _HOMES = {
     "CreateRequest": "service.http.schemas",
     "NewVideo": "service.claim",
     "ClaimRule": "service.claim",
+    "Limits": "service.claim",
     "VideoRecord": "service.records",
     "GenerationResult": "service.records",
     # generation, to plug in another generator
@@ -65,7 +67,7 @@ _HOMES = {
     # the exceptions
     **dict.fromkeys([
         "ClaimfirstError", "InvalidRequest", "Unauthenticated", "RequestTooLarge", "DuplicateRequest",
-        "ClaimContention", "VideoNotFound", "StorageUnavailable", "Throttled", "GenerationError",
+        "ClaimContention", "VideoNotFound", "StorageUnavailable", "Throttled", "LimitReached", "GenerationError",
         "IdempotencyError", "BadIdempotencyKey", "IdempotencyKeyInProgress", "IdempotencyKeyReused",
         "Forbidden", "ScopeMissing", "UserNotAllowed",
     ], "service.errors"),

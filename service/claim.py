@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from service.errors import ClaimContention, DuplicateRequest
@@ -42,6 +43,7 @@ __all__ = [
     "STATUSES",
     "ClaimRule",
     "ClaimState",
+    "Limits",
     "ClaimTicket",
     "Holder",
     "NewVideo",
@@ -62,11 +64,34 @@ MAX_CLAIM_RETRIES = 2
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a new generation must fit under, decided by the claim itself (service.stores.limits).
+
+    None: no such limit. Every count is over the last `WINDOW` on the database's clock. A
+    generation reserves `reserve_usd` of the budget from its claim until its cost is recorded;
+    `typical_seconds` is how long a generation usually runs (the concurrent limit's Retry-After)."""
+
+    WINDOW = timedelta(hours=24)
+
+    user_daily: int | None = None
+    user_concurrent: int | None = None
+    budget_usd: Decimal | None = None
+    reserve_usd: Decimal = Decimal(0)
+    typical_seconds: float = 60.0
+
+    @property
+    def on(self) -> bool:
+        return self.user_daily is not None or self.user_concurrent is not None or self.budget_usd is not None
+
+
+@dataclass(frozen=True)
 class ClaimRule:
-    """The duplicate window and the lease: what makes a holder block a new request."""
+    """The duplicate window and the lease: what makes a holder block a new request; and the
+    limits a new generation must fit under (None: none, the claim as it always was)."""
 
     window: timedelta
     lease: timedelta
+    limits: Limits | None = None
 
     def blocks(self, holder: ClaimState, now: datetime) -> bool:
         """Whether the current holder of a key blocks a new request at `now` (the database's).

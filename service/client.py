@@ -10,8 +10,9 @@
 `AsyncClient` has the same methods, awaited. Answers are the service's own models
 (`service.http.schemas`); errors are the service's own exceptions (`service.errors`), rebuilt
 from the answer: a 409 duplicate is `DuplicateRequest` (its `video_id`, `status`, `video_url`,
-`created_at`; `existing` is None), a 503 `StorageUnavailable`, a 429 `Throttled`, each with
-the `Retry-After` it was given, and so on.
+`created_at`; `existing` is None), a 503 `StorageUnavailable`, a 429 `Throttled` (or, for a
+limit, its subclass `LimitReached`, whose `limit` says which), each with the `Retry-After` it
+was given, and so on.
 
 Retries are safe because every `create` sends an `Idempotency-Key` (a fresh UUID per call,
 or the caller's), the same on each retry: a retry of a request the service already admitted
@@ -36,8 +37,8 @@ import httpx
 
 from service.errors import (
     BadIdempotencyKey, ClaimContention, ClaimfirstError, DuplicateRequest, IdempotencyKeyInProgress,
-    IdempotencyKeyReused, InvalidRequest, RequestTooLarge, StorageUnavailable, Throttled, Unauthenticated,
-    VideoNotFound,
+    IdempotencyKeyReused, InvalidRequest, LimitReached, RequestTooLarge, StorageUnavailable, Throttled,
+    Unauthenticated, VideoNotFound,
 )
 from service.http.schemas import CreateAccepted, VideoOut
 
@@ -75,6 +76,8 @@ def error_of(response: httpx.Response) -> ClaimfirstError:
             created_at=datetime.fromisoformat(body["created_at"]), video_url=body.get("video_url"))
     if kind in _BY_TYPE:
         return _BY_TYPE[kind](detail)
+    if isinstance(kind, str) and (limit := LimitReached.of_type(kind)) is not None:
+        return LimitReached(limit, detail, retry_after=retry_after or 1)
     if response.status_code == 429:
         return Throttled(detail, retry_after=retry_after or 1)
     if response.status_code == 503:

@@ -11,6 +11,8 @@
      ├── ClaimContention            409  the claim kept changing hands while we looked; retry (problem+json)
      ├── VideoNotFound              404
      ├── Throttled                  429  the backlog is full; nothing was claimed (Retry-After)
+     │    └── LimitReached          429  a user's daily or concurrent limit, or the daily budget
+     │                                   (problem+json, a `type` per limit, Retry-After from the data)
      ├── StorageUnavailable         503  the database did not answer; nothing was generated (Retry-After)
      ├── GenerationError            502  the generator failed (or timed out)
      └── IdempotencyError           400  the Idempotency-Key header (application/problem+json)
@@ -53,6 +55,7 @@ __all__ = [
     "VideoNotFound",
     "StorageUnavailable",
     "Throttled",
+    "LimitReached",
     "GenerationError",
     "IdempotencyError",
     "BadIdempotencyKey",
@@ -190,6 +193,37 @@ class _RetryAfter:
 
 class Throttled(_RetryAfter, ClaimfirstError):
     status_code = 429
+
+
+class LimitReached(Throttled):
+    """A limit the claim enforces (service.stores.limits): nothing was claimed, nothing paid.
+
+    A subclass of `Throttled`, so code that handles "429, come back later" handles it too; its
+    own `type` per limit tells a client which one (and a person, `detail`). `retry_after` is
+    computed from the stored data: when the oldest counting generation leaves the 24 h window
+    (daily limit, budget), or an estimate of when a running one ends (concurrent limit)."""
+
+    media_type = "application/problem+json"
+    # limit -> (problem type, title); the limit's name is also the metric's label.
+    KINDS = {
+        "user_daily": ("/problems/user-daily-limit", "Daily limit of new videos for this user reached"),
+        "user_concurrent": ("/problems/user-concurrent-limit", "This user's limit of videos generating at once reached"),
+        "daily_budget": ("/problems/daily-budget", "The service's daily budget is spent"),
+    }
+
+    def __init__(self, limit: str, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, retry_after=retry_after)
+        self.limit = limit
+        self.problem, self.title = self.KINDS[limit]
+
+    @classmethod
+    def of_type(cls, problem: str) -> str | None:
+        """The limit whose problem `type` this is, else None."""
+        return next((limit for limit, (kind, _) in cls.KINDS.items() if kind == problem), None)
+
+    def body(self) -> dict[str, Any]:
+        return {"type": self.problem, "title": self.title, "status": self.status_code, "detail": self.detail,
+                "limit": self.limit, "retry_after": self.retry_after}
 
 
 class StorageUnavailable(_RetryAfter, ClaimfirstError):

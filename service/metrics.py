@@ -5,6 +5,7 @@
     claimfirst_generations_total{outcome}   every generation that ended, by how
     claimfirst_generation_cost_usd_total    what ended generations cost (paid, whether or not used)
     claimfirst_lease_takeovers_total        claims won with attempt > 1
+    claimfirst_limit_reached_total{limit}   /create refused by a limit (user_daily, user_concurrent, daily_budget)
     claimfirst_in_flight                    generations admitted here and not ended (gauge)
     claimfirst_callback_deliveries_total{result}  callback attempts: delivered, retrying, given_up, replaced
 
@@ -32,6 +33,7 @@ CREATE_OUTCOMES = ("accepted", "duplicate", "rejected", "unavailable", "throttle
 # The status a request whose client went away before it was answered is logged and counted
 # with (nginx's name for it); no client ever receives it.
 CLIENT_GONE = 499
+LIMITS = ("user_daily", "user_concurrent", "daily_budget")  # service.errors.LimitReached.KINDS
 GENERATION_OUTCOMES = ("ready", "adopted", "failed", "superseded", "handed_over")
 # What a callback delivery attempt ended as (service.callbacks): the receiver took it; it is
 # due again later; it was given up (past CLAIMFIRST_CALLBACK_GIVE_UP_HOURS); or the video's
@@ -75,6 +77,8 @@ class Metrics:
                                    registry=reg)
         self.cost = Counter("claimfirst_generation_cost_usd", "what ended generations cost (USD)", registry=reg)
         self.takeovers = Counter("claimfirst_lease_takeovers", "claims won with attempt > 1", registry=reg)
+        self.limits = Counter("claimfirst_limit_reached", "/create refused (429) by a limit the claim enforces",
+                              ["limit"], registry=reg)
         # livesum: the sum over live processes; a dead worker's generations are not in flight.
         self.in_flight = Gauge("claimfirst_in_flight", "generations admitted and not ended", registry=reg,
                                multiprocess_mode="livesum")
@@ -87,6 +91,8 @@ class Metrics:
                                  ["result"], registry=reg)
         for result in CALLBACK_RESULTS:
             self.callbacks.labels(result)
+        for limit in LIMITS:
+            self.limits.labels(limit)
 
     def create_answered(self, status: int, replayed: bool, seconds: float) -> str:
         """Count and time one POST /create answer (`service.http.edge`); returns its outcome."""
@@ -94,6 +100,9 @@ class Metrics:
         self.create_seconds.observe(seconds)
         self._created[outcome].inc()
         return outcome
+
+    def limit_reached(self, limit: str) -> None:
+        self.limits.labels(limit).inc()
 
     def generation_ended(self, outcome: str | None, cost_usd: Decimal | None) -> None:
         if outcome is not None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 from service.callbacks import Deliverer
-from service.claim import ClaimRule, NewVideo
+from service.claim import ClaimRule, Limits, NewVideo
 from service.deadlines import request_deadline, within
-from service.errors import DuplicateRequest, InvalidRequest, StorageUnavailable
+from service.errors import DuplicateRequest, InvalidRequest, LimitReached, StorageUnavailable
 from service.generation import GenerationJob, Generator, SimHints, make_generator
 from service.generation.runner import GenerationRunner, OnOutcome
 from service.logs import bind
@@ -24,7 +25,21 @@ from service.policies import Admission, admit
 from service.settings import Settings
 from service.stores import Store, open_store
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "limits_of"]
+
+# How long a real generation usually runs (2-5 minutes): the concurrent limit's Retry-After.
+TYPICAL_GENERATION_SECONDS = 180.0
+
+
+def limits_of(settings: Settings) -> Limits | None:
+    """The claim's limits from the settings; None when none is set (the claim as it always was)."""
+    limits = Limits(
+        user_daily=settings.user_daily_limit, user_concurrent=settings.user_concurrent_limit,
+        budget_usd=None if settings.daily_budget_usd is None else Decimal(str(settings.daily_budget_usd)),
+        reserve_usd=Decimal(str(settings.cost_per_video_usd)),
+        typical_seconds=(sum(settings.sim_seconds) / 2 if settings.generator == "sim" else TYPICAL_GENERATION_SECONDS),
+    )
+    return limits if limits.on else None
 
 
 @dataclass
@@ -41,6 +56,7 @@ class Runtime:
         rule = ClaimRule(
             window=timedelta(hours=settings.duplicate_window_hours),
             lease=timedelta(seconds=settings.lease_seconds),
+            limits=limits_of(settings),
         )
         generator = generator or make_generator(settings)
         store = open_store(settings)
@@ -85,7 +101,11 @@ class Runtime:
                 if holder is not None and holder.blocks:
                     raise DuplicateRequest(holder.video)
             raise throttled
-        admission = await self.bounded(admit(self.settings.policy, self.store, self.rule, request, self.deadline()))
+        try:
+            admission = await self.bounded(admit(self.settings.policy, self.store, self.rule, request, self.deadline()))
+        except LimitReached as exc:
+            self.metrics.limit_reached(exc.limit)
+            raise
         if admission.attempt > 1:
             self.metrics.takeovers.inc()
         # Before submit: the generation's task copies this context, so its log lines carry

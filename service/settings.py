@@ -194,6 +194,16 @@ class Settings(BaseSettings):
     # Empty (the default): params never change the key, which stays exactly the prompt's.
     key_params: Annotated[tuple[str, ...], NoDecode] = ()
 
+    # --- Limits, decided by the claim itself (service.stores.limits); unset: none ---
+    # New generations per user in the last 24 h (the database's clock); a duplicate never counts.
+    user_daily_limit: int | None = Field(default=None, ge=1)
+    # A user's generations running at once.
+    user_concurrent_limit: int | None = Field(default=None, ge=1)
+    # What all users' generations may cost in the last 24 h. Each reserves cost_per_video_usd
+    # from its claim until its cost is recorded, so set that to the most one video can cost.
+    # Declared after cost_per_video_usd on purpose: its validator compares them.
+    daily_budget_usd: float | None = Field(default=None, gt=0)
+
     # Replicate (CLAIMFIRST_GENERATOR=replicate). The model is the official model's
     # "owner/name": its predictions endpoint needs no version hash, so a model update on
     # Replicate's side needs no redeploy here.
@@ -358,6 +368,14 @@ class Settings(BaseSettings):
                 raise ValueError("must be `whsec_` and the base64 of 24 to 64 random bytes (Standard Webhooks)")
         if value is None and info.data.get("callback_hosts"):
             raise ValueError("required when CLAIMFIRST_CALLBACK_HOSTS is set: callbacks are signed with it")
+        return value
+
+    @field_validator("daily_budget_usd")
+    @classmethod
+    def _check_budget(cls, value: float | None, info: ValidationInfo) -> float | None:
+        cost = info.data.get("cost_per_video_usd")
+        if value is not None and cost is not None and value < cost:
+            raise ValueError(f"is below CLAIMFIRST_COST_PER_VIDEO_USD ({cost:g}): no video would ever fit")
         return value
 
     @field_validator("api_keys", mode="before")

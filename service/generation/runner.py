@@ -52,7 +52,7 @@ from typing import TypeVar
 from service.claim import FAILED, READY, ClaimRule
 from service.deadlines import within
 from service.errors import (
-    ClaimContention, ClaimfirstError, DuplicateRequest, GenerationError, StorageUnavailable, Throttled,
+    ClaimContention, ClaimfirstError, DuplicateRequest, GenerationError, LimitReached, StorageUnavailable, Throttled,
 )
 from service.generation.generators import GenerationJob, GenerationResult, Generator
 from service.metrics import Metrics
@@ -476,6 +476,10 @@ class GenerationRunner:
                                          self.db_timeout_seconds)
             except (DuplicateRequest, ClaimContention):
                 continue  # taken in between: its new holder finishes it
+            except LimitReached:
+                # An adoption is a takeover, which no limit refuses; this one's holder changed in
+                # between into one that is not (a user's new request will be judged on its own).
+                continue
             job = GenerationJob(admission.video_id, request.tg_user_id, request.prompt, request.category,
                                 adopt_only=True, params=admission.ticket.params if admission.ticket else request.params)
             self.submit(admission, job)

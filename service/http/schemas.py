@@ -221,6 +221,16 @@ class DuplicateOut(BaseModel):
     video_url: str | None = Field(default=None, description="present once that video is ready")
 
 
+class LimitOut(ProblemOut):
+    """429 with `application/problem+json`: a limit the claim enforces refused a new video; nothing
+    was started. Its `type`: `/problems/user-daily-limit`, `/problems/user-concurrent-limit` or
+    `/problems/daily-budget`."""
+
+    limit: str = Field(description="`user_daily`, `user_concurrent` or `daily_budget`")
+    retry_after: int = Field(description="as the Retry-After header: seconds until there is room, from the stored"
+                                         " data (an estimate for the concurrent limit)")
+
+
 _RESPONSES: dict[int, tuple[type[BaseModel], str]] = {
     401: (ErrorOut, "no or unknown API key (`Authorization: Bearer <key>`)"),
     404: (ErrorOut, "unknown video id"),
@@ -249,10 +259,21 @@ _CONFLICT = {
 }
 
 
+# A 429 is the backlog (plain JSON) or a limit (a problem, its `type` per limit).
+_TOO_MANY = {
+    "description": "nothing was started: too many generations queued here (`application/json`), or a limit"
+                   " reached (`application/problem+json`: `/problems/user-daily-limit`,"
+                   " `/problems/user-concurrent-limit`, `/problems/daily-budget`); retry after `Retry-After` seconds",
+    "headers": _HEADERS[429],
+    "content": {"application/json": {"schema": ErrorOut.model_json_schema()},
+                "application/problem+json": {"schema": LimitOut.model_json_schema()}},
+}
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for these error statuses, with the bodies the handlers send."""
     return {
-        code: _FORBIDDEN if code == 403 else _CONFLICT if code == 409 else
+        code: _FORBIDDEN if code == 403 else _CONFLICT if code == 409 else _TOO_MANY if code == 429 else
         {"model": _RESPONSES[code][0], "description": _RESPONSES[code][1],
          **({"headers": _HEADERS[code]} if code in _HEADERS else {})}
         for code in codes

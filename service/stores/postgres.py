@@ -42,7 +42,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from service.claim import ClaimRule, ClaimTicket, Holder, NewVideo
+from service.claim import ClaimRule, ClaimTicket, Holder, Limits, NewVideo
 from service.errors import InvalidRequest, StorageUnavailable, VideoNotFound
 from service.records import GenerationResult
 from service.stores.base import (
@@ -53,6 +53,7 @@ from service.stores.outbox import (
     FAILED_EVENT, PG_FINISH_SQL as PG_CALLBACK_FINISH_SQL, PG_RELEASE_SQL as PG_CALLBACK_RELEASE_SQL, PG_REPORT_SET,
     PG_STATE_SQL, PG_TAKE_SQL, READY_EVENT, CallbackState, DueCallback, due_from_row, state_from_row,
 )
+from service.stores import limits as lim
 
 __all__ = ["PostgresStore"]
 
@@ -158,6 +159,10 @@ SELECT video.id AS won_id, video.attempt AS won_attempt, video.created_at AS won
        clock_timestamp() AS db_now, held.*
   FROM (SELECT 1) AS one LEFT JOIN video ON true LEFT JOIN held ON video.id IS NULL
 """
+
+# With limits on, a claim is a short pipelined transaction: an advisory lock, then CLAIM_SQL with
+# the limits spliced in (`limits.limited_claim_sql`; service.stores.limits says why, and what counts).
+
 
 HOLDER_SQL = f"""
 SELECT {_HOLDER_COLUMNS}
@@ -349,6 +354,7 @@ class PostgresStore:
         self._seq: str | None = None
         self._clock: tuple[float, float] | None = None  # (monotonic when seen, database epoch - monotonic)
         self._returned: dict[int, float] = {}
+        self._limited: dict[Limits, str] = {}  # the limited claim statement, per configuration
         common = dict(
             kwargs={"autocommit": True, "connect_timeout": max(1, round(timeout_seconds)), "row_factory": dict_row,
                     # None: never prepared on the server, for a transaction-mode pooler (settings.db_prepare).
@@ -430,6 +436,31 @@ class PostgresStore:
             log.warning("database error: %s", _first_line(exc))
             raise StorageUnavailable("database unavailable") from exc
 
+    async def _with_connection(self, pool: AsyncConnectionPool,
+                               work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
+        """`_execute` for work of several statements on one connection (a transaction); the
+        same slots and error mapping. Separate, so the one-statement hot path stays as it is."""
+        try:
+            slots = self._slots[id(pool)]
+            await slots.acquire()
+            try:
+                conn = await pool.getconn()
+                try:
+                    return await work(conn)
+                finally:
+                    self._returned[id(conn)] = time.monotonic()
+                    await pool.putconn(conn)
+            finally:
+                slots.release()
+        except PoolTimeout as exc:
+            log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
+            raise StorageUnavailable("database unavailable: no connection in time") from exc
+        except psycopg.DataError as exc:
+            raise InvalidRequest(f"the database cannot store this value: {_first_line(exc)}") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            log.warning("database error: %s", _first_line(exc))
+            raise StorageUnavailable("database unavailable") from exc
+
     async def _one(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
         return await self._execute(pool, sql, params, psycopg.AsyncCursor.fetchone)
 
@@ -461,6 +492,8 @@ class PostgresStore:
             "params": _jsonb(request.params),
             "callback_url": request.callback_url,
         }
+        if rule.limits is not None and rule.limits.on:
+            return await self._claim_limited(request, rule, rule.limits, params)
         row = await self._one(self._requests, CLAIM_SQL, params)
         assert row is not None  # the statement always returns its one row
         self._observe(row["db_now"])
@@ -469,6 +502,57 @@ class PostgresStore:
                                row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"],
                                row["won_params"])
         return None if row["claim_status"] is None else holder_from_row(row)
+
+    def _claimed(self, request: NewVideo, row: dict[str, Any]) -> ClaimTicket | Holder | None:
+        # As `claim` reads CLAIM_SQL's row (inlined there: the hot path).
+        self._observe(row["db_now"])
+        if row["won_id"] is not None:
+            return ClaimTicket(row["won_id"], request.tg_user_id, request.prompt_key, row["won_attempt"],
+                               row["won_created_at"], row["adopt_job_id"], row["adopt_requested_at"])
+        return None if row["claim_status"] is None else holder_from_row(row)
+
+    async def _claim_limited(self, request: NewVideo, rule: ClaimRule, limits: Limits,
+                             params: dict[str, Any]) -> ClaimTicket | Holder | None:
+        # A duplicate is answered from a plain read, without the lock or any limit: it starts
+        # nothing, so it answers 409 even when the user is over a limit.
+        holder = await self.holder(request, rule)
+        if holder is not None and holder.blocks:
+            return holder
+        sql = self._limited.get(limits)
+        if sql is None:
+            sql = self._limited[limits] = lim.limited_claim_sql(CLAIM_SQL, limits)
+        # One lock for everyone with a budget (it is everyone's), else one per user.
+        lock = ":claimfirst.limits.budget" if limits.budget_usd is not None else f":claimfirst.limits.user.{request.tg_user_id}"
+        params = {**params, **lim.limit_params(limits), "lock": lock}
+
+        async def claim(conn: psycopg.AsyncConnection) -> dict[str, Any] | None:
+            # Pipelined: BEGIN, the lock, the claim and COMMIT go in one round trip, so the lock
+            # is held for the server's work only, never across a round trip to this process.
+            async with conn.pipeline():
+                async with conn.transaction():
+                    await conn.execute(lim.PG_LOCK_SQL, params)
+                    cursor = await conn.execute(sql, params)
+            return await cursor.fetchone()
+
+        row = await self._with_connection(self._requests, claim)
+        assert row is not None  # the statement always returns its one row
+        if row["won_id"] is None and not (row["claim_status"] is not None and row["blocks"]) and not row["lim_ok"]:
+            usage = lim.Usage(False, row["lim_daily"], row["lim_running"], row["lim_spent"])
+            raise lim.refusal(limits, usage, {limit: await self._wait(limit, limits, usage, params)
+                                              for limit in lim.exceeded(limits, usage)})
+        return self._claimed(request, row)
+
+    async def _wait(self, limit: str, limits: Limits, usage: lim.Usage, params: dict[str, Any]) -> float | None:
+        """Seconds until `limit` has room, as the stored rows say (for Retry-After)."""
+        if limit == lim.DAILY:
+            row = await self._one(self._requests, lim.PG["daily_wait"],
+                                  {**params, "skip": max(0, (usage.daily or 0) - (limits.user_daily or 0))})
+            return None if row is None else float(row["wait"])
+        if limit == lim.CONCURRENT:
+            row = await self._one(self._requests, lim.PG["running_age"], params)
+            return None if row is None or row["oldest"] is None else (row["now"] - row["oldest"]).total_seconds()
+        row = await self._one(self._requests, lim.PG["budget_wait"], params)
+        return None if row is None else float(row["wait"])
 
     # -- the database's clock, as seen from here -------------------------------------------
     #

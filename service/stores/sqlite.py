@@ -48,6 +48,7 @@ from service.stores.base import (
     ABANDONED_ERROR, LATE_ERROR, SUPERSEDED_ERROR, KeyBegun, VideoRecord, as_utc, holder_from_row, key_digest,
     video_record,
 )
+from service.stores import limits as lim
 from service.stores.idempotency import (
     SQLITE_BEGIN_SQL, SQLITE_FINISH_SQL, SQLITE_FORGET_SQL, SQLITE_HOLDER_SQL, SQLITE_RELEASE_SQL,
 )
@@ -233,6 +234,8 @@ class SqliteStore:
                   "prompt": request.prompt, "category": request.category, "params": _params_text(request.params),
                   "lease_ahead": _seconds(rule.lease, "+"), "window_ago": _seconds(rule.window, "-")}
         before = conn.execute(HOLDER_SQL, params).fetchone()
+        if rule.limits is not None and rule.limits.on and not (before is not None and before["blocks"]):
+            lim.check_sqlite(conn, rule.limits, before, params)
         won = conn.execute(UPSERT_SQL, params).fetchone()
         if won is None:
             return None if before is None else holder_from_row(before)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from service.claim import FAILED, READY
-from service.errors import ClaimContention, DuplicateRequest, InvalidRequest, StorageUnavailable, Throttled
+from service.errors import ClaimContention, DuplicateRequest, InvalidRequest, LimitReached, StorageUnavailable, Throttled
 from service.generation.runner import VideoOutcome
 from service.http.schemas import CreateRequest
 from service.telegram import replies
@@ -60,6 +60,8 @@ def refusal(exc: Exception) -> str:
     """The reply to one of REFUSALS."""
     if isinstance(exc, DuplicateRequest):
         return replies.duplicate(exc.existing)
+    if isinstance(exc, LimitReached):  # a Throttled: first
+        return replies.limited(exc.limit, exc.retry_after)
     if isinstance(exc, Throttled):
         return replies.busy(exc.retry_after)
     if isinstance(exc, ClaimContention):

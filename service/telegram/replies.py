@@ -15,7 +15,7 @@ from service.claim import GENERATING, READY
 from service.http.schemas import MAX_PROMPT_CHARS
 from service.records import VideoRecord
 
-__all__ = ["usage", "started", "duplicate", "busy", "unavailable", "invalid_prompt", "prompt_problem",
+__all__ = ["usage", "started", "duplicate", "busy", "limited", "unavailable", "invalid_prompt", "prompt_problem",
            "ready_caption", "ready_link", "failed"]
 
 # A provider's error can be a page of text; a chat message should be a sentence.
@@ -50,6 +50,17 @@ def duplicate(video: VideoRecord) -> str:
 def busy(retry_after: int | None) -> str:
     later = "in a few minutes" if retry_after is None else f"in about {_duration(retry_after)}"
     return f"I'm busy right now: too many videos are being made. Nothing was started; please try again {later}."
+
+
+def limited(limit: str, retry_after: int) -> str:
+    """A limit the service enforces (service.errors.LimitReached) refused the video."""
+    later = f"in about {_duration(retry_after)}"
+    if limit == "user_daily":
+        return f"You have asked for as many new videos as allowed in 24 hours. Nothing was started; you can ask again {later}."
+    if limit == "user_concurrent":
+        return ("You already have as many videos being made as allowed at once. Nothing was started; please ask "
+                f"again when one of them is done (probably {later}).")
+    return f"I have reached my spending limit for today. Nothing was started; please try again {later}."
 
 
 def unavailable() -> str:
@@ -88,4 +99,6 @@ def failed(video_id: int | None, error: str | None) -> str:
 def _duration(seconds: int) -> str:
     if seconds < 90:
         return f"{max(1, seconds)} seconds"
-    return f"{math.ceil(seconds / 60)} minutes"
+    if seconds < 90 * 60:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return f"{math.ceil(seconds / 3600)} hours"

@@ -11,7 +11,7 @@ import service.errors as errors
 EXPECTED = {
     "InvalidRequest": 422, "Unauthenticated": 401, "Forbidden": 403, "ScopeMissing": 403, "UserNotAllowed": 403,
     "RequestTooLarge": 413, "DuplicateRequest": 409,
-    "ClaimContention": 409, "VideoNotFound": 404, "Throttled": 429, "StorageUnavailable": 503,
+    "ClaimContention": 409, "VideoNotFound": 404, "Throttled": 429, "LimitReached": 429, "StorageUnavailable": 503,
     "GenerationError": 502, "IdempotencyError": 400, "BadIdempotencyKey": 400,
     "IdempotencyKeyInProgress": 409, "IdempotencyKeyReused": 422,
 }
@@ -41,3 +41,14 @@ def test_every_409_is_a_problem_with_its_own_type() -> None:
     assert bodies[0] | {"detail": ""} == {"type": "/problems/duplicate-video", "title": "Duplicate video", "detail": "",
                                           "video_id": 7, "status": "ready", "created_at": now,
                                           "video_url": "https://v.example/7.mp4"}
+
+
+def test_each_limit_is_a_problem_with_its_own_type_and_retry_after() -> None:
+    refusals = [errors.LimitReached(limit, "full", retry_after=60 + n) for n, limit in enumerate(errors.LimitReached.KINDS)]
+    bodies = [error.body() for error in refusals]
+    assert {error.media_type for error in refusals} == {"application/problem+json"}
+    assert [body["type"] for body in bodies] == ["/problems/user-daily-limit", "/problems/user-concurrent-limit",
+                                                 "/problems/daily-budget"]
+    assert [error.headers() for error in refusals] == [{"Retry-After": str(60 + n)} for n in range(3)]
+    assert all(isinstance(error, errors.Throttled) and body["status"] == 429 for error, body in zip(refusals, bodies))
+    assert [errors.LimitReached.of_type(body["type"]) for body in bodies] == list(errors.LimitReached.KINDS)
