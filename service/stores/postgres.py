@@ -209,10 +209,20 @@ RETURNING v.id
 # The job's id goes on this attempt's own row whether or not the attempt still holds the claim:
 # the job exists and is paid for, and the books must know it. Whether the claim is still held
 # is the answer (a lost claim's job is left running: its successor may have adopted it).
+#
+# A job found at the provider from a recovery point can be one an earlier attempt asked for:
+# paused before it recorded the id, it woke after this attempt took the claim over, recorded the
+# job on its own row and wrote its late result's cost there. From now on the job is this
+# attempt's to pay for, as a job the claim hands on is, so that earlier row gives its cost up
+# (the other order, this record first, is `_HANDED_ON`'s). One job, one cost.
 RECORD_JOB_SQL = f"""
 WITH recorded AS (
     UPDATE videos v SET provider_job_id = %(job)s, job_requested_at = NULL, updated_at = clock_timestamp()
      WHERE v.id = %(video_id)s AND v.attempt = %(attempt)s
+), earlier AS (
+    UPDATE videos o SET cost_usd = NULL, updated_at = clock_timestamp()
+     WHERE o.provider_job_id = %(job)s AND o.tg_user_id = %(user)s AND o.attempt < %(attempt)s
+       AND o.cost_usd IS NOT NULL
 )
 SELECT EXISTS (SELECT 1 FROM video_claims c WHERE {_FENCE} AND c.status = 'generating') AS held
 """

@@ -334,6 +334,11 @@ class SqliteStore:
         conn.execute(f"UPDATE videos SET provider_job_id = :job, job_requested_at = NULL, updated_at = {NOW}"
                      " WHERE id = :id AND attempt = :attempt", {"job": job_id, "id": ticket.video_id,
                                                                "attempt": ticket.attempt})
+        # An earlier attempt's late cost for the same job is given up: now this attempt's to pay
+        # for (see the PostgreSQL store's RECORD_JOB_SQL).
+        conn.execute(f"UPDATE videos SET cost_usd = NULL, updated_at = {NOW} WHERE provider_job_id = :job"
+                     " AND tg_user_id = :user AND attempt < :attempt AND cost_usd IS NOT NULL",
+                     {"job": job_id, "user": ticket.tg_user_id, "attempt": ticket.attempt})
         held = conn.execute(f"SELECT 1 FROM video_claims WHERE {_FENCE} AND status = 'generating'",
                             _fence(ticket)).fetchone()
         return held is not None

@@ -267,3 +267,31 @@ def test_a_new_claim_does_not_read_the_users_history(pg_url: str) -> None:
     assert len(fence) == 1 and "ix_videos_generating_user" in fence[0] and "never executed" in fence[0], plan
     # The callbacks' CTEs scan no callback row for a first attempt without a callback_url.
     assert not [line for line in plan if "Scan on video_callbacks" in line and "never executed" not in line], plan
+
+
+@pytest.mark.parametrize("order", ["late_cost_first", "adoption_first"])
+def test_a_job_found_at_the_provider_is_paid_once_whoever_writes_first(store: SyncStore, order: str) -> None:
+    """An attempt asks for a job and is paused before it records the id; its lease runs out and
+    a retry takes the claim over with only the recovery point, then finds the job at the
+    provider. The paused attempt wakes, records the job on its own row and delivers its result
+    late. One job, one bill: its cost ends on one row, in either order (nemesis seed 7 found the
+    first order recorded twice)."""
+    paused = claim(store)
+    assert store.request_job(paused)
+    age(store.url, seconds=31)
+    successor = claim(store)
+    assert successor.attempt == 2 and successor.adopt_job_id is None and successor.adopt_requested_at is not None
+
+    def paused_wakes() -> None:
+        assert not store.record_job(paused, "job-1")  # on its own row; the claim is gone
+        assert not store.complete(paused, RESULT)  # a late result: refused, its money kept for now
+
+    if order == "late_cost_first":
+        paused_wakes()
+        assert store.record_job(successor, "job-1")  # found by the recovery point's search
+    else:
+        assert store.record_job(successor, "job-1")
+        paused_wakes()
+    assert store.complete(successor, RESULT)
+    costs = {video_id: store.get(video_id).cost_usd for video_id in (paused.video_id, successor.video_id)}
+    assert costs == {paused.video_id: None, successor.video_id: Decimal("4.00")}
