@@ -47,10 +47,15 @@ LEASE_SECONDS = 4.0
 BOUND_SECONDS = 3.0  # CLAIMFIRST_REQUEST_TIMEOUT_SECONDS
 POLL_SECONDS = 0.5
 SETTLE_MARGIN_SECONDS = 10.0
+# --limits: low enough that a few minutes of traffic (30 users, ~25 % new prompts) reach them.
+LIMITS = {"daily": 4, "concurrent": 2, "budget_usd": 400.0}
 
 
-def service_env(proxy: FaultyProxy, stand_in: StandIn, metrics_dir: Path) -> dict[str, str]:
-    return {
+def service_env(proxy: FaultyProxy, stand_in: StandIn, metrics_dir: Path, limits: bool = False) -> dict[str, str]:
+    limited = {"CLAIMFIRST_USER_DAILY_LIMIT": str(LIMITS["daily"]),
+               "CLAIMFIRST_USER_CONCURRENT_LIMIT": str(LIMITS["concurrent"]),
+               "CLAIMFIRST_DAILY_BUDGET_USD": str(LIMITS["budget_usd"])} if limits else {}
+    return {**limited,
         "DATABASE_URL": f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres",
         "CLAIMFIRST_GENERATOR": "replicate",
         "CLAIMFIRST_REPLICATE_MODEL": stand_in.model,
@@ -77,6 +82,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prediction-seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="write the table (and the schedule) here")
     parser.add_argument("--keep", type=Path, help="copy the logs (services, stand-in) here")
+    parser.add_argument("--limits", action="store_true",
+                        help=f"run the services with the claim's limits on ({LIMITS}) and check them")
     args = parser.parse_args(argv)
     if not 0 < args.minutes <= 60 or not 0 < args.rate <= 50 or args.prediction_seconds <= 0:
         parser.error("--minutes in (0, 60], --rate in (0, 50], --prediction-seconds > 0")
@@ -88,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a test's or a CI runner's timeout) unwinds like Ctrl-C, so `finally` ends every child.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with SIGINT ignored (`cmd &`)
-    print(f"nemesis seed={args.seed} topology={args.topology} focus={args.focus} minutes={args.minutes:g}", flush=True)
+    print(f"nemesis seed={args.seed} topology={args.topology} focus={args.focus} minutes={args.minutes:g}"
+          + (f" limits={LIMITS}" if args.limits else ""), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="claimfirst-nemesis-"))
     pg = proxy = stand_in = None
     services: list[Service] = []
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             metrics = workdir / f"metrics-{name}"
             metrics.mkdir()
-            services.append(Service(name, service_env(proxy, stand_in, metrics), workdir / f"service-{name}.log",
+            services.append(Service(name, service_env(proxy, stand_in, metrics, args.limits), workdir / f"service-{name}.log",
                                     workers=2 if args.topology == "workers2" else 1))
         for service in services:
             service.start()
@@ -152,7 +160,8 @@ def run(args: argparse.Namespace, pg: Postgres, proxy: FaultyProxy, stand_in: St
     settle(nemesis, pg, stand_in, LEASE_SECONDS * 3 + args.prediction_seconds + SETTLE_MARGIN_SECONDS)
     videos = read_videos(pg.conninfo)
     verdict = check(videos=videos, provider=stand_in.state(), sent=traffic.sent, windows=nemesis.windows,
-                    host_names={s.url: s.name for s in services}, bound_seconds=BOUND_SECONDS)
+                    host_names={s.url: s.name for s in services}, bound_seconds=BOUND_SECONDS,
+                    limits=LIMITS if args.limits else None)
     return verdict, nemesis
 
 

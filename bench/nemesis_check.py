@@ -13,6 +13,12 @@ Every job falls in one window: a run lasts minutes, the window is 24 h (the data
 Double payment: a (user, key) with more than one job, not counting a job created after the
 previous one *failed at the provider* (nothing was delivered, so asking again may pay again).
 A job the service cancelled is no excuse: the service chose to throw it away.
+
+With limits (`bench/nemesis.py --limits`): no user has more billed jobs than the daily limit
+(the run is shorter than its 24 h, and every billed job took a place: a place is given back
+only by a claim that never asked for a job), and the bill is not over the budget. The
+concurrent limit is exercised but not checked here (its documented gap: a worker cut off past
+its lease may resume beside a newer generation of the same user).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ EXAMPLES = 5
 VIOLATIONS = (
     "extra_paid_jobs", "jobs_not_ended_recorded", "rows_still_generating", "bad_http_statuses",
     "slow_answers", "conn_errors_shared_fault", "conn_errors_no_fault", "jobs_unknown_to_db",
-    "cost_gap_usd", "cost_rows_beyond_jobs", "unmapped_jobs",
+    "cost_gap_usd", "cost_rows_beyond_jobs", "unmapped_jobs", "users_over_daily_limit", "budget_overrun_usd",
 )
 
 VIDEOS_SQL = """SELECT id, tg_user_id, prompt_key, status, attempt, cost_usd, provider_job_id, error
@@ -63,7 +69,7 @@ def read_videos(conninfo: str) -> list[dict[str, Any]]:
 
 
 def check(*, videos: list[dict[str, Any]], provider: dict[str, Any], sent: list[Sent], windows: list[Window],
-          host_names: dict[str, str], bound_seconds: float) -> Verdict:
+          host_names: dict[str, str], bound_seconds: float, limits: dict[str, float] | None = None) -> Verdict:
     columns: dict[str, Any] = {}
     examples: dict[str, list[Any]] = defaultdict(list)
 
@@ -185,6 +191,18 @@ def check(*, videos: list[dict[str, Any]], provider: dict[str, Any], sent: list[
             beyond += len(costed) - 1
             example("cost_rows_beyond_jobs", {"job": job_id, "rows": statuses(costed)})
     columns["cost_rows_beyond_jobs"] = beyond
+
+    # -- limits ------------------------------------------------------------------------------
+    if limits is not None:
+        per_user: Counter[int] = Counter()
+        for (user, _key), group in groups.items():
+            per_user[user] += len(group)
+        over = {user: n for user, n in per_user.items() if n > limits["daily"]}
+        columns["info_users_at_daily_limit"] = sum(1 for n in per_user.values() if n == limits["daily"])
+        columns["users_over_daily_limit"] = len(over)
+        for user, n in sorted(over.items())[:EXAMPLES]:
+            example("users_over_daily_limit", {"user": user, "billed_jobs": n, "limit": limits["daily"]})
+        columns["budget_overrun_usd"] = max(0.0, float(billed_usd) - limits["budget_usd"])
     return Verdict(columns, dict(examples))
 
 
