@@ -33,6 +33,7 @@ from audit.frames import AuditError
 from audit.near import DEFAULT_SIMILARITY
 from audit.cli_args import InternalError, _add_period, _one_line, _out, _period, _positive
 from audit.oneline import OneLineParser, one_line
+from audit.oneline import positive_int as _positive_int
 from audit.pipeline import DEFAULT_COST_PER_VIDEO, run_audit
 from audit.rule_sql import DIALECTS, rule_sql
 from audit.sources.base import Period
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--out", type=Path, default=Path("reports"), help="output directory (default ./reports)")
     sweep.add_argument("--fail-on-duplicates", action="store_true", help="exit 1 when duplicates were found")
+    sweep.add_argument("--in-memory", action="store_true",
+                       help="files: load the whole period and sweep it at once, as before streaming (same output)")
+    sweep.add_argument("--jobs", type=_positive_int, default=None,
+                       help="files: user shards swept at once, each in its own process (default: cores, at most 2)")
     sweep.set_defaults(handler=_sweep)
 
     cleanup = commands.add_parser("cleanup", help="mark duplicates (duplicate_of); dry run unless --apply")
@@ -119,6 +124,8 @@ def _sweep(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     if args.requests is not None and args.videos is None:
         raise AuditError("--requests goes with --videos (databases have no request log)")
+    if args.videos is not None and args.near_duplicates is None and not args.in_memory:
+        return _sweep_streaming(args, progress)
     if args.videos is not None:
         period = _period(args, is_database=False)
         loaded = load_files(args.videos, args.requests, period=period)
@@ -153,11 +160,35 @@ def _sweep(args: argparse.Namespace) -> int:
         paths = write_data(result, args.out, source=loaded.description)
     except OSError as exc:
         raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
+    return _report(args, result, paths, source=loaded.description, notes=loaded.notes)
+
+
+def _sweep_streaming(args: argparse.Namespace, progress: bool) -> int:
+    """Files without --near-duplicates: user shard by user shard (`audit.stream`), the same
+    summary.json and duplicates.csv in bounded memory."""
+    from audit.stream import sweep_files
+
+    period = _period(args, is_database=False)
+    source = f"{args.videos}" + (f" + {args.requests}" if args.requests else " (no request log)")
+    try:
+        result, paths = sweep_files(
+            args.videos, args.requests, args.out, period=period, as_of=args.as_of,
+            cost_per_video=args.cost_per_video, lease=timedelta(seconds=args.lease_seconds), source=source,
+            jobs=args.jobs, progress=progress, initializer=_tune_allocators,
+        )
+    except OSError as exc:
+        raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
+    return _report(args, result, paths, source=source, notes=[])
+
+
+def _report(args: argparse.Namespace, result, paths: dict, *, source: str, notes: list[str]) -> int:
+    from audit.report import summary_text, write_page
+
     _out(summary_text(result))
-    for note in loaded.notes:
+    for note in notes:
         _out(f"Note: {note}")
     try:
-        paths["report"] = write_page(result, args.out, source=loaded.description)
+        paths["report"] = write_page(result, args.out, source=source)
     except Exception as exc:
         raise InternalError(
             f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were written"
