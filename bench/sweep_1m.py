@@ -2,8 +2,8 @@
 
     nice -n 19 .venv/bin/python bench/sweep_1m.py [--rows 1000000] [--repeat 1] [--no-reference] [--no-duckdb]
 
-Writes a synthetic history (`audit.synthetic`: videos and their request log, generated a
-million rows at a time so 100 M rows fit) as CSV, then runs, each in a fresh process as cron
+Writes a synthetic history (`audit.synthetic`: videos and their request log; see
+`write_history` for sizes past 1 M) as CSV, then runs, each in a fresh process as cron
 runs it, measuring its wall time and its peak memory (the resident set of the process and its
 workers together, sampled every 50 ms with psutil):
 
@@ -38,39 +38,47 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from audit.synthetic import synthetic_requests, synthetic_videos, to_iso_text
 
 AS_OF = datetime(2025, 3, 15, tzinfo=UTC)
 CHUNK_ROWS = 1_000_000
-DAYS = 60.0
 
 
 def write_history(rows: int, folder: Path) -> dict[str, Path]:
-    """``videos.csv`` and ``requests.csv`` of ``rows`` videos, a chunk of `CHUNK_ROWS` at a
-    time: each chunk is `synthetic_videos` over its slice of the 60 days, for the same users
-    (``rows / 50`` of them), so every size has the same per-user density and duplicate rate."""
+    """``videos.csv`` and ``requests.csv`` of ``rows`` videos: one `synthetic_videos` history
+    of up to `CHUNK_ROWS` rows (``rows / 50`` users over 60 days, the proportions of the 1 M
+    bench), written again for as many new sets of users as it takes, ids and user ids moved
+    past the previous copy's. Every size then has the same per-user history and duplicate rate,
+    and 100 M rows are written in minutes (the text is made once, only integers change)."""
     paths = {"videos": folder / "videos.csv", "requests": folder / "requests.csv"}
-    chunks = max(1, -(-rows // CHUNK_ROWS))
-    users = max(1, rows // 50)
-    writers: dict[str, pacsv.CSVWriter] = {}
-    first_id = 0
-    for chunk in range(chunks):
-        n = rows // chunks + (1 if chunk < rows % chunks else 0)
-        videos = synthetic_videos(n, seed=chunk, users=users, days=DAYS / chunks)
-        shift = pd.Timedelta(days=DAYS / chunks * chunk)
-        videos["id"] += first_id
-        videos["created_at"] += shift
-        videos["updated_at"] += shift
-        requests = synthetic_requests(videos, seed=10_000 + chunk)
-        first_id += n
-        for name, frame in (("videos", videos), ("requests", requests)):
-            table = pa.Table.from_pandas(to_iso_text(frame), preserve_index=False)
-            if name not in writers:
-                writers[name] = pacsv.CSVWriter(paths[name], table.schema,
-                                                write_options=pacsv.WriteOptions(quoting_style="needed"))
-            writers[name].write_table(table)
+    chunk_rows = min(rows, CHUNK_ROWS)
+    videos = synthetic_videos(chunk_rows, seed=1)
+    requests = synthetic_requests(videos, seed=2)
+    tables = {name: pa.Table.from_pandas(to_iso_text(frame), preserve_index=False)
+              for name, frame in (("videos", videos), ("requests", requests))}
+    user_span = int(videos["tg_user_id"].max() - videos["tg_user_id"].min() + 1)
+    writers = {name: pacsv.CSVWriter(paths[name], table.schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+               for name, table in tables.items()}
+    written = 0
+    copy = 0
+    while written < rows:
+        n = min(chunk_rows, rows - written)
+        for name, table in tables.items():
+            part = table.slice(0, n)
+            shifted = {"id": written, "video_id": written, "tg_user_id": copy * user_span}
+            for column, by in shifted.items():
+                if column in part.column_names and by:
+                    index = part.column_names.index(column)
+                    part = part.set_column(index, column, pc.add(part[column], by))
+            if name == "requests" and copy:
+                index = part.column_names.index("request_id")
+                part = part.set_column(index, "request_id", pc.binary_join_element_wise(pa.scalar(f"c{copy}-", part["request_id"].type), part["request_id"], pa.scalar("", part["request_id"].type)))
+            writers[name].write_table(part)
+        written += n
+        copy += 1
     for writer in writers.values():
         writer.close()
     return paths

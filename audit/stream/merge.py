@@ -33,6 +33,14 @@ __all__ = ["merged_result", "write_merged"]
 _BLOCK = 50_000
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Row-bind the shards' frames. A shard without rows may type its columns otherwise (an
+    empty result is all ``object``), and would turn every column it shares into ``object``:
+    it is left out unless all are empty."""
+    kept = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0].reset_index(drop=True)
+
+
 def merged_result(outcomes: list[ShardOutcome], *, job_args: dict[str, Any], has_requests: bool,
                   generation_range) -> AuditResult:
     """The sweep's `AuditResult` for the summary and the report page. Its ``summary`` holds no
@@ -42,10 +50,10 @@ def merged_result(outcomes: list[ShardOutcome], *, job_args: dict[str, Any], has
     outcomes = sorted(outcomes, key=lambda o: o.shard)
     scanned = sum(o.scanned for o in outcomes)
     by_class = {c: sum(o.by_class[c] for o in outcomes) for c in CLASSES}
-    prevented = pd.concat([o.prevented for o in outcomes], ignore_index=True) if outcomes else pd.DataFrame(
+    prevented = _concat([o.prevented for o in outcomes]) if outcomes else pd.DataFrame(
         {p: pd.Series([], dtype=bool) for p in POLICY_ROWS})
     policies = compare_policies(prevented, videos_scanned=scanned, cost_per_video=job_args["cost_per_video"])
-    stuck = pd.concat([o.stuck for o in outcomes], ignore_index=True)
+    stuck = _concat([o.stuck for o in outcomes])
     stuck = stuck.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
     summary = summary_of(
         as_of=job_args["as_of"], since=job_args["since"], until=job_args["until"], window=job_args["window"],
@@ -53,11 +61,11 @@ def merged_result(outcomes: list[ShardOutcome], *, job_args: dict[str, Any], has
         any_estimate=any(o.any_estimate for o in outcomes), generation_range=generation_range, duplicates=[],
         policies=policies, stuck=stuck, near=None,
     )
-    newest = pd.concat([o.newest for o in outcomes], ignore_index=True)
-    slim = pd.concat([o.slim for o in outcomes], ignore_index=True)
+    newest = _concat([o.newest for o in outcomes])
+    slim = _concat([o.slim for o in outcomes])
     rest = slim.loc[~slim["video_id"].isin(newest["video_id"])]
     duplicates = pd.concat([newest, rest], ignore_index=True) if len(rest) else newest
-    windows = pd.concat([o.race_windows for o in outcomes], ignore_index=True)
+    windows = _concat([o.race_windows for o in outcomes])
     windows = windows.sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)
     latest = [o.latest for o in outcomes if o.latest is not None]
     videos = pd.DataFrame({"created_at": pd.Series([max(latest)] if latest else [], dtype="datetime64[us, UTC]")})

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -34,7 +35,7 @@ from audit.sources.base import Period, in_period
 from audit.sources.files import PARQUET_SUFFIXES, iter_table
 from audit.stream.tables import Spill, shard_of, videos_to_arrow
 
-__all__ = ["FRAME_ROWS", "IDS", "LOGGED", "FrameTask", "BucketTask", "estimate_rows", "frames", "spill_videos",
+__all__ = ["FRAME_ROWS", "IDS", "LOGGED", "FrameTask", "BucketTask", "estimate_rows", "file_frames", "frames", "spill_videos",
            "spill_requests", "join_bucket", "first_repeat"]
 
 # Rows normalised at once: large enough that pandas' fixed costs per call vanish, small enough
@@ -64,11 +65,14 @@ def estimate_rows(path: Path) -> int:
 
 @dataclass(frozen=True)
 class FrameTask:
-    """One frame of an input file, as read, for a worker to normalise and spill as part ``part``."""
+    """One frame of an input, as read (an Arrow table from a file, a frame from a database),
+    saved at ``frame`` for a worker to normalise and spill as part ``part``. Saved, not sent:
+    a pool holds every task it was given until its result is back, so frames sent along
+    kept several hundred MB in the reading process."""
 
     folder: Path
     part: int
-    table: pa.Table
+    frame: Path
     first_row: int
     shards: int
     period: Period | None
@@ -78,7 +82,7 @@ class FrameTask:
 def spill_videos(task: FrameTask) -> tuple[int, int]:
     """Normalise one frame of the videos file and spill it into ``v-<shard>`` and
     ``i-<bucket>`` (see the module docstring); returns ``(rows read, rows kept)``."""
-    videos = normalise_videos(task.table.to_pandas(), source=task.source)
+    videos = normalise_videos(_frame(task), source=task.source)
     ids = videos["id"].to_numpy(dtype=np.int64)
     keep = np.ones(len(videos), dtype=bool)
     if task.period is not None:
@@ -100,7 +104,7 @@ def spill_videos(task: FrameTask) -> tuple[int, int]:
 def spill_requests(task: FrameTask) -> tuple[int, int]:
     """Spill each video's earliest request time of one frame of the request log into
     ``r-<bucket of video_id>``; returns ``(rows read, rows with a video)``."""
-    requests = normalise_requests(task.table.to_pandas(), source=task.source)
+    requests = normalise_requests(_frame(task), source=task.source)
     logged = requests.loc[requests["video_id"].notna(), ["video_id", "received_at"]]
     earliest = logged.groupby("video_id", sort=False)["received_at"].min()
     video_id = earliest.index.to_numpy(dtype=np.int64)
@@ -110,13 +114,38 @@ def spill_requests(task: FrameTask) -> tuple[int, int]:
     return len(requests), len(logged)
 
 
-def frames(path: Path, folder: Path, *, what: str, shards: int, period: Period | None) -> Iterator[FrameTask]:
-    """The file's frames as tasks, read one at a time (Arrow's reader, in this process)."""
+def _frame(task: FrameTask) -> pd.DataFrame:
+    if task.frame.suffix == ".arrow":
+        with pa.ipc.open_stream(task.frame) as reader:
+            frame = reader.read_all().to_pandas()
+    else:
+        frame = pd.read_pickle(task.frame)
+    task.frame.unlink()
+    return frame
+
+
+def file_frames(path: Path, *, what: str) -> Iterator[pa.Table]:
+    """A file's frames, read one at a time (Arrow's reader, in this process)."""
+    return iter_table(path, what=what, rows=FRAME_ROWS, arrow=True)
+
+
+def frames(read: Iterator[pa.Table | pd.DataFrame], folder: Path, *, shards: int, period: Period | None,
+           source: str) -> Iterator[FrameTask]:
+    """Frames as they are read, saved as tasks (Arrow tables as Arrow, a database's frames pickled)."""
     first_row = 0
-    for part, table in enumerate(iter_table(path, what=what, rows=FRAME_ROWS, arrow=True)):
-        yield FrameTask(folder=folder, part=part, table=table, first_row=first_row, shards=shards, period=period,
-                        source=str(path))
-        first_row += table.num_rows
+    saved = folder / "read"
+    saved.mkdir(exist_ok=True)
+    for part, table in enumerate(read):
+        if isinstance(table, pa.Table):
+            path = saved / f"{part}.arrow"
+            with pa.ipc.new_stream(path, table.schema) as writer:
+                writer.write_table(table)
+        else:
+            path = saved / f"{part}.pickle"
+            table.to_pickle(path)
+        yield FrameTask(folder=folder, part=part, frame=path, first_row=first_row, shards=shards, period=period,
+                        source=source)
+        first_row += len(table)
 
 
 @dataclass(frozen=True)
