@@ -24,7 +24,7 @@ from audit.classify import CLASSES
 from audit.pipeline import AuditResult, summary_of
 from audit.policies import POLICY_ROWS, compare_policies
 from audit.report import DUPLICATE_CSV_COLUMNS, duplicates_csv_lines, summary_json_chunks
-from audit.stream.shard import PARTS, ShardOutcome
+from audit.stream.shard import ShardOutcome
 from audit.stream.tables import Spill
 from service.redact import redact_text
 
@@ -64,7 +64,15 @@ def merged_result(outcomes: list[ShardOutcome], *, job_args: dict[str, Any], has
     newest = _concat([o.newest for o in outcomes])
     slim = _concat([o.slim for o in outcomes])
     rest = slim.loc[~slim["video_id"].isin(newest["video_id"])]
-    duplicates = pd.concat([newest, rest], ignore_index=True) if len(rest) else newest
+    if len(rest):
+        # The table's integer columns stay integers (a float column would print user 5000003150
+        # as 5000003150.0, and round ids past 2**53): missing in the rows the table never shows.
+        whole = ("original_id", "tg_user_id")
+        missing = pd.arrays.IntegerArray(np.zeros(len(rest), dtype=np.int64), np.ones(len(rest), dtype=bool))
+        rest = rest.assign(**{c: missing for c in whole})
+        duplicates = pd.concat([newest.astype({c: "Int64" for c in whole}), rest], ignore_index=True)
+    else:
+        duplicates = newest
     windows = _concat([o.race_windows for o in outcomes])
     windows = windows.sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)
     latest = [o.latest for o in outcomes if o.latest is not None]
@@ -78,21 +86,30 @@ def _interleaved(spill: Spill, shards: list[int]) -> Iterator[tuple[list[str], l
     video_id)`` order: the global order from the sort keys, then each block takes its next
     rows from each shard's file in turn."""
     keys, labels = [], []
-    readers, buffers = {}, {}
+    streams, readers, buffers = [], {}, {}
     for shard in shards:
         path = spill.path("d", shard)
         with pa.ipc.open_stream(path) as reader:
             table = reader.read_all().select(["created_us", "video_id"])
         keys.append(table)
         labels.append(np.full(table.num_rows, shard, dtype=np.int32))
-        readers[shard] = iter(pa.ipc.open_stream(path))
+        streams.append(pa.ipc.open_stream(path))  # one open file per shard: 208 for 100 M rows
+        readers[shard] = iter(streams[-1])
         buffers[shard] = (deque(), deque())
+    try:
+        yield from _blocks(keys, labels, readers, buffers)
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def _blocks(keys: list, labels: list, readers: dict, buffers: dict) -> Iterator[tuple[list[str], list[str]]]:
     if not keys:
         return
-    table = pa.concat_tables(keys) if keys else PARTS.empty_table()
+    table = pa.concat_tables(keys)
     created, video = table["created_us"].to_numpy(), table["video_id"].to_numpy()
     sequence = np.concatenate(labels)[np.lexsort((video, created))]
-    del table, keys, labels, created, video
+    del table, created, video
     for start in range(0, len(sequence), _BLOCK):
         block = sequence[start:start + _BLOCK]
         csv_rows = np.empty(len(block), dtype=object)

@@ -6,6 +6,7 @@ cut into several user shards."""
 from __future__ import annotations
 
 import io
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from rich.console import Console
 import audit.stream.partition as partition
 from audit.cli import main
 from audit.pipeline import run_audit
-from audit.report import write_data
+from audit.report import render_html, write_data
 from audit.sources import load_files
 from audit.sources.base import Period
 from audit.stream import sweep_files
@@ -28,23 +29,31 @@ from tests.audit.conftest import AS_OF, REQUESTS_CSV, VIDEOS_CSV
 SOURCE = "the files"
 LEASE = timedelta(seconds=30)
 SYNTHETIC_ROWS = 200_000
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def reference(videos: Path, requests: Path | None, out: Path, period: Period, as_of: datetime = AS_OF) -> Path:
-    """What ``audit sweep --in-memory`` writes."""
+    """What ``audit sweep --in-memory`` writes (and its page, as ``out / "page"``)."""
     loaded = load_files(videos, requests, period=period)
     result = run_audit(loaded.videos, loaded.requests, as_of=as_of, window=period.window, since=period.since,
                        until=period.until, cost_per_video=4.0, lease=LEASE)
     result.summary["notes"] = []
     write_data(result, out, source=SOURCE)
+    (out / "page").write_text(render_html(result, source=SOURCE))
     return out
 
 
 def streamed(videos: Path, requests: Path | None, out: Path, period: Period, *, shards: int, jobs: int = 1,
              as_of: datetime = AS_OF, **kwargs) -> Path:
-    sweep_files(videos, requests, out, period=period, as_of=as_of, cost_per_video=4.0, lease=LEASE, source=SOURCE,
-                shards=shards, jobs=jobs, **kwargs)
+    result, _ = sweep_files(videos, requests, out, period=period, as_of=as_of, cost_per_video=4.0, lease=LEASE,
+                            source=SOURCE, shards=shards, jobs=jobs, **kwargs)
+    (out / "page").write_text(render_html(result, source=SOURCE))
     return out
+
+
+def same_page(a: Path, b: Path) -> bool:
+    """The report pages alike but for plotly's random ids of its charts' elements."""
+    return _UUID.sub("id", (a / "page").read_text()) == _UUID.sub("id", (b / "page").read_text())
 
 
 def assert_same_files(a: Path, b: Path) -> None:
@@ -77,6 +86,7 @@ def test_the_fixture_gives_the_in_memory_sweeps_bytes(tmp_path, shards, with_req
     got = streamed(VIDEOS_CSV, requests, tmp_path / "stream", Period(), shards=shards)
     assert_same_files(got, want)
     assert "45" in (got / "duplicates.csv").read_text()
+    assert same_page(got, want)
 
 
 def test_a_period_keeps_its_look_back_and_generating_rows(tmp_path, history):
@@ -97,6 +107,7 @@ def test_a_synthetic_history_in_shards_and_frames(tmp_path, history, monkeypatch
     got = streamed(videos, requests, tmp_path / "stream", Period(), shards=4)
     assert_same_files(got, want)
     assert len((got / "duplicates.csv").read_text().splitlines()) > 10_000
+    assert same_page(got, want)  # drawn from the merged frames: the newest rows, the figures' sums
 
 
 def test_worker_processes_give_the_same_bytes(tmp_path, history):
