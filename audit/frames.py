@@ -41,6 +41,7 @@ __all__ = [
     "normalise_videos",
     "normalise_requests",
     "empty_videos",
+    "adopt_canonical",
 ]
 
 
@@ -280,3 +281,16 @@ def normalise_requests(frame: pd.DataFrame, *, source: str = "requests") -> pd.D
     out = _sorted(out, [out["received_at"].array.asi8, pa.array(out["request_id"])])
     out.attrs[_NORMALISED] = "requests"
     return out
+
+
+def adopt_canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Mark ``frame`` as a normalised ``"videos"`` or ``"requests"`` frame without checking it
+    again: for `audit.stream`, whose shards are rows that `normalise_videos` and
+    `normalise_requests` already checked and typed, batch by batch, and were put back in
+    their canonical types. Videos are sorted by ``(created_at, id)`` as normalisation sorts them."""
+    if kind == "videos":
+        frame = _sorted(frame, [frame["created_at"].array.asi8, frame["id"].to_numpy()])
+    elif kind != "requests":
+        raise ValueError(f"unknown canonical frame {kind!r}")
+    frame.attrs[_NORMALISED] = kind
+    return frame

@@ -11,7 +11,7 @@ from typing import NoReturn
 
 from service.redact import redact_text
 
-__all__ = ["OneLineParser", "one_line", "positive", "non_negative"]
+__all__ = ["OneLineParser", "one_line", "positive", "non_negative", "positive_int"]
 
 
 def one_line(message: object) -> str:
@@ -47,4 +47,15 @@ def non_negative(text: str) -> float:
     value = _number(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more: {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number above 0 (a count of processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value

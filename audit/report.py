@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ __all__ = [
     "waste_by_week_figure",
     "summary_text",
     "summary_json",
+    "summary_json_chunks",
+    "summary_item_lines",
+    "duplicates_csv_lines",
     "duplicates_csv",
     "render_html",
     "write_data",
@@ -87,15 +91,44 @@ def summary_json(summary: dict[str, Any]) -> str:
     summary); the C encoder runs only without ``indent``, so each scalar and each list item
     is encoded by it and the lines are joined here.
     """
-    encode = json.JSONEncoder(default=str, ensure_ascii=True).encode
-    lines = []
-    for key, value in summary.items():
-        if isinstance(value, list) and value:
-            items = ",\n".join("    " + encode(item) for item in value)
-            lines.append(f"  {encode(key)}: [\n{items}\n  ]")
+    return "".join(summary_json_chunks(summary))
+
+
+_encode = json.JSONEncoder(default=str, ensure_ascii=True).encode
+
+
+def summary_item_lines(items: list) -> list[str]:
+    """The lines of a list's items in ``summary.json`` (indented, no separators)."""
+    return ["    " + _encode(item) for item in items]
+
+
+def summary_json_chunks(summary: dict[str, Any], *, streamed: dict[str, tuple[int, Iterable[list[str]]]] | None = None) -> Iterator[str]:
+    """`summary_json`'s text in pieces whose concatenation is that text. A key in
+    ``streamed`` takes its list from ``(count, blocks)`` instead of ``summary``: blocks of
+    `summary_item_lines`, in order, ``count`` lines in all (`audit.stream` writes the
+    duplicates of 100 M rows this way, without holding them). Each piece is whole lines."""
+    streamed = streamed or {}
+    keys = list(summary)
+    yield "{\n"
+    for index, key in enumerate(keys):
+        end = ",\n" if index < len(keys) - 1 else "\n}\n"
+        value = summary[key]
+        if key in streamed and streamed[key][0]:
+            yield f"  {_encode(key)}: [\n"
+            first = True
+            for block in streamed[key][1]:
+                if block:
+                    yield ("" if first else ",\n") + ",\n".join(block)
+                    first = False
+            yield f"\n  ]{end}"
+        elif key in streamed:
+            yield f"  {_encode(key)}: []{end}"
+        elif isinstance(value, list) and value:
+            yield f"  {_encode(key)}: [\n" + ",\n".join(summary_item_lines(value)) + f"\n  ]{end}"
         else:
-            lines.append(f"  {encode(key)}: {encode(value)}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+            yield f"  {_encode(key)}: {_encode(value)}{end}"
+    if not keys:
+        yield "\n}\n"
 
 
 def _csv_quoted(text: str) -> str:
@@ -128,6 +161,13 @@ def duplicates_csv(duplicates: pd.DataFrame) -> str:
     The text ``DataFrame.to_csv`` writes (the `csv` module's quoting, values as ``str`` gives
     them), joined column-wise: ``to_csv`` took 0.7 s for a 1 M-row sweep's 90 k duplicates,
     most of it in the writer's per-field work, where nearly no field needs quoting."""
+    header, rows = duplicates_csv_lines(duplicates)
+    return "\n".join([header, *rows]) + "\n"
+
+
+def duplicates_csv_lines(duplicates: pd.DataFrame) -> tuple[str, list[str]]:
+    """`duplicates_csv`'s header and one text per row, without line ends (a quoted prompt
+    may hold a line break, so a row is not always one line of the file)."""
     table = duplicates.reindex(columns=DUPLICATE_CSV_COLUMNS)
     columns = []
     for name in table.columns:
@@ -137,8 +177,7 @@ def duplicates_csv(duplicates: pd.DataFrame) -> str:
         else:
             plain = column.dtype.kind in "biuf" and isinstance(column.dtype, np.dtype)
             columns.append(_csv_fields(column.to_numpy(dtype=object, na_value="").tolist(), text=not plain))
-    lines = [",".join(_csv_fields(list(table.columns), text=True)), *map(",".join, zip(*columns, strict=True))]
-    return "\n".join(lines) + "\n"
+    return ",".join(_csv_fields(list(table.columns), text=True)), list(map(",".join, zip(*columns, strict=True)))
 
 
 def render_html(result: AuditResult, *, source: str) -> str:

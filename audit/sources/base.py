@@ -69,8 +69,9 @@ def in_period(times: pd.Series, start: datetime | None, end: datetime | None) ->
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, *, enabled: bool) -> Iterator:
-    """A rich progress bar on stderr (``advance(n)`` per chunk), or a no-op when disabled."""
+def progress_bar(description: str, total: int | None, *, enabled: bool, console=None) -> Iterator:
+    """A rich progress bar on stderr (``advance(n)`` per chunk), or a no-op when disabled.
+    ``console``: a `rich.console.Console` to draw on instead (a test's, forced to a terminal)."""
     if not enabled:
         yield lambda n: None
         return
@@ -78,6 +79,6 @@ def progress_bar(description: str, total: int | None, *, enabled: bool) -> Itera
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+    with Progress(*columns, console=console or Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)

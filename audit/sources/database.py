@@ -46,7 +46,8 @@ from service.prompt_key import key_with_params, prompt_key
 from service.redact import redact_url
 from service.settings import normalize_database_url
 
-__all__ = ["open_engine", "redacted_url", "video_columns", "load_database", "detect_duplicates_sql", "DUPLICATES_SQL"]
+__all__ = ["open_engine", "redacted_url", "video_columns", "load_database", "detect_duplicates_sql", "DUPLICATES_SQL",
+           "plan_load", "chunked_query", "empty_frame", "older_rows_note", "CHUNK_ROWS"]
 
 # Rows per round trip: large enough that latency does not dominate, small enough that a
 # chunk of wide rows (prompts are a few hundred bytes) stays a few MB.
@@ -232,6 +233,50 @@ def _older_rows_note(conn: Connection, table: sa.TableClause, period: Period, *,
     )
 
 
+def plan_load(conn: Connection, period: Period, *, pushdown: bool, notes: list[str]) -> tuple[bool, list[str], sa.TableClause, bool]:
+    """How `load_database` reads: ``(pushdown in SQL?, columns to read, the typed table, SQLite?)``;
+    a note for the user when stale keys forbid the pushdown."""
+    columns = video_columns(conn)
+    wanted = [c for c in VIDEO_COLUMNS if c in columns and c != "prompt_key"]
+    # A table with params, swept with key params: the key needs them (the service's rule).
+    with_params = bool(period.key_params) and "params" in columns
+    wanted += ["params"] if with_params else []
+    table = _typed_videos(columns)
+    sqlite = conn.dialect.name == "sqlite"
+    use_sql = pushdown and conn.dialect.name == "postgresql" and "prompt_key" in columns
+    if use_sql:
+        wrong, missing = stale_prompt_keys(conn, period, with_params=with_params)
+        if wrong or missing:
+            use_sql = False
+            notes.append(
+                f"stored prompt_key differs from the service's definition on {wrong} row(s) and is "
+                f"missing on {missing}: the duplicate search ran in pandas on recomputed keys, not in SQL"
+            )
+    return use_sql, wanted, table, sqlite
+
+
+def chunked_query(table: sa.TableClause, wanted: list[str], period: Period, *, sqlite: bool):
+    """The chunked load's query: the period and its look-back (a superset on SQLite), and every
+    ``generating`` row."""
+    query = sa.select(*(table.c[c] for c in wanted)).where(*_between(table, period.load_from, period.until, sqlite=sqlite))
+    # Stuck claims are current state: include generating rows from before the look-back.
+    if period.load_from is not None or period.until is not None:
+        query = query.union(sa.select(*(table.c[c] for c in wanted)).where(table.c.status == "generating"))
+    return query
+
+
+def empty_frame(wanted: list[str]) -> pd.DataFrame:
+    """A source frame without rows that normalisation accepts."""
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
+    frame["created_at"] = frame["created_at"].astype(str)
+    return frame
+
+
+def older_rows_note(conn: Connection, period: Period) -> str | None:
+    """`_older_rows_note` for the videos table of ``conn``."""
+    return _older_rows_note(conn, _typed_videos(video_columns(conn)), period, sqlite=conn.dialect.name == "sqlite")
+
+
 def load_database(url: str, *, period: Period, pushdown: bool = True, progress: bool = False) -> Loaded:
     """Load the period's videos (and look-back) from ``url``; see the module docstring."""
     engine = open_engine(url)
@@ -239,37 +284,15 @@ def load_database(url: str, *, period: Period, pushdown: bool = True, progress: 
     notes: list[str] = []
     try:
         with engine.connect() as conn:
-            columns = video_columns(conn)
-            wanted = [c for c in VIDEO_COLUMNS if c in columns and c != "prompt_key"]
-            # A table with params, swept with key params: the key needs them (the service's rule).
-            with_params = bool(period.key_params) and "params" in columns
-            wanted += ["params"] if with_params else []
-            table = _typed_videos(columns)
-            sqlite = engine.dialect.name == "sqlite"
-            use_sql = pushdown and engine.dialect.name == "postgresql" and "prompt_key" in columns
-            if use_sql:
-                wrong, missing = stale_prompt_keys(conn, period, with_params=with_params)
-                if wrong or missing:
-                    use_sql = False
-                    notes.append(
-                        f"stored prompt_key differs from the service's definition on {wrong} row(s) and is "
-                        f"missing on {missing}: the duplicate search ran in pandas on recomputed keys, not in SQL"
-                    )
+            use_sql, wanted, table, sqlite = plan_load(conn, period, pushdown=pushdown, notes=notes)
             if use_sql:
                 scanned = _count_in_period(conn, table, period)
                 chunks = _read_chunks(conn, _pushdown_query(period, wanted), total=None, progress=progress)
             else:
-                query = sa.select(*(table.c[c] for c in wanted)).where(
-                    *_between(table, period.load_from, period.until, sqlite=sqlite)
-                )
-                # Stuck claims are current state: include generating rows from before the look-back.
-                if period.load_from is not None or period.until is not None:
-                    query = query.union(sa.select(*(table.c[c] for c in wanted)).where(table.c.status == "generating"))
-                chunks = _read_chunks(conn, query, total=None, progress=progress)
+                chunks = _read_chunks(conn, chunked_query(table, wanted, period, sqlite=sqlite), total=None, progress=progress)
             frame = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame(columns=wanted)
             if frame.empty:
-                frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in wanted})
-                frame["created_at"] = frame["created_at"].astype(str)
+                frame = empty_frame(wanted)
             videos = normalise_videos(frame, source=source, key_params=period.key_params)
             if not use_sql:
                 # The exact period, on parsed times (SQLite's filter was a superset).

@@ -16,6 +16,7 @@ The format follows the file name: ``.parquet`` / ``.pq`` is Parquet, anything el
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 from audit.frames import normalise_requests, normalise_videos
 from audit.sources.base import Loaded, Period, SourceError, in_period
 
-__all__ = ["load_files", "read_csv", "read_table"]
+__all__ = ["load_files", "read_csv", "read_table", "iter_table"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # A header names a few dozen columns; 64 KiB holds thousands.
@@ -48,26 +49,79 @@ def _header(path: Path, what: str) -> list[str]:
     return next(csv.reader([line.decode("utf-8", errors="replace")]), [])
 
 
-def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
-    """Read a CSV with every column as text (empty cells missing), or raise `SourceError`."""
-    path = Path(path)
+def _csv_options(path: Path, what: str) -> pacsv.ConvertOptions:
     if not path.is_file():
         raise SourceError(f"{what} file not found: {path}")
     columns = _header(path, what)
     if not columns:
         raise SourceError(f"{what} file {path} is not a readable CSV: it is empty")
-    options = pacsv.ConvertOptions(
+    return pacsv.ConvertOptions(
         column_types={name: pa.string() for name in columns}, strings_can_be_null=True, null_values=[""]
     )
+
+
+def _csv_error(exc: Exception, path: Path, what: str) -> SourceError:
+    first = " ".join(str(exc).split())
+    if "straddling" in first:  # Arrow's words for a row that does not fit in a block
+        first = f"a row is longer than {MAX_ROW_BYTES} bytes"
+    return SourceError(f"{what} file {path} is not a readable CSV: {first}")
+
+
+def read_csv(path: str | Path, *, what: str) -> pd.DataFrame:
+    """Read a CSV with every column as text (empty cells missing), or raise `SourceError`."""
+    path = Path(path)
+    options = _csv_options(path, what)
     try:
         # Inside the try: a header that is not UTF-8 fails only when its names are read.
         return pacsv.read_csv(path, convert_options=options,
                               read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES)).to_pandas()
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        first = " ".join(str(exc).split())
-        if "straddling" in first:  # Arrow's words for a row that does not fit in a block
-            first = f"a row is longer than {MAX_ROW_BYTES} bytes"
-        raise SourceError(f"{what} file {path} is not a readable CSV: {first}") from exc
+        raise _csv_error(exc, path, what) from exc
+
+
+def iter_table(path: str | Path, *, what: str, rows: int, arrow: bool = False) -> Iterator[pd.DataFrame]:
+    """The file as `read_table` reads it, in frames of about ``rows`` rows (at least one
+    frame, empty for a file without rows), never holding more than one: the reader of
+    `audit.stream`. Errors are `read_table`'s, raised when the bad part is reached. With
+    ``arrow`` the frames are Arrow tables, which ``to_pandas()`` turns into `read_table`'s."""
+    path = Path(path)
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        if not path.is_file():
+            raise SourceError(f"{what} file not found: {path}")
+        try:
+            parquet = pq.ParquetFile(path)
+            schema = parquet.schema_arrow
+            batches = parquet.iter_batches(batch_size=rows)
+            yield from _gathered(batches, schema, rows, arrow)
+        except (pa.ArrowException, OSError) as exc:
+            first = " ".join(str(exc).split())
+            raise SourceError(f"{what} file {path} is not a readable Parquet file: {first}") from exc
+        return
+    options = _csv_options(path, what)
+    try:
+        reader = pacsv.open_csv(path, convert_options=options, read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES))
+        reader.schema.names  # noqa: B018 -- decodes the header: one that is not UTF-8 fails here, not in a worker
+        yield from _gathered(reader, reader.schema, rows, arrow)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise _csv_error(exc, path, what) from exc
+
+
+def _gathered(batches: Iterable[pa.RecordBatch], schema: pa.Schema, rows: int, arrow: bool) -> Iterator:
+    """Arrow's batches (a CSV block is ~40 k rows) gathered into frames of ``rows`` or more:
+    normalising a frame has a fixed cost that small ones would pay hundreds of times."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    any_yielded = False
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            table = pa.Table.from_batches(pending, schema=schema)
+            yield table if arrow else table.to_pandas()
+            pending, count, any_yielded = [], 0, True
+    if pending or not any_yielded:
+        table = pa.Table.from_batches(pending, schema=schema)
+        yield table if arrow else table.to_pandas()
 
 
 def read_parquet(path: str | Path, *, what: str) -> pd.DataFrame:

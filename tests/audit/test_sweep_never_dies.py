@@ -103,11 +103,13 @@ def test_a_failure_while_rendering_exits_3_after_writing_the_findings(tmp_path, 
 @pytest.mark.parametrize("flag", [[], ["--fail-on-duplicates"]])
 def test_an_unexpected_error_is_exit_3_never_1(tmp_path, capsys, monkeypatch, flag):
     import audit.cli
+    import audit.stream.shard
 
     def broken(*args, **kwargs):
         raise KeyError("class")
 
-    monkeypatch.setattr(audit.cli, "run_audit", broken)
+    monkeypatch.setattr(audit.cli, "run_audit", broken)  # the in-memory sweep's
+    monkeypatch.setattr(audit.stream.shard, "run_audit", broken)  # the streaming sweep's, per shard
     assert _sweep([*_history(tmp_path, race_chains=1), *flag], tmp_path / "out") == 3
     err = capsys.readouterr().err
     assert err == "audit: internal error: KeyError: 'class'\n"

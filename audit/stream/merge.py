@@ -1,0 +1,150 @@
+"""The streaming sweep's last pass: the shards' outcomes into one summary, and the shards'
+sorted duplicates interleaved into ``duplicates.csv`` and ``summary.json``.
+
+Every aggregate of the sweep is a sum, a concatenation or an order over duplicates or videos,
+and no duplicate, stuck claim or race chain spans two users, so each merges exactly: counts
+add, the policies' verdicts concatenate (`audit.policies.compare_policies` counts them as
+for one frame), stuck claims and duplicates take the in-memory sweep's order again
+(``(created_at, id)``). The duplicates themselves are never all in memory: only their sort
+keys are (16 bytes each), and the text comes from the shards' files a block at a time.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from audit.classify import CLASSES
+from audit.pipeline import AuditResult, summary_of
+from audit.policies import POLICY_ROWS, compare_policies
+from audit.report import DUPLICATE_CSV_COLUMNS, duplicates_csv_lines, summary_json_chunks
+from audit.stream.shard import ShardOutcome
+from audit.stream.tables import Spill
+from service.redact import redact_text
+
+__all__ = ["merged_result", "write_merged"]
+
+_BLOCK = 50_000
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Row-bind the shards' frames. A shard without rows may type its columns otherwise (an
+    empty result is all ``object``), and would turn every column it shares into ``object``:
+    it is left out unless all are empty."""
+    kept = [f for f in frames if len(f)] or frames[:1]
+    return pd.concat(kept, ignore_index=True) if len(kept) > 1 else kept[0].reset_index(drop=True)
+
+
+def merged_result(outcomes: list[ShardOutcome], *, job_args: dict[str, Any], has_requests: bool,
+                  generation_range) -> AuditResult:
+    """The sweep's `AuditResult` for the summary and the report page. Its ``summary`` holds no
+    duplicate list (`write_merged` streams it) and its frames only what the page draws:
+    ``duplicates`` has every column for the newest rows the page lists and the figures'
+    columns for the rest, ``race_windows`` the race chains, ``videos`` the latest creation time."""
+    outcomes = sorted(outcomes, key=lambda o: o.shard)
+    scanned = sum(o.scanned for o in outcomes)
+    by_class = {c: sum(o.by_class[c] for o in outcomes) for c in CLASSES}
+    prevented = _concat([o.prevented for o in outcomes]) if outcomes else pd.DataFrame(
+        {p: pd.Series([], dtype=bool) for p in POLICY_ROWS})
+    policies = compare_policies(prevented, videos_scanned=scanned, cost_per_video=job_args["cost_per_video"])
+    stuck = _concat([o.stuck for o in outcomes])
+    stuck = stuck.sort_values(["created_at", "id"], kind="stable").reset_index(drop=True)
+    summary = summary_of(
+        as_of=job_args["as_of"], since=job_args["since"], until=job_args["until"], window=job_args["window"],
+        cost_per_video=job_args["cost_per_video"], scanned=scanned, by_class=by_class, has_requests=has_requests,
+        any_estimate=any(o.any_estimate for o in outcomes), generation_range=generation_range, duplicates=[],
+        policies=policies, stuck=stuck, near=None,
+    )
+    newest = _concat([o.newest for o in outcomes])
+    slim = _concat([o.slim for o in outcomes])
+    rest = slim.loc[~slim["video_id"].isin(newest["video_id"])]
+    if len(rest):
+        # The table's integer columns stay integers (a float column would print user 5000003150
+        # as 5000003150.0, and round ids past 2**53): missing in the rows the table never shows.
+        whole = ("original_id", "tg_user_id")
+        missing = pd.arrays.IntegerArray(np.zeros(len(rest), dtype=np.int64), np.ones(len(rest), dtype=bool))
+        rest = rest.assign(**{c: missing for c in whole})
+        duplicates = pd.concat([newest.astype({c: "Int64" for c in whole}), rest], ignore_index=True)
+    else:
+        duplicates = newest
+    windows = _concat([o.race_windows for o in outcomes])
+    windows = windows.sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)
+    latest = [o.latest for o in outcomes if o.latest is not None]
+    videos = pd.DataFrame({"created_at": pd.Series([max(latest)] if latest else [], dtype="datetime64[us, UTC]")})
+    return AuditResult(videos=videos, duplicates=duplicates, race_windows=windows, policies=policies,
+                       stuck_claims=stuck, near_duplicates=None, summary=summary)
+
+
+def _interleaved(spill: Spill, shards: list[int]) -> Iterator[tuple[list[str], list[str]]]:
+    """Blocks of ``(csv rows, json items)`` of every shard's duplicates, in ``(created_at,
+    video_id)`` order: the global order from the sort keys, then each block takes its next
+    rows from each shard's file in turn."""
+    keys, labels = [], []
+    streams, readers, buffers = [], {}, {}
+    for shard in shards:
+        path = spill.path("d", shard)
+        with pa.ipc.open_stream(path) as reader:
+            table = reader.read_all().select(["created_us", "video_id"])
+        keys.append(table)
+        labels.append(np.full(table.num_rows, shard, dtype=np.int32))
+        streams.append(pa.ipc.open_stream(path))  # one open file per shard: 208 for 100 M rows
+        readers[shard] = iter(streams[-1])
+        buffers[shard] = (deque(), deque())
+    try:
+        yield from _blocks(keys, labels, readers, buffers)
+    finally:
+        for stream in streams:
+            stream.close()
+
+
+def _blocks(keys: list, labels: list, readers: dict, buffers: dict) -> Iterator[tuple[list[str], list[str]]]:
+    if not keys:
+        return
+    table = pa.concat_tables(keys)
+    created, video = table["created_us"].to_numpy(), table["video_id"].to_numpy()
+    sequence = np.concatenate(labels)[np.lexsort((video, created))]
+    del table, created, video
+    for start in range(0, len(sequence), _BLOCK):
+        block = sequence[start:start + _BLOCK]
+        csv_rows = np.empty(len(block), dtype=object)
+        json_rows = np.empty(len(block), dtype=object)
+        for shard in np.unique(block).tolist():
+            where = block == shard
+            wanted = int(where.sum())
+            csv_buffer, json_buffer = buffers[shard]
+            while len(csv_buffer) < wanted:
+                batch = next(readers[shard])
+                csv_buffer.extend(batch.column("csv").to_pylist())
+                json_buffer.extend(batch.column("json").to_pylist())
+            csv_rows[where] = [csv_buffer.popleft() for _ in range(wanted)]
+            json_rows[where] = [json_buffer.popleft() for _ in range(wanted)]
+        yield csv_rows.tolist(), json_rows.tolist()
+
+
+def write_merged(result: AuditResult, spill: Spill, shards: list[int], out: Path, *, source: str) -> dict[str, Path]:
+    """``summary.json`` and ``duplicates.csv`` into ``out``, byte for byte what
+    `audit.report.write_data` writes for the same sweep in memory (both files in one pass over
+    the shards' duplicates)."""
+    paths = {"summary": out / "summary.json", "duplicates": out / "duplicates.csv"}
+    out.mkdir(parents=True, exist_ok=True)
+    header, _ = duplicates_csv_lines(pd.DataFrame(columns=DUPLICATE_CSV_COLUMNS))
+    count = int(result.summary["duplicate_count"])
+    with paths["duplicates"].open("w") as table, paths["summary"].open("w") as summary:
+        table.write(header + "\n")
+
+        def items() -> Iterator[list[str]]:
+            for csv_rows, json_rows in _interleaved(spill, shards):
+                table.write("\n".join(csv_rows) + "\n")
+                yield json_rows
+
+        # Masked piece by piece: every piece is whole lines, and no secret's pattern crosses a
+        # line (`service.redact`), so this masks what masking the whole text would.
+        for piece in summary_json_chunks({"source": source, **result.summary}, streamed={"duplicates": (count, items())}):
+            summary.write(redact_text(piece))
+    return paths

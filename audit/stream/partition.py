@@ -1,0 +1,185 @@
+"""The streaming sweep's first pass: read the files once, frame by frame, and spill every row
+to its user's shard.
+
+Each frame of the videos file is normalised on its own (`audit.frames.normalise_videos`: the
+same checks, types and keys as the in-memory sweep), cut to the period, and split by
+`shard_of(tg_user_id)` into ``v-<shard>``. Two things cannot be decided one frame at a time,
+and get a second, small pass over buckets of ids (``hash(id) % buckets``), which is a
+partitioned hash join:
+
+- **ids are unique over the file**: ``i-<bucket>`` holds every row's ``(id, shard, row
+  number)``; a bucket holds every copy of its ids, and the repeat with the lowest row number is
+  the one the in-memory sweep names (rows count by frame, then by time within the frame:
+  of two ids repeated inside one later frame, either may be named);
+- **the request log joins by video id**, not by user: a request is in ``r-<bucket>`` of its
+  ``video_id`` (only the earliest per video is kept, all the sweep reads), meets that video's
+  shard in ``i-<bucket>``, and goes on to ``l-<shard>``. A request whose ``tg_user_id``
+  disagrees with its video's still reaches the video, as in the in-memory sweep.
+
+Memory: one frame of each file, and one bucket, at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audit.frames import SchemaError, normalise_requests, normalise_videos
+from audit.sources.base import Period, in_period
+from audit.sources.files import PARQUET_SUFFIXES, iter_table
+from audit.stream.tables import Spill, shard_of, videos_to_arrow
+
+__all__ = ["FRAME_ROWS", "IDS", "LOGGED", "FrameTask", "BucketTask", "estimate_rows", "file_frames", "frames", "spill_videos",
+           "spill_requests", "join_bucket", "first_repeat"]
+
+# Rows normalised at once: large enough that pandas' fixed costs per call vanish, small enough
+# that a frame of wide rows is a few hundred MB at most.
+FRAME_ROWS = 500_000
+IDS = pa.schema([("id", pa.int64()), ("shard", pa.int32()), ("row", pa.int64())])
+REQUEST_TIMES = pa.schema([("video_id", pa.int64()), ("received_at", pa.timestamp("us", tz="UTC"))])
+LOGGED = REQUEST_TIMES
+
+
+def estimate_rows(path: Path) -> int:
+    """Rows in a videos file: Parquet's footer says; a CSV's first MiB is extrapolated."""
+    if path.suffix.lower() in PARQUET_SUFFIXES:
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowException, OSError):
+            return 0  # the reader words the error when it meets it
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(1 << 20)
+    except OSError:
+        return 0
+    lines = max(head.count(b"\n") - 1, 1)
+    return max(1, round(size / max(len(head), 1) * lines))
+
+
+@dataclass(frozen=True)
+class FrameTask:
+    """One frame of an input, as read (an Arrow table from a file, a frame from a database),
+    saved at ``frame`` for a worker to normalise and spill as part ``part``. Saved, not sent:
+    a pool holds every task it was given until its result is back, so frames sent along
+    kept several hundred MB in the reading process."""
+
+    folder: Path
+    part: int
+    frame: Path
+    first_row: int
+    shards: int
+    period: Period | None
+    source: str
+
+
+def spill_videos(task: FrameTask) -> tuple[int, int]:
+    """Normalise one frame of the videos file and spill it into ``v-<shard>`` and
+    ``i-<bucket>`` (see the module docstring); returns ``(rows read, rows kept)``."""
+    videos = normalise_videos(_frame(task), source=task.source)
+    ids = videos["id"].to_numpy(dtype=np.int64)
+    keep = np.ones(len(videos), dtype=bool)
+    if task.period is not None:
+        # As `load_files`: stuck claims are current state, generating rows stay whatever the period.
+        period = task.period
+        keep = (in_period(videos["created_at"], period.load_from, period.until) | (videos["status"] == "generating")).to_numpy()
+    shard = shard_of(videos["tg_user_id"].to_numpy(dtype=np.int64), task.shards)
+    # Row numbers by frame, then by time within it (normalisation sorted the frame): the
+    # file's order but for which of two repeats inside one later frame comes first.
+    row = task.first_row + np.arange(len(videos), dtype=np.int64)
+    with Spill(task.folder, task.part) as spill:
+        spill.split("i", pa.table({"id": ids, "shard": np.where(keep, shard, -1).astype(np.int32), "row": row},
+                                  schema=IDS), shard_of(ids, task.shards))
+        if keep.any():
+            spill.split("v", videos_to_arrow(videos.loc[keep]), shard[keep])
+    return len(videos), int(keep.sum())
+
+
+def spill_requests(task: FrameTask) -> tuple[int, int]:
+    """Spill each video's earliest request time of one frame of the request log into
+    ``r-<bucket of video_id>``; returns ``(rows read, rows with a video)``."""
+    requests = normalise_requests(_frame(task), source=task.source)
+    logged = requests.loc[requests["video_id"].notna(), ["video_id", "received_at"]]
+    earliest = logged.groupby("video_id", sort=False)["received_at"].min()
+    video_id = earliest.index.to_numpy(dtype=np.int64)
+    with Spill(task.folder, task.part) as spill:
+        spill.split("r", pa.table({"video_id": video_id, "received_at": earliest.array}, schema=REQUEST_TIMES),
+                    shard_of(video_id, task.shards))
+    return len(requests), len(logged)
+
+
+def _frame(task: FrameTask) -> pd.DataFrame:
+    if task.frame.suffix == ".arrow":
+        with pa.ipc.open_stream(task.frame) as reader:
+            frame = reader.read_all().to_pandas()
+    else:
+        frame = pd.read_pickle(task.frame)
+    task.frame.unlink()
+    return frame
+
+
+def file_frames(path: Path, *, what: str) -> Iterator[pa.Table]:
+    """A file's frames, read one at a time (Arrow's reader, in this process)."""
+    return iter_table(path, what=what, rows=FRAME_ROWS, arrow=True)
+
+
+def frames(read: Iterator[pa.Table | pd.DataFrame], folder: Path, *, shards: int, period: Period | None,
+           source: str) -> Iterator[FrameTask]:
+    """Frames as they are read, saved as tasks (Arrow tables as Arrow, a database's frames pickled)."""
+    first_row = 0
+    saved = folder / "read"
+    saved.mkdir(exist_ok=True)
+    for part, table in enumerate(read):
+        if isinstance(table, pa.Table):
+            path = saved / f"{part}.arrow"
+            with pa.ipc.new_stream(path, table.schema) as writer:
+                writer.write_table(table)
+        else:
+            path = saved / f"{part}.pickle"
+            table.to_pickle(path)
+        yield FrameTask(folder=folder, part=part, frame=path, first_row=first_row, shards=shards, period=period,
+                        source=source)
+        first_row += len(table)
+
+
+@dataclass(frozen=True)
+class BucketTask:
+    folder: Path
+    bucket: int
+    with_requests: bool
+
+
+def join_bucket(task: BucketTask) -> tuple[int, int] | None:
+    """One bucket of ids: its first repeated id as ``(row, id)`` (None when its ids are
+    unique), and each of its videos' earliest request time sent to ``l-<shard>``."""
+    spill = Spill(task.folder, part=task.bucket)
+    ids = spill.read("i", task.bucket, IDS).to_pandas().sort_values("row", kind="stable")
+    repeated = ids["id"].duplicated()
+    if repeated.any():
+        first = ids.loc[repeated].iloc[0]
+        return int(first["row"]), int(first["id"])
+    if not task.with_requests:
+        return None
+    times = spill.read("r", task.bucket, REQUEST_TIMES).to_pandas()
+    earliest = times.groupby("video_id", sort=False)["received_at"].min()
+    scoped = ids.loc[ids["shard"] >= 0, ["id", "shard"]]
+    found = earliest.reindex(scoped["id"].to_numpy())
+    has = found.notna().to_numpy()
+    if has.any():
+        with spill:
+            table = pa.table({"video_id": scoped["id"].to_numpy()[has], "received_at": found.array[has]}, schema=LOGGED)
+            spill.split("l", table, scoped["shard"].to_numpy()[has])
+    return None
+
+
+def first_repeat(found: list[tuple[int, int] | None], source: str) -> None:
+    """Raise `SchemaError` naming the first repeated id of the file, if any bucket found one."""
+    repeats = [f for f in found if f is not None]
+    if repeats:
+        raise SchemaError(f"{source}: column 'id' is not unique (id {min(repeats)[1]} appears twice)")
