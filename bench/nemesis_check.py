@@ -193,6 +193,8 @@ def check(*, videos: list[dict[str, Any]], provider: dict[str, Any], sent: list[
     columns["cost_rows_beyond_jobs"] = beyond
 
     # -- limits ------------------------------------------------------------------------------
+    columns["users_over_daily_limit"] = 0  # without limits, nothing to exceed
+    columns["budget_overrun_usd"] = 0.0
     if limits is not None:
         per_user: Counter[int] = Counter()
         for (user, _key), group in groups.items():
