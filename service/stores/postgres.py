@@ -437,14 +437,8 @@ class PostgresStore:
                     await pool.putconn(conn)
             finally:
                 slots.release()
-        except PoolTimeout as exc:
-            log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
-            raise StorageUnavailable("database unavailable: no connection in time") from exc
-        except psycopg.DataError as exc:
-            raise InvalidRequest(f"the database cannot store this value: {_first_line(exc)}") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("database error: %s", _first_line(exc))
-            raise StorageUnavailable("database unavailable") from exc
+        except (PoolTimeout, psycopg.DataError, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._translated(pool, exc) from exc
 
     async def _with_connection(self, pool: AsyncConnectionPool,
                                work: Callable[[psycopg.AsyncConnection], Awaitable[T]]) -> T:
@@ -462,14 +456,18 @@ class PostgresStore:
                     await pool.putconn(conn)
             finally:
                 slots.release()
-        except PoolTimeout as exc:
+        except (PoolTimeout, psycopg.DataError, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._translated(pool, exc) from exc
+
+    def _translated(self, pool: AsyncConnectionPool, exc: Exception) -> Exception:
+        """The service's error for a database error met on `pool` (the module's docstring says which)."""
+        if isinstance(exc, PoolTimeout):
             log.warning("%s pool: no connection within %.1f s (%s)", pool.name, self._timeout, exc)
-            raise StorageUnavailable("database unavailable: no connection in time") from exc
-        except psycopg.DataError as exc:
-            raise InvalidRequest(f"the database cannot store this value: {_first_line(exc)}") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            log.warning("database error: %s", _first_line(exc))
-            raise StorageUnavailable("database unavailable") from exc
+            return StorageUnavailable("database unavailable: no connection in time")
+        if isinstance(exc, psycopg.DataError):
+            return InvalidRequest(f"the database cannot store this value: {_first_line(exc)}")
+        log.warning("database error: %s", _first_line(exc))
+        return StorageUnavailable("database unavailable")
 
     async def _one(self, pool: AsyncConnectionPool, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
         return await self._execute(pool, sql, params, psycopg.AsyncCursor.fetchone)
