@@ -18,8 +18,6 @@ must not close it first). Needs the `[aiogram]` extra; nothing else in `service`
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 try:
@@ -30,14 +28,12 @@ try:
 except ImportError as exc:  # the framework is an extra
     raise ImportError(f"service.telegram.aiogram needs aiogram: pip install 'claimfirst[aiogram]' ({exc})") from exc
 
-from service.telegram.dialogue import Senders, take_create
+from service.telegram.dialogue import Senders, bot_senders, take_create
 
 if TYPE_CHECKING:
     from service.embed import ClaimFirst
 
 __all__ = ["claimfirst_router"]
-
-log = logging.getLogger("claimfirst.telegram")
 
 
 def claimfirst_router(cf: ClaimFirst, *, command: str = "create", name: str = "claimfirst") -> Router:
@@ -55,29 +51,7 @@ def claimfirst_router(cf: ClaimFirst, *, command: str = "create", name: str = "c
 
 
 def _senders(bot: Bot, message: Message) -> Senders:
-    chat_id = message.chat.id
     # In a group, the answer shows which /create it answers; if that message is gone by now,
     # the answer is still sent.
     quote = ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
-
-    async def reply(words: str) -> None:
-        await _sent(bot.send_message(chat_id=chat_id, text=words, reply_parameters=quote), chat_id)
-
-    async def text(words: str) -> None:
-        await _sent(bot.send_message(chat_id=chat_id, text=words), chat_id)
-
-    async def video(url: str, caption: str) -> bool:
-        return await _sent(bot.send_video(chat_id=chat_id, video=url, caption=caption), chat_id, quiet_on_400=True)
-
-    return Senders(reply=reply, text=text, video=video)
-
-
-async def _sent(call: Awaitable[object], chat_id: int, *, quiet_on_400: bool = False) -> bool:
-    """Await one Bot API call; False (logged) when it did not work. Never retried forever."""
-    try:
-        await call
-        return True
-    except AiogramError as exc:
-        if not (quiet_on_400 and isinstance(exc, TelegramBadRequest)):
-            log.warning("reply to chat %s lost: %s", chat_id, exc)
-        return False
+    return bot_senders(bot, message.chat.id, quote, errors=AiogramError, refused_url=TelegramBadRequest)

@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -34,7 +34,7 @@ from service.telegram import replies
 if TYPE_CHECKING:
     from service.embed import ClaimFirst
 
-__all__ = ["REFUSALS", "Senders", "refusal", "prompt_of", "tell_outcome", "take_create"]
+__all__ = ["REFUSALS", "Senders", "bot_senders", "refusal", "prompt_of", "tell_outcome", "take_create"]
 
 log = logging.getLogger("claimfirst.telegram")
 
@@ -54,6 +54,34 @@ class Senders:
     reply: Callable[[str], Awaitable[None]]  # a text answering the /create message itself
     text: Callable[[str], Awaitable[None]]  # a text to the chat
     video: Callable[[str, str], Awaitable[bool]]  # (url, caption): False when Telegram refused the URL
+
+
+def bot_senders(bot: Any, chat_id: int, quote: object, *, errors: type[Exception],
+                refused_url: type[Exception]) -> Senders:
+    """`Senders` over a framework's `Bot`: aiogram's and python-telegram-bot's take the Bot API's
+    own method and argument names. `quote` is the framework's ReplyParameters for the /create
+    message; `errors` its base exception (a message lost: logged, not raised); `refused_url` the
+    one a video URL Telegram cannot fetch raises (not logged: the link is sent instead)."""
+
+    async def sent(call: Awaitable[object], *, quiet_on_refusal: bool = False) -> bool:
+        try:
+            await call
+            return True
+        except errors as exc:
+            if not (quiet_on_refusal and isinstance(exc, refused_url)):
+                log.warning("reply to chat %s lost: %s", chat_id, exc)
+            return False
+
+    async def reply(words: str) -> None:
+        await sent(bot.send_message(chat_id=chat_id, text=words, reply_parameters=quote))
+
+    async def text(words: str) -> None:
+        await sent(bot.send_message(chat_id=chat_id, text=words))
+
+    async def video(url: str, caption: str) -> bool:
+        return await sent(bot.send_video(chat_id=chat_id, video=url, caption=caption), quiet_on_refusal=True)
+
+    return Senders(reply=reply, text=text, video=video)
 
 
 def refusal(exc: Exception) -> str:

@@ -25,8 +25,6 @@ are not requests. Needs the `[ptb]` extra; nothing else in `service` imports tel
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 try:
@@ -36,14 +34,12 @@ try:
 except ImportError as exc:  # the framework is an extra
     raise ImportError(f"service.telegram.ptb needs python-telegram-bot: pip install 'claimfirst[ptb]' ({exc})") from exc
 
-from service.telegram.dialogue import Senders, prompt_of, take_create
+from service.telegram.dialogue import Senders, bot_senders, prompt_of, take_create
 
 if TYPE_CHECKING:
     from service.embed import ClaimFirst
 
 __all__ = ["claimfirst_handler"]
-
-log = logging.getLogger("claimfirst.telegram")
 
 
 def claimfirst_handler(cf: ClaimFirst, *, command: str = "create") -> CommandHandler[Any, None]:
@@ -60,29 +56,7 @@ def claimfirst_handler(cf: ClaimFirst, *, command: str = "create") -> CommandHan
 
 
 def _senders(bot: Bot, message: Message) -> Senders:
-    chat_id = message.chat.id
     # In a group, the answer shows which /create it answers; if that message is gone by now,
     # the answer is still sent.
     quote = ReplyParameters(message_id=message.message_id, allow_sending_without_reply=True)
-
-    async def reply(words: str) -> None:
-        await _sent(bot.send_message(chat_id=chat_id, text=words, reply_parameters=quote), chat_id)
-
-    async def text(words: str) -> None:
-        await _sent(bot.send_message(chat_id=chat_id, text=words), chat_id)
-
-    async def video(url: str, caption: str) -> bool:
-        return await _sent(bot.send_video(chat_id=chat_id, video=url, caption=caption), chat_id, quiet_on_400=True)
-
-    return Senders(reply=reply, text=text, video=video)
-
-
-async def _sent(call: Awaitable[object], chat_id: int, *, quiet_on_400: bool = False) -> bool:
-    """Await one Bot API call; False (logged) when it did not work. Never retried forever."""
-    try:
-        await call
-        return True
-    except TelegramError as exc:
-        if not (quiet_on_400 and isinstance(exc, BadRequest)):
-            log.warning("reply to chat %s lost: %s", chat_id, exc)
-        return False
+    return bot_senders(bot, message.chat.id, quote, errors=TelegramError, refused_url=BadRequest)
