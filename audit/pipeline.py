@@ -140,6 +140,7 @@ def run_audit(
     generation_range: tuple[timedelta, timedelta] = DEFAULT_GENERATION_RANGE,
     pending_gap: timedelta = DEFAULT_PENDING_GAP,
     videos_scanned: int | None = None,
+    list_duplicates: bool = True,
 ) -> AuditResult:
     """Audit ``videos`` (and the request log, if any) as of ``as_of`` (UTC-aware).
 
@@ -147,6 +148,8 @@ def run_audit(
     ``>= similarity_threshold``, different key, same user, within the window); they are never
     counted as duplicates. ``videos_scanned`` overrides the count of
     videos in scope, for a database source that only loaded the groups with duplicates.
+    ``list_duplicates=False`` leaves ``summary["duplicates"]`` empty, for a caller that writes
+    the list from ``duplicates`` itself (`audit.stream.shard`).
     """
     for name, moment in (("as_of", as_of), ("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
@@ -182,7 +185,7 @@ def run_audit(
         as_of=as_of, since=since, until=until, window=window, cost_per_video=cost_per_video, scanned=scanned,
         by_class={c: int((classified["class"] == c).sum()) for c in CLASSES},
         has_requests=requests is not None, any_estimate=bool((classified["basis"] == "estimate").any()),
-        generation_range=generation_range, duplicates=duplicate_records(classified), policies=policies,
+        generation_range=generation_range, duplicates=duplicate_records(classified) if list_duplicates else [], policies=policies,
         stuck=stuck, near=near,
     )
     return AuditResult(
