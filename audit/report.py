@@ -36,7 +36,6 @@ __all__ = [
     "summary_json_chunks",
     "summary_item_lines",
     "duplicates_csv_lines",
-    "duplicate_item_lines",
     "duplicates_csv",
     "render_html",
     "write_data",
@@ -103,26 +102,6 @@ def summary_item_lines(items: list) -> list[str]:
     return ["    " + _encode(item) for item in items]
 
 
-def duplicate_item_lines(classified: pd.DataFrame, *, iso: dict[str, list[str]]) -> list[str]:
-    """`summary_item_lines` of `audit.pipeline.duplicate_records` of ``classified``, the
-    same text, written from the columns: a dict per duplicate and the encoder's walk over it
-    took a fifth of a shard's time. ``iso``: `iso_utc` text of ``created_at`` and
-    ``requested_at``. The ints are ``int.__repr__``, as the encoder writes them; ISO times
-    need no escaping; class and basis are encoded once per distinct value."""
-    ids = [classified[c].astype("int64").to_numpy().tolist() for c in ("video_id", "original_id", "previous_id")]
-    words = []
-    for name in ("class", "basis"):
-        values = classified[name].astype(object).to_numpy().tolist()
-        encoded = {v: _encode(v) for v in set(values)}
-        words.append([encoded[v] for v in values])
-    created, requested = iso["created_at"], iso["requested_at"]
-    return [
-        f'    {{"video_id": {v}, "original_id": {o}, "previous_id": {p}, "class": {c}, "basis": {b}, '
-        f'"created_at": "{t}", "requested_at": "{r}"}}'
-        for v, o, p, c, b, t, r in zip(*ids, *words, created, requested, strict=True)
-    ]
-
-
 def summary_json_chunks(summary: dict[str, Any], *, streamed: dict[str, tuple[int, Iterable[list[str]]]] | None = None) -> Iterator[str]:
     """`summary_json`'s text in pieces whose concatenation is that text. A key in
     ``streamed`` takes its list from ``(count, blocks)`` instead of ``summary``: blocks of
@@ -186,18 +165,14 @@ def duplicates_csv(duplicates: pd.DataFrame) -> str:
     return "\n".join([header, *rows]) + "\n"
 
 
-def duplicates_csv_lines(duplicates: pd.DataFrame, *, iso: dict[str, list[str]] | None = None) -> tuple[str, list[str]]:
+def duplicates_csv_lines(duplicates: pd.DataFrame) -> tuple[str, list[str]]:
     """`duplicates_csv`'s header and one text per row, without line ends (a quoted prompt
-    may hold a line break, so a row is not always one line of the file). ``iso``: the
-    `iso_utc` text of time columns the caller already has."""
+    may hold a line break, so a row is not always one line of the file)."""
     table = duplicates.reindex(columns=DUPLICATE_CSV_COLUMNS)
-    iso = iso or {}
     columns = []
     for name in table.columns:
         column = table[name]
-        if name in iso:
-            columns.append(iso[name])
-        elif isinstance(column.dtype, pd.DatetimeTZDtype):
+        if isinstance(column.dtype, pd.DatetimeTZDtype):
             columns.append(_csv_fields(iso_utc(column).tolist(), text=False))
         else:
             plain = column.dtype.kind in "biuf" and isinstance(column.dtype, np.dtype)

@@ -21,10 +21,10 @@ import pyarrow as pa
 from audit.classify import CLASSES
 from audit.pipeline import run_audit
 from audit.policies import POLICY_ROWS
-from audit.report import duplicate_item_lines, duplicates_csv_lines
 from audit.report_page import MAX_TABLE_ROWS
 from audit.stream.partition import LOGGED
 from audit.stream.tables import VIDEO_SCHEMA, Spill, requests_from_times, videos_from_arrow
+from audit.stream.text import duplicate_texts
 from audit.words import iso_utc
 
 __all__ = ["ShardJob", "ShardOutcome", "PARTS", "sweep_shard"]
@@ -80,8 +80,7 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
     dups = result.duplicates
     # The two times both files print, made text once for both.
     iso = {c: iso_utc(dups[c]).tolist() for c in ("created_at", "requested_at")}
-    _, rows = duplicates_csv_lines(dups, iso=iso)
-    items = duplicate_item_lines(dups, iso=iso)
+    rows, items = duplicate_texts(dups, iso=iso)
     created_us = dups["created_at"].array.asi8 if len(dups) else np.empty(0, dtype=np.int64)
     path = spill.path("d", job.shard)
     path.parent.mkdir(exist_ok=True)
