@@ -28,6 +28,7 @@ from audit.near import near_duplicates as find_near_duplicates
 from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
 from audit.sources.base import in_period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
+from audit.visible import group_codes
 from audit.words import iso_utc
 from service.settings import DEFAULT_COST_PER_VIDEO_USD
 
@@ -164,9 +165,11 @@ def run_audit(
 
     requested = request_times(marked, requests, generation_range=generation_range)
     pairs = duplicate_pairs(marked)
-    classified = classify_duplicates(pairs, marked, requested, window=window)
+    # Classes and policies both join on (user, prompt key): its codes, once (a text factorize).
+    keyed = group_codes(marked, ["tg_user_id", "prompt_key"])
+    classified = classify_duplicates(pairs, marked, requested, window=window, keyed=keyed)
     classified["cost_usd"] = float(cost_per_video)
-    prevented = prevented_by(classified, marked, requested, window=window, pending_gap=pending_gap)
+    prevented = prevented_by(classified, marked, requested, window=window, pending_gap=pending_gap, keyed=keyed)
     for policy in prevented.columns:
         classified[f"prevented_by_{policy}"] = prevented[policy].to_numpy()
     classified = classified.sort_values(["created_at", "video_id"]).reset_index(drop=True)
