@@ -100,7 +100,8 @@ def classify_duplicates(
         out["class"] = pd.Series([], dtype=object)
         return out
     # Probes and rows are rows of `marked`: join on one integer per (user, key), named once.
-    groups = marked[["id", "status", "created_at"]].assign(group=group_codes(marked, _GROUP) if keyed is None else keyed)
+    keyed = group_codes(marked, _GROUP) if keyed is None else keyed
+    groups = marked[["id", "status", "created_at"]].assign(group=keyed)
     saved = groups.loc[groups["status"] != "failed", ["group", "id", "created_at"]]
     probes = out[["video_id", "requested_at", "created_at"]].merge(
         groups[["id", "group"]], left_on="video_id", right_on="id", how="left").drop(columns="id")

@@ -188,8 +188,8 @@ def run_audit(
         as_of=as_of, since=since, until=until, window=window, cost_per_video=cost_per_video, scanned=scanned,
         by_class={c: int((classified["class"] == c).sum()) for c in CLASSES},
         has_requests=requests is not None, any_estimate=bool((classified["basis"] == "estimate").any()),
-        generation_range=generation_range, duplicates=duplicate_records(classified) if list_duplicates else [], policies=policies,
-        stuck=stuck, near=near,
+        generation_range=generation_range, duplicates=duplicate_records(classified) if list_duplicates else [],
+        policies=policies, stuck=stuck, near=near,
     )
     return AuditResult(
         videos=marked.loc[in_scope].reset_index(drop=True),

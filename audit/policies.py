@@ -73,7 +73,8 @@ def prevented_by(
     out["none"] = False
     out["claim"] = True
     # Every row here is a row of `marked`: name its (user, prompt) and (user, key) once.
-    groups = marked[["id"]].assign(exact=group_codes(marked, _EXACT), keyed=group_codes(marked, _KEYED) if keyed is None else keyed)
+    keyed = group_codes(marked, _KEYED) if keyed is None else keyed
+    groups = marked[["id"]].assign(exact=group_codes(marked, _EXACT), keyed=keyed)
     probes = classified[["video_id", "requested_at", "created_at"]].rename(
         columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
     )
