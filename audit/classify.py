@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
@@ -85,8 +86,10 @@ def classify_duplicates(
     requested: pd.DataFrame,
     *,
     window: timedelta = DEFAULT_WINDOW,
+    keyed: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Add ``requested_at``, ``basis`` and ``class`` to `audit.detect.duplicate_pairs` rows.
+    ``keyed``: ``group_codes(marked, ["tg_user_id", "prompt_key"])``, if the caller has it.
 
     Sequential means: some non-failed video of the same user and prompt key, earlier than V
     by ``(created_at, id)``, was saved at or before V's request and at most the window before
@@ -97,7 +100,8 @@ def classify_duplicates(
         out["class"] = pd.Series([], dtype=object)
         return out
     # Probes and rows are rows of `marked`: join on one integer per (user, key), named once.
-    groups = marked[["id", "status", "created_at"]].assign(group=group_codes(marked, _GROUP))
+    keyed = group_codes(marked, _GROUP) if keyed is None else keyed
+    groups = marked[["id", "status", "created_at"]].assign(group=keyed)
     saved = groups.loc[groups["status"] != "failed", ["group", "id", "created_at"]]
     probes = out[["video_id", "requested_at", "created_at"]].merge(
         groups[["id", "group"]], left_on="video_id", right_on="id", how="left").drop(columns="id")

@@ -28,6 +28,7 @@ from audit.near import near_duplicates as find_near_duplicates
 from audit.policies import DEFAULT_PENDING_GAP, compare_policies, prevented_by
 from audit.sources.base import in_period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
+from audit.visible import group_codes
 from audit.words import iso_utc
 from service.settings import DEFAULT_COST_PER_VIDEO_USD
 
@@ -140,6 +141,7 @@ def run_audit(
     generation_range: tuple[timedelta, timedelta] = DEFAULT_GENERATION_RANGE,
     pending_gap: timedelta = DEFAULT_PENDING_GAP,
     videos_scanned: int | None = None,
+    list_duplicates: bool = True,
 ) -> AuditResult:
     """Audit ``videos`` (and the request log, if any) as of ``as_of`` (UTC-aware).
 
@@ -147,6 +149,8 @@ def run_audit(
     ``>= similarity_threshold``, different key, same user, within the window); they are never
     counted as duplicates. ``videos_scanned`` overrides the count of
     videos in scope, for a database source that only loaded the groups with duplicates.
+    ``list_duplicates=False`` leaves ``summary["duplicates"]`` empty, for a caller that writes
+    the list from ``duplicates`` itself (`audit.stream.shard`).
     """
     for name, moment in (("as_of", as_of), ("since", since), ("until", until)):
         if moment is not None and moment.tzinfo is None:
@@ -161,9 +165,11 @@ def run_audit(
 
     requested = request_times(marked, requests, generation_range=generation_range)
     pairs = duplicate_pairs(marked)
-    classified = classify_duplicates(pairs, marked, requested, window=window)
+    # Classes and policies both join on (user, prompt key): its codes, once (a text factorize).
+    keyed = group_codes(marked, ["tg_user_id", "prompt_key"])
+    classified = classify_duplicates(pairs, marked, requested, window=window, keyed=keyed)
     classified["cost_usd"] = float(cost_per_video)
-    prevented = prevented_by(classified, marked, requested, window=window, pending_gap=pending_gap)
+    prevented = prevented_by(classified, marked, requested, window=window, pending_gap=pending_gap, keyed=keyed)
     for policy in prevented.columns:
         classified[f"prevented_by_{policy}"] = prevented[policy].to_numpy()
     classified = classified.sort_values(["created_at", "video_id"]).reset_index(drop=True)
@@ -182,8 +188,8 @@ def run_audit(
         as_of=as_of, since=since, until=until, window=window, cost_per_video=cost_per_video, scanned=scanned,
         by_class={c: int((classified["class"] == c).sum()) for c in CLASSES},
         has_requests=requests is not None, any_estimate=bool((classified["basis"] == "estimate").any()),
-        generation_range=generation_range, duplicates=duplicate_records(classified), policies=policies,
-        stuck=stuck, near=near,
+        generation_range=generation_range, duplicates=duplicate_records(classified) if list_duplicates else [],
+        policies=policies, stuck=stuck, near=near,
     )
     return AuditResult(
         videos=marked.loc[in_scope].reset_index(drop=True),

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
@@ -63,14 +64,17 @@ def prevented_by(
     *,
     window: timedelta = DEFAULT_WINDOW,
     pending_gap: timedelta = DEFAULT_PENDING_GAP,
+    keyed: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One boolean column per `POLICY_ROWS` name, one row per classified duplicate (same
-    order), True where that policy would have prevented it."""
+    order), True where that policy would have prevented it. ``keyed``: ``group_codes(marked,
+    ["tg_user_id", "prompt_key"])``, if the caller has it."""
     out = pd.DataFrame(index=classified.index)
     out["none"] = False
     out["claim"] = True
     # Every row here is a row of `marked`: name its (user, prompt) and (user, key) once.
-    groups = marked[["id"]].assign(exact=group_codes(marked, _EXACT), keyed=group_codes(marked, _KEYED))
+    keyed = group_codes(marked, _KEYED) if keyed is None else keyed
+    groups = marked[["id"]].assign(exact=group_codes(marked, _EXACT), keyed=keyed)
     probes = classified[["video_id", "requested_at", "created_at"]].rename(
         columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
     )

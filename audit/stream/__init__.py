@@ -138,7 +138,13 @@ def sweep_frames(
     the paths written. ``initializer`` runs first in each worker process, or here when there
     are none, and ``parent`` here when there are (the CLI's choices of allocators). One shard is swept in this process: workers would cost more than they save.
     ``notes`` (``summary.json``'s), or a function of the count of videos scanned giving them."""
-    shards = shards or max(1, math.ceil(estimate / SHARD_ROWS))
+    if not shards:
+        shards = max(1, math.ceil(estimate / SHARD_ROWS))
+        if shards > 1:
+            # A multiple of the workers, each shard smaller: 7 shards on 2 workers left one
+            # worker alone through the last round (3 M rows: shard phase 4.4 s -> 4.1 s).
+            workers = jobs or default_jobs()
+            shards = workers * math.ceil(shards / workers)
     jobs = 1 if shards == 1 else (jobs or default_jobs())
     job_args = dict(as_of=as_of, window=period.window, cost_per_video=cost_per_video, lease=lease,
                     since=period.since, until=period.until)

@@ -21,10 +21,11 @@ import pyarrow as pa
 from audit.classify import CLASSES
 from audit.pipeline import run_audit
 from audit.policies import POLICY_ROWS
-from audit.report import duplicates_csv_lines, summary_item_lines
 from audit.report_page import MAX_TABLE_ROWS
 from audit.stream.partition import LOGGED
 from audit.stream.tables import VIDEO_SCHEMA, Spill, requests_from_times, videos_from_arrow
+from audit.stream.text import duplicate_texts
+from audit.words import iso_utc
 
 __all__ = ["ShardJob", "ShardOutcome", "PARTS", "sweep_shard"]
 
@@ -74,11 +75,12 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
         requests = requests_from_times(times["video_id"].to_numpy(), times["received_at"].to_pandas())
     result = run_audit(
         videos, requests, as_of=job.as_of, window=job.window, cost_per_video=job.cost_per_video, lease=job.lease,
-        since=job.since, until=job.until,
+        since=job.since, until=job.until, list_duplicates=False,
     )
     dups = result.duplicates
-    _, rows = duplicates_csv_lines(dups)
-    items = summary_item_lines(result.summary["duplicates"])
+    # The two times both files print, made text once for both.
+    iso = {c: iso_utc(dups[c]).tolist() for c in ("created_at", "requested_at")}
+    rows, items = duplicate_texts(dups, iso=iso)
     created_us = dups["created_at"].array.asi8 if len(dups) else np.empty(0, dtype=np.int64)
     path = spill.path("d", job.shard)
     path.parent.mkdir(exist_ok=True)
