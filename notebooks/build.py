@@ -429,14 +429,15 @@ print(tuning_text(fixture_table))
 tuning_figure(fixture_table, title="Incident fortnight: caught dollars against intended repeats blocked").show()
 """),
         md("""
-Every repeat today's rule (24 hours, `prompt_key`) blocks, with the proxy's verdict, and what
+Every repeat today's rule (24 hours, `prompt_key`) blocks (each repeats its `earlier_id`'s prompt
+in another spelling at most), with the proxy's verdict, and what
 the near-duplicate key adds (a human reads these: the proxy cannot tell a variation from a
 mistake). `hours_after_delivery` is empty when the repeat came before the earlier video was
 delivered:
 """),
         code("""
 repeats = blocked_repeats(loaded.videos, loaded.requests)
-print(repeats.to_string(index=False))
+print(repeats[["video_id", "earlier_id", "prompt", "hours_after_delivery", "looks_intended"]].to_string(index=False))
 near = audit.near_duplicates(loaded.videos, threshold=90)
 print(near[["video_id", "earlier_id", "prompt", "earlier_prompt", "similarity"]].to_string(index=False))
 """),
