@@ -30,7 +30,7 @@ import pandas as pd
 
 from service.settings import DEFAULT_DUPLICATE_WINDOW_HOURS
 
-__all__ = ["DEFAULT_WINDOW", "mark_duplicates", "duplicate_pairs"]
+__all__ = ["DEFAULT_WINDOW", "mark_duplicates", "duplicate_pairs", "in_duplicate_groups"]
 
 # The service's duplicate window (see `service.settings`): one rule for claim and audit.
 DEFAULT_WINDOW = timedelta(hours=DEFAULT_DUPLICATE_WINDOW_HOURS)
@@ -61,40 +61,75 @@ def mark_duplicates(videos: pd.DataFrame, *, window: timedelta = DEFAULT_WINDOW)
     ids = videos["id"].to_numpy(dtype=np.int64)
     if not _in_time_order(created_us, ids):  # canonical frames are; any other is put in order once
         return mark_duplicates(videos.iloc[np.lexsort((ids, created_us))], window=window)
-    n = len(ids)
     user_code, _ = pd.factorize(videos["tg_user_id"], sort=False)
     key_code, keys = pd.factorize(videos["prompt_key"], sort=False)
     group = user_code.astype(np.int64) * max(len(keys), 1) + key_code
-    order = np.argsort(group, kind="stable")
-    g, t, vid = group[order], created_us[order], ids[order]
-    ok = (videos["status"] != "failed").to_numpy(dtype=bool)[order]
-
-    position = np.arange(n)
-    first_of_group = np.ones(n, dtype=bool)
-    first_of_group[1:] = g[1:] != g[:-1]
-    group_start = np.maximum.accumulate(np.where(first_of_group, position, 0)) if n else position
-    # The nearest earlier non-failed row: the running last non-failed position, shifted by one.
-    last_ok = np.maximum.accumulate(np.where(ok, position, -1)) if n else position
-    previous = np.empty(n, dtype=np.int64)
-    previous[:1] = -1
-    previous[1:] = last_ok[:-1]
-    has_previous = previous >= group_start
-    safe = np.where(has_previous, previous, 0)
-    duplicate = has_previous & (t - t[safe] <= int(pd.Timedelta(window) / pd.Timedelta(microseconds=1)))
-    # Chains: each non-failed non-duplicate starts one; its id runs on over its group.
-    root = np.maximum.accumulate(np.where(ok & ~duplicate, position, -1)) if n else position
-
-    is_duplicate = np.empty(n, dtype=bool)
-    is_duplicate[order] = duplicate
-    previous_id = np.empty(n, dtype=np.int64)
-    previous_id[order] = vid[safe]
-    original_id = np.empty(n, dtype=np.int64)
-    original_id[order] = vid[np.where(duplicate, root, 0)] if n else vid
+    ok = (videos["status"] != "failed").to_numpy(dtype=bool)
+    rule = _Rule(group, created_us, ids, ok, window)
+    is_duplicate, previous_id, original_id = rule.in_row_order()
     return videos.assign(
         is_duplicate=is_duplicate,
         previous_id=pd.arrays.IntegerArray(previous_id, ~is_duplicate),
         original_id=pd.arrays.IntegerArray(original_id, ~is_duplicate.copy()),
     ).reset_index(drop=True)
+
+
+def in_duplicate_groups(
+    group: np.ndarray, created_us: np.ndarray, ids: np.ndarray, ok: np.ndarray, *, window: timedelta = DEFAULT_WINDOW
+) -> np.ndarray:
+    """One bool per row: whether the row's group holds a duplicate under the rule. Rows are
+    in ``(created_at, id)`` order; ``group`` names each row's ``(tg_user_id, prompt_key)``
+    (any integer coding), ``ok`` says the row is not failed.
+
+    Everything the audit derives from a duplicate (its chain, class, verdicts, race window)
+    reads only rows of its own group, so the rows of other groups can be left out of a
+    sweep without changing its duplicates (`audit.stream.shard`)."""
+    rule = _Rule(group, created_us, ids, ok, window)
+    run = np.cumsum(rule.first_of_group) - 1  # each row's group, numbered in sorted order
+    held = np.zeros(int(run[-1]) + 1 if len(run) else 0, dtype=bool)
+    held[run[rule.duplicate]] = True
+    out = np.empty(len(group), dtype=bool)
+    out[rule.order] = held[run]
+    return out
+
+
+class _Rule:
+    """The rule over rows in ``(created_at, id)`` order, in group order: rows in group order
+    are a stable argsort of the group code (each group stays in time order), and every
+    forward fill is a running maximum of row positions."""
+
+    def __init__(self, group: np.ndarray, created_us: np.ndarray, ids: np.ndarray, ok: np.ndarray,
+                 window: timedelta) -> None:
+        n = len(ids)
+        self.order = order = np.argsort(group, kind="stable")
+        g, t, self.vid = group[order], created_us[order], ids[order]
+        ok = ok[order]
+        position = np.arange(n)
+        self.first_of_group = first_of_group = np.ones(n, dtype=bool)
+        first_of_group[1:] = g[1:] != g[:-1]
+        group_start = np.maximum.accumulate(np.where(first_of_group, position, 0)) if n else position
+        # The nearest earlier non-failed row: the running last non-failed position, shifted by one.
+        last_ok = np.maximum.accumulate(np.where(ok, position, -1)) if n else position
+        previous = np.empty(n, dtype=np.int64)
+        previous[:1] = -1
+        previous[1:] = last_ok[:-1]
+        has_previous = previous >= group_start
+        self.safe = safe = np.where(has_previous, previous, 0)
+        window_us = int(pd.Timedelta(window) / pd.Timedelta(microseconds=1))
+        self.duplicate = duplicate = has_previous & (t - t[safe] <= window_us)
+        # Chains: each non-failed non-duplicate starts one; its id runs on over its group.
+        self.root = np.maximum.accumulate(np.where(ok & ~duplicate, position, -1)) if n else position
+
+    def in_row_order(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(is_duplicate, previous_id, original_id)`` per row, in the rows' own order."""
+        order, n = self.order, len(self.order)
+        is_duplicate = np.empty(n, dtype=bool)
+        is_duplicate[order] = self.duplicate
+        previous_id = np.empty(n, dtype=np.int64)
+        previous_id[order] = self.vid[self.safe]
+        original_id = np.empty(n, dtype=np.int64)
+        original_id[order] = self.vid[np.where(self.duplicate, self.root, 0)] if n else self.vid
+        return is_duplicate, previous_id, original_id
 
 
 def duplicate_pairs(marked: pd.DataFrame) -> pd.DataFrame:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -193,12 +194,25 @@ def _integers(values: pd.Series, column: str, source: str, *, nullable: bool = F
 def _sorted(frame: pd.DataFrame, keys: list) -> pd.DataFrame:
     """``frame`` in ascending order of ``keys`` (NumPy or Arrow arrays), stably, like
     ``sort_values(kind="stable")``; as it is when already in order (files usually are).
-    Arrow sorts: pandas factorised the request ids (strings) to sort them, 0.4 s per 1 M."""
+    Arrow sorts: pandas factorised the request ids (strings) to sort them, 0.4 s per 1 M.
+    Keys that are all NumPy arrays are checked for order first: an Arrow sort to find the
+    rows already in order was 0.1 s of each 430 k-row shard of the streaming sweep."""
+    if all(isinstance(key, np.ndarray) for key in keys) and _ascending(keys):
+        return frame.reset_index(drop=True)
     table = pa.table({str(i): key for i, key in enumerate(keys)})
     order = pc.sort_indices(table, sort_keys=[(str(i), "ascending") for i in range(len(keys))]).to_numpy()
     if (order[1:] > order[:-1]).all():
         return frame.reset_index(drop=True)
     return frame.take(order).reset_index(drop=True)
+
+
+def _ascending(keys: list[np.ndarray]) -> bool:
+    """Whether the rows are in ascending order of ``keys`` (ties allowed), compared
+    lexicographically from the last key to the first."""
+    in_order = np.ones(max(len(keys[0]) - 1, 0), dtype=bool) if keys else np.ones(0, dtype=bool)
+    for key in reversed(keys):
+        in_order = (key[1:] > key[:-1]) | ((key[1:] == key[:-1]) & in_order)
+    return bool(in_order.all())
 
 
 def _check_columns(frame: pd.DataFrame, required: list[str], source: str) -> None:

@@ -17,18 +17,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from audit.classify import CLASSES
+from audit.detect import in_duplicate_groups
 from audit.pipeline import run_audit
 from audit.policies import POLICY_ROWS
 from audit.report_page import MAX_TABLE_ROWS
 from audit.stream.partition import LOGGED
 from audit.stream.tables import VIDEO_SCHEMA, Spill, requests_from_times, videos_from_arrow
 from audit.stream.text import duplicate_texts
+from audit.stuck import stuck_claims
 from audit.words import iso_utc
 
 __all__ = ["ShardJob", "ShardOutcome", "PARTS", "sweep_shard"]
 
+assert "params" not in VIDEO_SCHEMA.names  # see `sweep_shard`: keys are functions of prompts
 PARTS = pa.schema([("created_us", pa.int64()), ("video_id", pa.int64()), ("csv", pa.string()), ("json", pa.string())])
 _PART_ROWS = 50_000
 # The page's figures read these of every duplicate; its table these too of the newest. No
@@ -66,16 +70,68 @@ class ShardOutcome:
     duplicates: int
 
 
+def _int64(column: pa.ChunkedArray) -> np.ndarray:
+    """An int64 (or timestamp) column of a one-chunk table as NumPy, without a copy."""
+    return column.combine_chunks().cast(pa.int64()).to_numpy() if len(column) else np.empty(0, dtype=np.int64)
+
+
+def _at_least(times_us: np.ndarray, moment: datetime | None) -> np.ndarray:
+    return np.ones(len(times_us), dtype=bool) if moment is None else times_us >= _us(moment)
+
+
+def _us(moment: datetime) -> int:
+    return pd.Timestamp(moment).value // 1000  # `value` is in nanoseconds whatever the unit
+
+
+def _in_order(table: pa.Table) -> pa.Table:
+    """The shard's rows in ``(created_at, id)`` order: the parts come in the file's order, each
+    sorted, so a file in time order (the usual case) needs no sort."""
+    created, ids = _int64(table["created_at"]), _int64(table["id"])
+    step = np.diff(created)
+    if ((step > 0) | ((step == 0) & (np.diff(ids) > 0))).all():
+        return table
+    return table.take(np.lexsort((ids, created)))
+
+
+def _duplicate_groups(table: pa.Table, look_back: np.ndarray, window: timedelta) -> np.ndarray:
+    """The look-back rows whose ``(tg_user_id, prompt_key)`` group holds a duplicate (see
+    `audit.detect.in_duplicate_groups`), about half of a shard's rows."""
+    rows = table.filter(look_back)
+    users, _ = pd.factorize(_int64(rows["tg_user_id"]), sort=False)
+    keys = pc.dictionary_encode(rows["prompt_key"].combine_chunks())
+    group = users.astype(np.int64) * max(len(keys.dictionary), 1) + keys.indices.to_numpy(zero_copy_only=False)
+    ok = pc.not_equal(rows["status"], "failed").to_numpy().astype(bool, copy=False) if len(rows) else np.ones(0, bool)
+    held = in_duplicate_groups(group, _int64(rows["created_at"]), _int64(rows["id"]), ok, window=window)
+    keep = look_back.copy()
+    keep[look_back] = held
+    return keep
+
+
 def sweep_shard(job: ShardJob) -> ShardOutcome:
     spill = Spill(job.folder)
-    videos = videos_from_arrow(spill.read("v", job.shard, VIDEO_SCHEMA))
+    table = _in_order(spill.read("v", job.shard, VIDEO_SCHEMA))
+    created_us = _int64(table["created_at"])
+    in_scope = _at_least(created_us, job.since)
+    if job.until is not None:
+        in_scope &= created_us <= _us(job.until)
+    look_back = _at_least(created_us, None if job.since is None else job.since - job.window)
+    # Everything the rule derives is per (user, prompt key) group, and an exact-prompt group
+    # lies inside one key group (the key is a function of the prompt: the spill carries no
+    # params), so `run_audit` sees only the groups holding a duplicate; what reads every row
+    # (the count, the latest time, the stuck claims) is taken from the whole shard here.
+    kept = table.filter(_duplicate_groups(table, look_back, job.window))
+    generating = table.filter(pc.equal(table["status"], "generating")) if len(table) else table
+    stuck = stuck_claims(videos_from_arrow(generating), as_of=job.as_of, lease=job.lease)
+    latest = pc.max(table["created_at"].filter(in_scope)).as_py() if in_scope.any() else None
+    videos = videos_from_arrow(kept)
     requests = None
     if job.with_requests:
         times = spill.read("l", job.shard, LOGGED)
+        times = times.filter(pc.is_in(times["video_id"], value_set=kept["id"].combine_chunks()))
         requests = requests_from_times(times["video_id"].to_numpy(), times["received_at"].to_pandas())
     result = run_audit(
         videos, requests, as_of=job.as_of, window=job.window, cost_per_video=job.cost_per_video, lease=job.lease,
-        since=job.since, until=job.until, list_duplicates=False,
+        since=job.since, until=job.until, list_duplicates=False, videos_scanned=int(in_scope.sum()),
     )
     dups = result.duplicates
     # The two times both files print, made text once for both.
@@ -98,10 +154,10 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
         by_class={c: int((dups["class"] == c).sum()) for c in CLASSES},
         any_estimate=bool((dups["basis"] == "estimate").any()),
         prevented=pd.DataFrame({p: dups[f"prevented_by_{p}"].to_numpy(dtype=bool) for p in POLICY_ROWS}),
-        stuck=result.stuck_claims,
+        stuck=stuck,
         race_windows=windows.loc[windows["class"] == "race"] if len(windows) else windows,
         slim=dups[SLIM_COLUMNS],
         newest=newest,
-        latest=result.videos["created_at"].max() if len(result.videos) else None,
+        latest=None if latest is None else pd.Timestamp(latest),
         duplicates=len(dups),
     )
