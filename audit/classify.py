@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
-from audit.visible import group_codes, seen_by_check
+from audit.visible import group_codes, row_positions, seen_by_check, taken
 
 __all__ = [
     "DEFAULT_GENERATION_RANGE",
@@ -95,19 +95,20 @@ def classify_duplicates(
     by ``(created_at, id)``, was saved at or before V's request and at most the window before
     it. Otherwise the duplicate is a race.
     """
-    out = pairs.merge(requested.rename(columns={"id": "video_id"}), on="video_id", how="left")
+    at, requested_at = row_positions(pairs["video_id"], marked, requested)
+    out = pairs.reset_index(drop=True).assign(
+        requested_at=taken(requested["requested_at"], requested_at), basis=taken(requested["basis"], requested_at))
     if out.empty:
         out["class"] = pd.Series([], dtype=object)
         return out
     # Probes and rows are rows of `marked`: join on one integer per (user, key), named once.
     keyed = group_codes(marked, _GROUP) if keyed is None else keyed
-    groups = marked[["id", "status", "created_at"]].assign(group=keyed)
-    saved = groups.loc[groups["status"] != "failed", ["group", "id", "created_at"]]
-    probes = out[["video_id", "requested_at", "created_at"]].merge(
-        groups[["id", "group"]], left_on="video_id", right_on="id", how="left").drop(columns="id")
+    saved = (marked["status"] != "failed").to_numpy(dtype=bool)
     sequential = seen_by_check(
-        probes.rename(columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}),
-        saved.rename(columns={"id": "row_id", "created_at": "visible_at"}),
+        pd.DataFrame({"probe_id": out["video_id"].to_numpy(), "at": out["requested_at"].array,
+                      "own_at": out["created_at"].array, "group": np.where(at >= 0, keyed[at], -1)}),
+        pd.DataFrame({"group": keyed[saved], "row_id": marked["id"].to_numpy()[saved],
+                      "visible_at": marked["created_at"].array[saved]}),
         by=["group"],
         window=window,
         ties="earlier",
@@ -127,17 +128,25 @@ def race_windows(marked: pd.DataFrame, classified: pd.DataFrame, requested: pd.D
     columns = ["chain_id", "video_id", "role", "class", "tg_user_id", "prompt", "requested_at", "saved_at", "basis"]
     if classified.empty:
         return pd.DataFrame({c: pd.Series([], dtype=object) for c in columns})
-    dups = classified[["original_id", "video_id", "class"]].rename(columns={"original_id": "chain_id"})
-    dups = dups.assign(role="duplicate")
-    raced = (dups["class"] == "race").groupby(dups["chain_id"]).any()
-    chain_class = raced.map({True: "race", False: "sequential"})
-    originals = pd.DataFrame(
-        {"chain_id": chain_class.index, "video_id": chain_class.index, "class": chain_class.to_numpy(), "role": "original"}
+    chain = classified["original_id"].to_numpy(dtype=np.int64)
+    video = classified["video_id"].to_numpy(dtype=np.int64)
+    classes = classified["class"].to_numpy(dtype=object)
+    # A chain's original: "race" when any of its duplicates raced it. Chains in id order.
+    chains, of_chain = np.unique(chain, return_inverse=True)
+    raced = np.bincount(of_chain, weights=classes == "race", minlength=len(chains)) > 0
+    video_id = np.concatenate([chains, video])
+    at, requested_at = row_positions(pd.Series(video_id), marked, requested, guess_duplicates=False)
+    rows = pd.DataFrame(
+        {
+            "chain_id": np.concatenate([chains, chain]),
+            "video_id": video_id,
+            "role": ["original"] * len(chains) + ["duplicate"] * len(video),
+            "class": np.concatenate([np.where(raced, "race", "sequential").astype(object), classes]),
+            "tg_user_id": taken(marked["tg_user_id"], at),
+            "prompt": taken(marked["prompt"], at),
+            "requested_at": taken(requested["requested_at"], requested_at),
+            "saved_at": taken(marked["created_at"], at),
+            "basis": taken(requested["basis"], requested_at),
+        }
     )
-    rows = pd.concat([originals, dups], ignore_index=True)
-    info = marked.set_index("id")[["tg_user_id", "prompt", "created_at"]]
-    rows = rows.join(info, on="video_id").rename(columns={"created_at": "saved_at"})
-    rows = rows.merge(requested.rename(columns={"id": "video_id"}), on="video_id", how="left")
-    rows["chain_id"] = rows["chain_id"].astype("int64")
-    rows["video_id"] = rows["video_id"].astype("int64")
-    return rows[columns].sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)
+    return rows.sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)

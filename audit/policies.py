@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from audit.detect import DEFAULT_WINDOW
-from audit.visible import group_codes, seen_by_check
+from audit.visible import group_codes, row_positions, seen_by_check
 
 __all__ = ["POLICIES", "KEYED_VARIANTS", "POLICY_ROWS", "DEFAULT_PENDING_GAP", "prevented_by", "compare_policies"]
 
@@ -74,18 +74,24 @@ def prevented_by(
     out["claim"] = True
     # Every row here is a row of `marked`: name its (user, prompt) and (user, key) once.
     keyed = group_codes(marked, _KEYED) if keyed is None else keyed
-    groups = marked[["id"]].assign(exact=group_codes(marked, _EXACT), keyed=keyed)
-    probes = classified[["video_id", "requested_at", "created_at"]].rename(
-        columns={"video_id": "probe_id", "requested_at": "at", "created_at": "own_at"}
+    exact = group_codes(marked, _EXACT)
+    at, _ = row_positions(classified["video_id"], marked, requested)
+    probes = pd.DataFrame(
+        {"probe_id": classified["video_id"].to_numpy(), "at": classified["requested_at"].array,
+         "own_at": classified["created_at"].array, "exact": np.where(at >= 0, exact[at], -1),
+         "keyed": np.where(at >= 0, keyed[at], -1)}
     )
-    probes = probes.merge(groups, left_on="probe_id", right_on="id", how="left").drop(columns="id")
     # What `check` can see: every saved row, of any status, from its save on.
-    saved = marked[["id", "created_at"]].assign(exact=groups["exact"].to_numpy(), keyed=groups["keyed"].to_numpy())
-    saved = saved.rename(columns={"id": "row_id", "created_at": "visible_at"})
+    ids = marked["id"].to_numpy()
+    saved = pd.DataFrame({"row_id": ids, "visible_at": marked["created_at"].array, "exact": exact, "keyed": keyed})
     # What `pending` can see: each non-failed request's row, from its insert on.
-    pending_rows = groups.loc[(marked["status"] != "failed").to_numpy()].merge(requested, on="id")
-    pending_rows = pending_rows.assign(visible_at=(pending_rows["requested_at"] + pd.Timedelta(pending_gap)).dt.as_unit("us"))
-    pending_rows = pending_rows.rename(columns={"id": "row_id"})
+    ok = (marked["status"] != "failed").to_numpy(dtype=bool)
+    if np.array_equal(requested["id"].to_numpy(), ids):  # `request_times(marked)`: row for row
+        pending_rows = saved.loc[ok].assign(visible_at=requested["requested_at"].array[ok])
+    else:
+        times = requested[["id", "requested_at"]].rename(columns={"id": "row_id", "requested_at": "visible_at"})
+        pending_rows = saved.loc[ok].drop(columns="visible_at").merge(times, on="row_id")
+    pending_rows["visible_at"] = (pending_rows["visible_at"] + pd.Timedelta(pending_gap)).dt.as_unit("us")
     for name, by in (("check", "exact"), ("check-by-key", "keyed")):
         out[name] = seen_by_check(probes, saved, by=[by], window=window, ties="earlier")
     for name, by in (("pending", "exact"), ("pending-by-key", "keyed")):

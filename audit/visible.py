@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-__all__ = ["seen_by_check", "group_codes"]
+__all__ = ["seen_by_check", "group_codes", "positions", "row_positions", "taken"]
 
 
 def group_codes(frame: pd.DataFrame, by: list[str]) -> np.ndarray:
@@ -36,6 +36,42 @@ def group_codes(frame: pd.DataFrame, by: list[str]) -> np.ndarray:
         column_codes, uniques = pd.factorize(frame[column], sort=False)
         codes = codes * max(len(uniques), 1) + column_codes
     return codes
+
+
+def positions(ids: np.ndarray, wanted: np.ndarray, *, guess: np.ndarray | None = None) -> np.ndarray:
+    """The position in ``ids`` (unique) of each of ``wanted``, -1 where it is not there.
+
+    The audit's joins are of rows of one frame (`run_audit`'s ``marked``) with rows picked
+    from it: ``guess`` is where the caller expects them (its duplicates, in order), checked
+    and taken as it is when right. Otherwise a hash lookup, still cheaper than a merge,
+    which also factorised both sides' keys and copied every column through."""
+    if guess is not None and len(guess) == len(wanted) and np.array_equal(ids[guess], wanted):
+        return guess
+    return pd.Index(ids).get_indexer(wanted)
+
+
+def taken(values: pd.Series, at: np.ndarray) -> pd.Series:
+    """``values`` at positions ``at``, missing where ``at`` is -1 (a left join's miss), in
+    ``values``' dtype (an ``object`` column would otherwise be inferred again, as ``str``)."""
+    return pd.Series(values.array.take(at, allow_fill=True), dtype=values.dtype)
+
+
+def row_positions(
+    video_id: pd.Series, marked: pd.DataFrame, requested: pd.DataFrame, *, guess_duplicates: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``video_id`` is in ``marked`` and in ``requested`` (-1: not there).
+    `run_audit`'s duplicates are ``marked``'s own in its order, and `request_times` keeps
+    the order of the frame it was given: then both are positions checked, not looked up."""
+    ids = marked["id"].to_numpy(dtype=np.int64)
+    wanted = video_id.to_numpy(dtype=np.int64)
+    guess = None
+    if guess_duplicates and "is_duplicate" in marked:
+        guess = np.flatnonzero(marked["is_duplicate"].to_numpy(dtype=bool))
+    at = positions(ids, wanted, guess=guess)
+    requested_ids = requested["id"].to_numpy(dtype=np.int64)
+    if np.array_equal(requested_ids, ids):
+        return at, at
+    return at, positions(requested_ids, wanted)
 
 
 def _joint_codes(probes: pd.DataFrame, rows: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, np.ndarray]:

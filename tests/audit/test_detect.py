@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit.detect import mark_duplicates
+from audit.detect import in_duplicate_groups, mark_duplicates
 from audit.frames import normalise_videos
 from audit.pipeline import run_audit
+from audit.visible import group_codes
 from service.prompt_key import prompt_key
 from tests.audit.conftest import AS_OF, EXPECTED_DUPLICATES
 
@@ -130,3 +131,18 @@ def test_vectorised_detection_agrees_with_brute_force(rows, window_hours, ids):
     dups = marked[marked["is_duplicate"]]
     got = {int(r.id): (int(r.previous_id), int(r.original_id)) for r in dups.itertuples(index=False)}
     assert got == expected
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=rows_strategy, window_hours=st.sampled_from([1, 24]))
+def test_duplicate_groups_are_the_groups_of_the_marked_duplicates(rows, window_hours):
+    for number, row in enumerate(rows, start=1):
+        row["id"] = number
+    window = timedelta(hours=window_hours)
+    frame = pd.DataFrame(rows, columns=["id", "tg_user_id", "prompt", "status", "created_at"])
+    marked = mark_duplicates(normalise_videos(frame), window=window)
+    group = group_codes(marked, ["tg_user_id", "prompt_key"])
+    expected = pd.Series(marked["is_duplicate"].to_numpy()).groupby(group).transform("any").to_numpy(dtype=bool)
+    got = in_duplicate_groups(group, marked["created_at"].array.asi8, marked["id"].to_numpy(),
+                              (marked["status"] != "failed").to_numpy(), window=window)
+    assert got.tolist() == expected.tolist()
