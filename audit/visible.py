@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+_UTC_US = pd.DatetimeTZDtype("us", "UTC")
+
 __all__ = ["seen_by_check", "group_codes", "positions", "row_positions", "taken"]
 
 
@@ -106,7 +108,22 @@ def _first_at_or_after(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, t: np.
 
 
 def _us(times: pd.Series) -> np.ndarray:
+    if times.dtype == _UTC_US:  # the callers' usual dtype: no copy
+        return times.array.asi8
     return times.dt.tz_convert("UTC").dt.as_unit("us").array.asi8
+
+
+def _by_group_then_time(group: np.ndarray, time: np.ndarray, groups: int) -> np.ndarray:
+    """The stable order by ``(group, time)`` of rows whose ``group`` is in ``0..groups-1``:
+    ``np.lexsort((time, group))``, in two stable sorts. Rows usually come in time order
+    already (saved videos), and 16-bit group numbers sort by radix, ten times faster than
+    int64's timsort (a shard has fewer duplicate groups than that)."""
+    by_time = None
+    if len(time) > 1 and not (time[1:] >= time[:-1]).all():
+        by_time = np.argsort(time, kind="stable")
+        group = group[by_time]
+    order = np.argsort(group.astype(np.uint16) if groups <= 1 << 16 else group, kind="stable")
+    return order if by_time is None else by_time[order]
 
 
 def seen_by_check(
@@ -134,20 +151,24 @@ def seen_by_check(
     if probes.empty or rows.empty:
         return np.zeros(len(probes), dtype=bool)
     probe_group, row_group = _joint_codes(probes, rows, by)
-    keep = pd.Series(row_group).isin(pd.unique(probe_group)).to_numpy()
+    # The probes' groups numbered 0..n-1: rows of other groups get -1 and are dropped.
+    probe_group, groups = pd.factorize(probe_group)
+    row_group = pd.Index(groups).get_indexer(row_group)
+    keep = row_group >= 0
     if not keep.any():  # no row shares a probe's group
         return np.zeros(len(probes), dtype=bool)
     row_group = row_group[keep]
     row_time = _us(rows["visible_at"])[keep]
     row_id = rows["row_id"].to_numpy()[keep]
-    order = np.lexsort((row_time, row_group))
+    order = _by_group_then_time(row_group, row_time, len(groups))
     row_group, row_time, row_id = row_group[order], row_time[order], row_id[order]
 
     at = _us(probes["at"])
     probe_id = probes["probe_id"].to_numpy()
     # Each probe's group is a stretch of the sorted rows; `at` is searched inside it.
-    group_start = np.searchsorted(row_group, probe_group, side="left")
-    group_end = np.searchsorted(row_group, probe_group, side="right")
+    group_end = np.cumsum(np.bincount(row_group, minlength=len(groups)))
+    group_start = np.concatenate([[0], group_end[:-1]])[probe_group]
+    group_end = group_end[probe_group]
     start = _first_at_or_after(row_time, group_start, group_end, at, after=False)
     end = _first_at_or_after(row_time, start, group_end, at, after=True)
     # The as-of part: the latest row of the group visible strictly before `at`.

@@ -12,7 +12,7 @@ from audit.detect import duplicate_pairs, mark_duplicates
 from audit.frames import normalise_requests, normalise_videos
 from audit.policies import prevented_by
 from audit.synthetic import synthetic_requests, synthetic_videos
-from audit.visible import positions
+from audit.visible import _by_group_then_time, positions
 
 
 def _parts(rows: int = 3000):
@@ -56,3 +56,12 @@ def test_a_duplicate_missing_from_the_request_times_is_left_unknown_as_in_a_left
     classified = classify_duplicates(pairs, marked, requested.loc[requested["id"] != missing])
     assert classified.loc[classified["video_id"] == missing, "requested_at"].isna().all()
     assert classified["requested_at"].notna().sum() == len(pairs) - 1
+
+
+def test_rows_sort_by_group_then_time_as_a_lexsort_does():
+    rng = np.random.default_rng(7)
+    for groups in (3, 70_000):  # 16-bit group numbers sort by radix, more by int64
+        group = rng.integers(0, groups, 200_000)
+        for time in (np.sort(rng.integers(0, 50, len(group))), rng.integers(0, 50, len(group))):
+            got = _by_group_then_time(group, time, groups)
+            assert got.tolist() == np.lexsort((time, group)).tolist()
