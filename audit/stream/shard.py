@@ -26,9 +26,8 @@ from audit.policies import POLICY_ROWS
 from audit.report_page import MAX_TABLE_ROWS
 from audit.stream.partition import LOGGED
 from audit.stream.tables import VIDEO_SCHEMA, Spill, requests_from_times, videos_from_arrow
-from audit.stream.text import duplicate_texts
+from audit.stream.text import duplicate_texts, iso_text
 from audit.stuck import stuck_claims
-from audit.words import iso_utc
 
 __all__ = ["ShardJob", "ShardOutcome", "PARTS", "sweep_shard"]
 
@@ -135,7 +134,7 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
     )
     dups = result.duplicates
     # The two times both files print, made text once for both.
-    iso = {c: iso_utc(dups[c]).tolist() for c in ("created_at", "requested_at")}
+    iso = {c: iso_text(dups[c]) for c in ("created_at", "requested_at")}
     rows, items = duplicate_texts(dups, iso=iso)
     created_us = dups["created_at"].array.asi8 if len(dups) else np.empty(0, dtype=np.int64)
     path = spill.path("d", job.shard)
