@@ -70,8 +70,13 @@ def request_times(
     basis = pd.Series("estimate", index=created.index, dtype=object)
     ids = videos["id"].reset_index(drop=True)
     if requests is not None and len(requests):
-        logged = requests.dropna(subset=["video_id"]).groupby("video_id")["received_at"].min()
-        found = ids.map(logged)
+        logged = requests.loc[requests["video_id"].notna().to_numpy(dtype=bool)]
+        index = pd.Index(logged["video_id"].to_numpy(dtype=np.int64))
+        if index.is_unique:  # a request per video (the streaming sweep's log): each is the earliest
+            at = index.get_indexer(ids.to_numpy(dtype=np.int64))
+            found = pd.Series(logged["received_at"].array.take(at, allow_fill=True), index=created.index)
+        else:
+            found = ids.map(logged.groupby("video_id")["received_at"].min())
         has = found.notna()
         requested = requested.where(~has, found)
         basis = basis.where(~has, "request_log")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from audit.classify import CLASSES, DEFAULT_GENERATION_RANGE, classify_duplicates, race_windows, request_times
@@ -158,15 +159,18 @@ def run_audit(
     videos = normalise_videos(videos)
     requests = normalise_requests(requests) if requests is not None else None
     look_back = in_period(videos["created_at"], None if since is None else since - window, None)
-    marked = mark_duplicates(videos.loc[look_back], window=window)
+    scoped = videos.loc[look_back]
+    # Detection, classes and policies all group by (user, prompt key): its codes, once (a text factorize).
+    keyed = group_codes(scoped, ["tg_user_id", "prompt_key"])
+    marked = mark_duplicates(scoped, window=window, group=keyed)
     in_scope = in_period(marked["created_at"], since, until)
     marked.loc[~in_scope, "is_duplicate"] = False  # look-back rows are context only
     marked.loc[~in_scope, ["previous_id", "original_id"]] = pd.NA
 
     requested = request_times(marked, requests, generation_range=generation_range)
     pairs = duplicate_pairs(marked)
-    # Classes and policies both join on (user, prompt key): its codes, once (a text factorize).
-    keyed = group_codes(marked, ["tg_user_id", "prompt_key"])
+    if not np.array_equal(marked["id"].to_numpy(), scoped["id"].to_numpy()):  # put in order: codes too
+        keyed = group_codes(marked, ["tg_user_id", "prompt_key"])
     classified = classify_duplicates(pairs, marked, requested, window=window, keyed=keyed)
     classified["cost_usd"] = float(cost_per_video)
     prevented = prevented_by(classified, marked, requested, window=window, pending_gap=pending_gap, keyed=keyed)

@@ -37,6 +37,8 @@ _PART_ROWS = 50_000
 # The page's figures read these of every duplicate; its table these too of the newest. No
 # more: the page's frame has a row per duplicate (9 M at 100 M videos), and with every column
 # of the newest it held 30 mostly empty columns, 14 GB at its peak.
+# What `run_audit` reads of a shard's videos (the stuck claims read the whole shard's).
+RULE_COLUMNS = ["id", "tg_user_id", "prompt", "status", "created_at", "updated_at", "prompt_key"]
 SLIM_COLUMNS = ["video_id", "created_at", "class", "cost_usd"]
 PAGE_COLUMNS = [*SLIM_COLUMNS, "original_id", "basis", "tg_user_id", "prompt", "requested_at", "gap_seconds"]
 
@@ -95,15 +97,27 @@ def _in_order(table: pa.Table) -> pa.Table:
 def _duplicate_groups(table: pa.Table, look_back: np.ndarray, window: timedelta) -> np.ndarray:
     """The look-back rows whose ``(tg_user_id, prompt_key)`` group holds a duplicate (see
     `audit.detect.in_duplicate_groups`), about half of a shard's rows."""
-    rows = table.filter(look_back)
+    rows = table.select(["tg_user_id", "prompt_key", "status", "created_at", "id"])
+    if not look_back.all():  # a period: the rows before its look-back take no part
+        rows = rows.filter(look_back)
     users, _ = pd.factorize(_int64(rows["tg_user_id"]), sort=False)
-    keys = pc.dictionary_encode(rows["prompt_key"].combine_chunks())
-    group = users.astype(np.int64) * max(len(keys.dictionary), 1) + keys.indices.to_numpy(zero_copy_only=False)
+    keys, distinct = pd.factorize(pd.Series(rows["prompt_key"].to_pandas()), sort=False)
+    group = users.astype(np.int64) * max(len(distinct), 1) + keys
     ok = pc.not_equal(rows["status"], "failed").to_numpy().astype(bool, copy=False) if len(rows) else np.ones(0, bool)
     held = in_duplicate_groups(group, _int64(rows["created_at"]), _int64(rows["id"]), ok, window=window)
     keep = look_back.copy()
     keep[look_back] = held
     return keep
+
+
+def _request_times(spill: Spill, shard: int, video_id: np.ndarray) -> pd.DataFrame:
+    """The shard's request log (each video's earliest request time), for ``video_id`` only,
+    in their order."""
+    times = spill.read("l", shard, LOGGED)
+    at = pd.Index(_int64(times["video_id"])).get_indexer(video_id)
+    found = at >= 0
+    received = times["received_at"].to_pandas()
+    return requests_from_times(video_id[found], pd.Series(received.array.take(at[found])))
 
 
 def sweep_shard(job: ShardJob) -> ShardOutcome:
@@ -116,18 +130,17 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
     look_back = _at_least(created_us, None if job.since is None else job.since - job.window)
     # Everything the rule derives is per (user, prompt key) group, and an exact-prompt group
     # lies inside one key group (the key is a function of the prompt: the spill carries no
-    # params), so `run_audit` sees only the groups holding a duplicate; what reads every row
-    # (the count, the latest time, the stuck claims) is taken from the whole shard here.
-    kept = table.filter(_duplicate_groups(table, look_back, job.window))
+    # params), so `run_audit` sees only the groups holding a duplicate, and only the columns
+    # it reads; what reads every row (the count, the latest time, the stuck claims) is taken
+    # from the whole shard here.
+    kept = table.select(RULE_COLUMNS).filter(_duplicate_groups(table, look_back, job.window))
     generating = table.filter(pc.equal(table["status"], "generating")) if len(table) else table
     stuck = stuck_claims(videos_from_arrow(generating), as_of=job.as_of, lease=job.lease)
-    latest = pc.max(table["created_at"].filter(in_scope)).as_py() if in_scope.any() else None
+    latest = pd.Timestamp(int(created_us[in_scope].max()), unit="us", tz="UTC") if in_scope.any() else None
     videos = videos_from_arrow(kept)
     requests = None
     if job.with_requests:
-        times = spill.read("l", job.shard, LOGGED)
-        times = times.filter(pc.is_in(times["video_id"], value_set=kept["id"].combine_chunks()))
-        requests = requests_from_times(times["video_id"].to_numpy(), times["received_at"].to_pandas())
+        requests = _request_times(spill, job.shard, videos["id"].to_numpy(dtype=np.int64))
     result = run_audit(
         videos, requests, as_of=job.as_of, window=job.window, cost_per_video=job.cost_per_video, lease=job.lease,
         since=job.since, until=job.until, list_duplicates=False, videos_scanned=int(in_scope.sum()),
@@ -157,6 +170,6 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
         race_windows=windows.loc[windows["class"] == "race"] if len(windows) else windows,
         slim=dups[SLIM_COLUMNS],
         newest=newest,
-        latest=None if latest is None else pd.Timestamp(latest),
+        latest=latest,
         duplicates=len(dups),
     )

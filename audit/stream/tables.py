@@ -50,23 +50,27 @@ def videos_to_arrow(frame: pd.DataFrame) -> pa.Table:
 
 def videos_from_arrow(table: pa.Table) -> pd.DataFrame:
     """`videos_to_arrow`'s rows back as a canonical frame: normalisation's dtypes, sorted by
-    ``(created_at, id)``, marked normalised."""
+    ``(created_at, id)``, marked normalised. Columns ``table`` leaves out stay out (a shard
+    converts only what `run_audit` reads: `audit.stream.shard.RULE_COLUMNS`)."""
     frame = table.to_pandas()
-    frame["duration_seconds"] = table["duration_seconds"].to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
+    if "duration_seconds" in frame.columns:
+        frame["duration_seconds"] = table["duration_seconds"].to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
     for column in _OPTIONAL_TEXT:
-        frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+        if column in frame.columns:
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return adopt_canonical(frame, "videos")
 
 
 def requests_from_times(video_id: np.ndarray, received_at: pd.Series) -> pd.DataFrame:
     """A canonical request log holding, per video, only its earliest request's time: all the
     sweep reads of the log (`audit.classify.request_times` takes each video's earliest)."""
+    empty = pd.Series(pa.repeat(pa.scalar("", pa.large_string()), len(video_id)).to_pandas().array, dtype=str)
     frame = pd.DataFrame(
         {
-            "request_id": pd.Series([""] * len(video_id), dtype=str),
+            "request_id": empty,
             "received_at": pd.Series(received_at.array, dtype="datetime64[us, UTC]"),
             "tg_user_id": np.zeros(len(video_id), dtype=np.int64),
-            "prompt": pd.Series([""] * len(video_id), dtype=str),
+            "prompt": empty,
             "video_id": pd.array(video_id, dtype="Int64"),
         }
     )

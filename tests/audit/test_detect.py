@@ -146,3 +146,11 @@ def test_duplicate_groups_are_the_groups_of_the_marked_duplicates(rows, window_h
     got = in_duplicate_groups(group, marked["created_at"].array.asi8, marked["id"].to_numpy(),
                               (marked["status"] != "failed").to_numpy(), window=window)
     assert got.tolist() == expected.tolist()
+
+
+def test_group_codes_given_in_any_row_order_mark_the_same(fixture_videos):
+    videos = normalise_videos(fixture_videos)
+    shuffled = videos.sample(frac=1, random_state=2)
+    marked = mark_duplicates(shuffled, group=group_codes(shuffled, ["tg_user_id", "prompt_key"]))
+    pd.testing.assert_frame_equal(marked, mark_duplicates(videos))
+    assert set(marked.loc[marked["is_duplicate"], "id"]) == EXPECTED_DUPLICATES
