@@ -60,6 +60,13 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
 
 
+def _counts(values: pd.Series, names) -> dict[str, int]:
+    """How many of ``values`` are each of ``names``: one hash count, where an ``==`` per name
+    compared Python strings one by one (8 ms a name on a shard's 39 k duplicates)."""
+    counts = values.value_counts()
+    return {name: int(counts.get(name, 0)) for name in names}
+
+
 def duplicate_records(classified: pd.DataFrame) -> list[dict[str, Any]]:
     """``summary["duplicates"]``: ids, class, basis and ISO times, built column-wise (per-row
     ``isoformat`` took 1.6 s of a 1 M-row sweep)."""
@@ -190,8 +197,8 @@ def run_audit(
 
     summary = summary_of(
         as_of=as_of, since=since, until=until, window=window, cost_per_video=cost_per_video, scanned=scanned,
-        by_class={c: int((classified["class"] == c).sum()) for c in CLASSES},
-        has_requests=requests is not None, any_estimate=bool((classified["basis"] == "estimate").any()),
+        by_class=_counts(classified["class"], CLASSES),
+        has_requests=requests is not None, any_estimate=_counts(classified["basis"], ["estimate"])["estimate"] > 0,
         generation_range=generation_range, duplicates=duplicate_records(classified) if list_duplicates else [],
         policies=policies, stuck=stuck, near=near,
     )

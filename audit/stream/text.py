@@ -21,6 +21,8 @@ from audit.words import iso_utc
 
 __all__ = ["duplicate_texts", "iso_text"]
 
+_UTC_US = pd.DatetimeTZDtype("us", "UTC")
+
 
 def _text(values) -> pa.Array:
     return values if isinstance(values, pa.Array) else pa.array(values, type=pa.string())
@@ -36,19 +38,46 @@ def _fixed_width(chars: np.ndarray, suffix: bytes) -> pa.Array:
     return pa.StringArray.from_buffers(rows, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
+def _civil(seconds: np.ndarray) -> np.ndarray | None:
+    """``YYYY-MM-DDTHH:MM:SS`` of each UTC epoch second, as rows of ASCII codes, or None
+    when a year has not four digits. Days to dates by Howard Hinnant's ``civil_from_days``,
+    in integer NumPy passes: ``datetime_as_string`` took 7 ms for 39 k values."""
+    days, clock = np.divmod(seconds, 86_400)
+    era, day_of_era = np.divmod(days + 719_468, 146_097)
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = np.where(shifted_month < 10, shifted_month + 3, shifted_month - 9)
+    year = year_of_era + era * 400 + (month <= 2)
+    if len(year) and (year.min() < 1000 or year.max() > 9999):
+        return None
+    out = np.empty((len(seconds), 19), dtype=np.uint8)
+    out[:, [4, 7]] = ord("-")
+    out[:, 10] = ord("T")
+    out[:, [13, 16]] = ord(":")
+    hour, rest = np.divmod(clock, 3600)
+    minute, second = np.divmod(rest, 60)
+    for value, first, width in ((year, 0, 4), (month, 5, 2), (day, 8, 2), (hour, 11, 2), (minute, 14, 2), (second, 17, 2)):
+        for position in range(first + width - 1, first - 1, -1):
+            value, digit = np.divmod(value, 10)
+            out[:, position] = digit + ord("0")
+    return out
+
+
 def iso_text(values: pd.Series) -> pa.Array:
     """`audit.words.iso_utc` of UTC-aware times, as Arrow text. Whole seconds and four-digit
-    years (every time the sweep has met) are one ``datetime_as_string`` and a fixed-width
-    buffer, without a Python string per value (``iso_utc`` built 39 k in 16 ms, four columns
-    a shard); anything else goes through ``iso_utc`` itself."""
-    us = values.dt.tz_convert("UTC").dt.as_unit("us").array.asi8
+    years (every time the sweep has met) are built as digits in one fixed-width buffer,
+    without a Python string per value (``iso_utc`` built 39 k in 16 ms, four columns a
+    shard); anything else goes through ``iso_utc`` itself."""
+    if values.dtype != _UTC_US:
+        values = values.dt.tz_convert("UTC").dt.as_unit("us")
+    us = values.array.asi8
     seconds, fraction = np.divmod(us, 1_000_000)
     if len(us) and not fraction.any() and not (us == np.iinfo(np.int64).min).any():  # no NaT
-        text = np.datetime_as_string(seconds.astype("datetime64[s]"), unit="s")
-        chars = text.view(np.uint32).reshape(len(text), -1)
-        # "YYYY-MM-DDTHH:MM:SS", all 19 characters ASCII: what iso_utc's slice keeps.
-        if chars.shape[1] >= 19 and not chars[:, 19:].any() and ((chars[:, :19] > 0) & (chars[:, :19] < 128)).all():
-            return _fixed_width(chars[:, :19], b"+00:00")
+        chars = _civil(seconds)
+        if chars is not None:
+            return _fixed_width(chars, b"+00:00")
     return _text(iso_utc(values))
 
 

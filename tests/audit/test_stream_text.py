@@ -52,3 +52,13 @@ def test_iso_text_is_iso_utc():
     times = pd.Series(pd.Timestamp("2025-03-01", tz="UTC") + np.arange(0, 10**6, 997) * timedelta(seconds=1))
     for values in (times, times + timedelta(microseconds=3), pd.concat([times, pd.Series([pd.NaT], dtype=times.dtype)])):
         assert iso_text(values).to_pylist() == iso_utc(values).tolist()
+
+
+def test_iso_text_writes_every_four_digit_year_as_iso_utc():
+    rng = np.random.default_rng(5)
+    first, last = -30_610_224_000, 253_402_300_799  # 1000-01-01 and 9999-12-31T23:59:59
+    leap_days = [951_782_400, 951_868_800, 4_107_542_400, -2_208_988_800]  # 2000-02-29, 2000-03-01, 2100-03-01, 1900
+    seconds = np.concatenate([rng.integers(first, last + 1, 100_000), [first, last, 0], leap_days])
+    for span in (seconds, np.array([first - 1, last + 1])):  # and the years it leaves to iso_utc
+        values = pd.Series(pd.to_datetime(span * 1_000_000, unit="us", utc=True)).dt.as_unit("us")
+        assert iso_text(values).to_pylist() == iso_utc(values).tolist()
