@@ -71,8 +71,11 @@ def request_times(
     ids = videos["id"].reset_index(drop=True)
     if requests is not None and len(requests):
         logged = requests.loc[requests["video_id"].notna().to_numpy(dtype=bool)]
-        index = pd.Index(logged["video_id"].to_numpy(dtype=np.int64))
-        if index.is_unique:  # a request per video (the streaming sweep's log): each is the earliest
+        logged_ids = logged["video_id"].to_numpy(dtype=np.int64)
+        index = pd.Index(logged_ids)
+        if np.array_equal(logged_ids, ids.to_numpy(dtype=np.int64)):  # the shard's log: a request per video, in order
+            found = pd.Series(logged["received_at"].array, index=created.index)
+        elif index.is_unique:  # a request per video: each is the earliest
             at = index.get_indexer(ids.to_numpy(dtype=np.int64))
             found = pd.Series(logged["received_at"].array.take(at, allow_fill=True), index=created.index)
         else:
@@ -141,12 +144,18 @@ def race_windows(marked: pd.DataFrame, classified: pd.DataFrame, requested: pd.D
     raced = np.bincount(of_chain, weights=classes == "race", minlength=len(chains)) > 0
     video_id = np.concatenate([chains, video])
     at, requested_at = row_positions(pd.Series(video_id), marked, requested, guess_duplicates=False)
-    rows = pd.DataFrame(
+    chain_id = np.concatenate([chains, chain])
+    # Sorted here, on the keys alone, so every column is taken once and in order.
+    asked = taken(requested["requested_at"], requested_at).array.asi8
+    order = np.lexsort((video_id, np.where(asked == np.iinfo(np.int64).min, np.iinfo(np.int64).max, asked), chain_id))
+    at, requested_at = at[order], requested_at[order]
+    roles = np.array(["original", "duplicate"], dtype=object)[(np.arange(len(video_id)) >= len(chains)).astype(int)]
+    return pd.DataFrame(
         {
-            "chain_id": np.concatenate([chains, chain]),
-            "video_id": video_id,
-            "role": ["original"] * len(chains) + ["duplicate"] * len(video),
-            "class": np.concatenate([np.where(raced, "race", "sequential").astype(object), classes]),
+            "chain_id": chain_id[order],
+            "video_id": video_id[order],
+            "role": roles[order],
+            "class": np.concatenate([np.where(raced, "race", "sequential").astype(object), classes])[order],
             "tg_user_id": taken(marked["tg_user_id"], at),
             "prompt": taken(marked["prompt"], at),
             "requested_at": taken(requested["requested_at"], requested_at),
@@ -154,4 +163,3 @@ def race_windows(marked: pd.DataFrame, classified: pd.DataFrame, requested: pd.D
             "basis": taken(requested["basis"], requested_at),
         }
     )
-    return rows.sort_values(["chain_id", "requested_at", "video_id"]).reset_index(drop=True)

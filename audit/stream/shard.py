@@ -37,7 +37,7 @@ _PART_ROWS = 50_000
 # The page's figures read these of every duplicate; its table these too of the newest. No
 # more: the page's frame has a row per duplicate (9 M at 100 M videos), and with every column
 # of the newest it held 30 mostly empty columns, 14 GB at its peak.
-# What `run_audit` reads of a shard's videos (the stuck claims read the whole shard's).
+# What `run_audit` and the stuck claims read of a shard's videos.
 RULE_COLUMNS = ["id", "tg_user_id", "prompt", "status", "created_at", "updated_at", "prompt_key"]
 SLIM_COLUMNS = ["video_id", "created_at", "class", "cost_usd"]
 PAGE_COLUMNS = [*SLIM_COLUMNS, "original_id", "basis", "tg_user_id", "prompt", "requested_at", "gap_seconds"]
@@ -122,7 +122,7 @@ def _request_times(spill: Spill, shard: int, video_id: np.ndarray) -> pd.DataFra
 
 def sweep_shard(job: ShardJob) -> ShardOutcome:
     spill = Spill(job.folder)
-    table = _in_order(spill.read("v", job.shard, VIDEO_SCHEMA))
+    table = _in_order(spill.read("v", job.shard, VIDEO_SCHEMA).select(RULE_COLUMNS))
     created_us = _int64(table["created_at"])
     in_scope = _at_least(created_us, job.since)
     if job.until is not None:
@@ -133,7 +133,7 @@ def sweep_shard(job: ShardJob) -> ShardOutcome:
     # params), so `run_audit` sees only the groups holding a duplicate, and only the columns
     # it reads; what reads every row (the count, the latest time, the stuck claims) is taken
     # from the whole shard here.
-    kept = table.select(RULE_COLUMNS).filter(_duplicate_groups(table, look_back, job.window))
+    kept = table.filter(_duplicate_groups(table, look_back, job.window))
     generating = table.filter(pc.equal(table["status"], "generating")) if len(table) else table
     stuck = stuck_claims(videos_from_arrow(generating), as_of=job.as_of, lease=job.lease)
     latest = pd.Timestamp(int(created_us[in_scope].max()), unit="us", tz="UTC") if in_scope.any() else None

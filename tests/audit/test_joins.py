@@ -65,3 +65,14 @@ def test_rows_sort_by_group_then_time_as_a_lexsort_does():
         for time in (np.sort(rng.integers(0, 50, len(group))), rng.integers(0, 50, len(group))):
             got = _by_group_then_time(group, time, groups)
             assert got.tolist() == np.lexsort((time, group)).tolist()
+
+
+def test_a_chain_member_without_a_request_time_comes_last_in_its_chain():
+    marked, requested, pairs = _parts()
+    classified = classify_duplicates(pairs, marked, requested)
+    missing = classified.loc[classified["original_id"].duplicated(keep=False), "video_id"].iloc[0]
+    windows = race_windows(marked, classified, requested.loc[requested["id"] != missing])
+    chain = windows.loc[windows["chain_id"] == windows.loc[windows["video_id"] == missing, "chain_id"].iloc[0]]
+    assert len(chain) >= 3
+    assert chain["video_id"].iloc[-1] == missing and chain["requested_at"].iloc[-1] is pd.NaT
+    assert chain["requested_at"].iloc[:-1].is_monotonic_increasing
