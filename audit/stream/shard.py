@@ -1,11 +1,14 @@
 """One user shard of the streaming sweep: `audit.run_audit` on its rows, and what the merge needs.
 
-Runs in a worker process (or in the sweep's own, with one job). The shard's duplicates leave
-as text, already written as ``duplicates.csv`` rows and ``summary.json`` items
-(`audit.report`'s own writers), in a file ``d-<shard>.arrow`` sorted like the output
-``(created_at, video_id)``, so the merge only interleaves. The rest comes back to the parent
-in `ShardOutcome`: counts, the policies' verdicts, the stuck claims, and the few rows the
-report page draws.
+Runs in a worker process (or in the sweep's own, with one job). `run_audit` gets only the
+rows it can use: the look-back rows of the ``(user, prompt key)`` groups that hold a
+duplicate (about half a shard; `audit.detect.in_duplicate_groups`), and of those only
+`RULE_COLUMNS`; the count, the latest time and the stuck claims are taken from the whole
+shard. The shard's duplicates leave as text, already written as ``duplicates.csv`` rows and
+``summary.json`` items (`audit.report`'s own writers), in a file ``d-<shard>.arrow`` sorted
+like the output ``(created_at, video_id)``, so the merge only interleaves. The rest comes
+back to the parent in `ShardOutcome`: counts, the policies' verdicts, the stuck claims, and
+the few rows the report page draws.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def _us(moment: datetime) -> int:
 
 def _in_order(table: pa.Table) -> pa.Table:
     """The shard's rows in ``(created_at, id)`` order: the parts come in the file's order, each
-    sorted, so a file in time order (the usual case) needs no sort."""
+    sorted, so a file written in time order needs no sort."""
     created, ids = _int64(table["created_at"]), _int64(table["id"])
     step = np.diff(created)
     if ((step > 0) | ((step == 0) & (np.diff(ids) > 0))).all():

@@ -58,7 +58,8 @@ def _civil(seconds: np.ndarray) -> np.ndarray | None:
     out[:, [13, 16]] = ord(":")
     hour, rest = np.divmod(clock, 3600)
     minute, second = np.divmod(rest, 60)
-    for value, first, width in ((year, 0, 4), (month, 5, 2), (day, 8, 2), (hour, 11, 2), (minute, 14, 2), (second, 17, 2)):
+    fields = ((year, 0, 4), (month, 5, 2), (day, 8, 2), (hour, 11, 2), (minute, 14, 2), (second, 17, 2))
+    for value, first, width in fields:
         for position in range(first + width - 1, first - 1, -1):
             value, digit = np.divmod(value, 10)
             out[:, position] = digit + ord("0")

@@ -25,7 +25,7 @@ def _parts(rows: int = 3000):
 def test_positions_take_a_right_guess_and_look_up_otherwise():
     ids = np.array([30, 10, 20, 40])
     assert positions(ids, np.array([10, 40]), guess=np.array([1, 3])).tolist() == [1, 3]
-    assert positions(ids, np.array([40, 10]), guess=np.array([1, 3])).tolist() == [3, 1]
+    assert positions(ids, np.array([40, 10]), guess=np.array([1, 3])).tolist() == [3, 1]  # a wrong guess
     assert positions(ids, np.array([20, 99])).tolist() == [2, -1]
 
 
@@ -47,7 +47,8 @@ def test_duplicates_in_another_order_get_the_same_verdicts_and_windows():
     got = prevented_by(reordered, marked, shuffled)
     pd.testing.assert_frame_equal(got.iloc[::-1], expected)
     assert expected["check"].any() and not expected["check"].all()
-    pd.testing.assert_frame_equal(race_windows(marked, reordered, shuffled), race_windows(marked, classified, requested))
+    expected_windows = race_windows(marked, classified, requested)
+    pd.testing.assert_frame_equal(race_windows(marked, reordered, shuffled), expected_windows)
 
 
 def test_a_duplicate_missing_from_the_request_times_is_left_unknown_as_in_a_left_join():

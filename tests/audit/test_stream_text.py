@@ -50,7 +50,8 @@ def test_odd_values_take_the_slow_paths_to_the_same_text():
 
 def test_iso_text_is_iso_utc():
     times = pd.Series(pd.Timestamp("2025-03-01", tz="UTC") + np.arange(0, 10**6, 997) * timedelta(seconds=1))
-    for values in (times, times + timedelta(microseconds=3), pd.concat([times, pd.Series([pd.NaT], dtype=times.dtype)])):
+    with_nat = pd.concat([times, pd.Series([pd.NaT], dtype=times.dtype)])
+    for values in (times, times + timedelta(microseconds=3), with_nat):
         assert iso_text(values).to_pylist() == iso_utc(values).tolist()
 
 
