@@ -21,7 +21,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from audit.figures import timeline_figure, waste_by_class_figure, waste_by_week_figure
 from audit.pipeline import AuditResult
 from audit.words import FORMULA_TRIGGERS, iso_utc, spreadsheet_cell
 from service.redact import redact_text
@@ -42,6 +41,18 @@ __all__ = [
     "write_page",
     "write_reports",
 ]
+
+# The figures are re-exported for the notebooks, loaded on first use (PEP 562): plotly is
+# 0.1 s of import that the sweep's workers, which write this module's text, never draw.
+_FIGURES = ("timeline_figure", "waste_by_class_figure", "waste_by_week_figure")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FIGURES:
+        import audit.figures
+
+        return getattr(audit.figures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DUPLICATE_CSV_COLUMNS = [
     "video_id",
