@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from operator import itemgetter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,35 @@ def summary_json(summary: dict[str, Any]) -> str:
 _encode = json.JSONEncoder(default=str, ensure_ascii=True).encode
 
 
+# Encodes a list with a line end between its items: the C encoder escapes every line end
+# inside a value (``ensure_ascii``), so the raw ones are exactly the separators.
+_encode_lines = json.JSONEncoder(default=str, ensure_ascii=True, separators=("\n", ": ")).encode
+
+
 def summary_item_lines(items: list) -> list[str]:
     """The lines of a list's items in ``summary.json`` (indented, no separators)."""
-    return ["    " + _encode(item) for item in items]
+    return _record_lines(items) or ["    " + _encode(item) for item in items]
+
+
+def _record_lines(items: list) -> list[str] | None:
+    """`summary_item_lines` of records (dicts with the same text keys in the same order, such
+    as the stuck claims: 0.17 s one by one for a 3 M-row sweep's 59 k), a column at a time:
+    one encoder call per key, then one format per row. None for anything else, and when a value
+    turned out to be a list or dict of two or more items (its own separators would be line
+    ends, so a column's count of lines tells): those take the per-item path."""
+    if len(items) < 2 or set(map(type, items)) != {dict}:
+        return None
+    keys = tuple(items[0])
+    if not keys or set(map(type, keys)) != {str} or not all(map(keys.__eq__, map(tuple, items))):
+        return None
+    columns = []
+    for key in keys:
+        text = _encode_lines(list(map(itemgetter(key), items)))[1:-1].split("\n")
+        if len(text) != len(items):
+            return None
+        columns.append(text)
+    template = "    {{" + ", ".join(_encode(key).replace("{", "{{").replace("}", "}}") + ": {}" for key in keys) + "}}"
+    return list(map(template.format, *columns))
 
 
 def summary_json_chunks(summary: dict[str, Any], *, streamed: dict[str, tuple[int, Iterable[list[str]]]] | None = None) -> Iterator[str]:
