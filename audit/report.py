@@ -15,7 +15,7 @@ import json
 from operator import itemgetter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,9 @@ import pyarrow.compute as pc
 from audit.pipeline import AuditResult
 from audit.words import FORMULA_TRIGGERS, iso_utc, spreadsheet_cell
 from service.redact import redact_text
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer  # collections.abc's from Python 3.12
 
 __all__ = [
     "DUPLICATE_CSV_COLUMNS",
@@ -140,11 +143,15 @@ def _record_lines(items: list) -> list[str] | None:
     return list(map(template.format, *columns))
 
 
-def summary_json_chunks(summary: dict[str, Any], *, streamed: dict[str, tuple[int, Iterable[list[str]]]] | None = None) -> Iterator[str]:
+def summary_json_chunks(
+    summary: dict[str, Any], *, streamed: dict[str, tuple[int, Iterable[list[str] | Buffer]]] | None = None
+) -> Iterator[str | Buffer]:
     """`summary_json`'s text in pieces whose concatenation is that text. A key in
     ``streamed`` takes its list from ``(count, blocks)`` instead of ``summary``: blocks of
     `summary_item_lines`, in order, ``count`` lines in all (`audit.stream` writes the
-    duplicates of 100 M rows this way, without holding them). Each piece is whole lines."""
+    duplicates of 100 M rows this way, without holding them). A block may instead be its lines'
+    UTF-8 text already joined by ``,\\n`` (bytes-like, never empty), yielded as it is, so no
+    string is made of it. Each piece is whole lines."""
     streamed = streamed or {}
     keys = list(summary)
     yield "{\n"
@@ -155,8 +162,13 @@ def summary_json_chunks(summary: dict[str, Any], *, streamed: dict[str, tuple[in
             yield f"  {_encode(key)}: [\n"
             first = True
             for block in streamed[key][1]:
-                if block:
+                if isinstance(block, list) and block:
                     yield ("" if first else ",\n") + ",\n".join(block)
+                    first = False
+                elif not isinstance(block, list):
+                    if not first:
+                        yield ",\n"
+                    yield block
                     first = False
             yield f"\n  ]{end}"
         elif key in streamed:

@@ -14,9 +14,10 @@ import pytest
 
 import audit.stream.merge as merge
 import audit.stream.shard as shard
-from audit.report import _encode, summary_item_lines
+from audit.report import _encode, summary_item_lines, summary_json, summary_json_chunks
 from audit.sources.base import Period
 from audit.synthetic import synthetic_requests, synthetic_videos, to_iso_text
+from service.redact import redact_text
 from tests.audit.test_stream import assert_same_files, reference, same_page, streamed
 
 
@@ -76,3 +77,27 @@ def test_summary_items_column_by_column_are_the_items_one_by_one(items):
     lines = summary_item_lines(items)
     assert lines == ["    " + _encode(item) for item in items]
     assert [json.loads(line) for line in lines] == json.loads(json.dumps(items, default=str))
+
+
+@pytest.mark.parametrize("text", ['    {"a": 1},\n    {"b": "x"}', '    {"url": "postgresql://u:secret@db/x?password=hunter2"}'])
+def test_items_written_as_bytes_are_masked_as_text_is(text):
+    want, got = io.BytesIO(), io.BytesIO()
+    with io.TextIOWrapper(want, encoding="utf-8") as file:
+        file.write(redact_text(text))
+        file.flush()
+        masked = want.getvalue()
+    with io.TextIOWrapper(got, encoding="utf-8") as file:
+        merge._write_masked(file, pa.py_buffer(text.encode("utf-8")))
+        file.flush()
+        assert got.getvalue() == masked
+    assert b"hunter2" not in masked and b"secret" not in masked
+
+
+def test_a_streamed_list_in_joined_blocks_is_the_same_text():
+    lines = summary_item_lines([{"n": n} for n in range(7)])
+    blocks = [lines[:3], lines[3:4], [], lines[4:]]
+    summary = {"before": 1, "items": lines, "after": [2]}
+    as_lists = "".join(summary_json_chunks(summary, streamed={"items": (7, iter(blocks))}))
+    as_bytes = "".join(piece if isinstance(piece, str) else bytes(piece).decode()
+                       for piece in summary_json_chunks(summary, streamed={"items": (7, (",\n".join(b).encode() for b in blocks if b))}))
+    assert as_lists == as_bytes == summary_json({"before": 1, "items": [{"n": n} for n in range(7)], "after": [2]})
