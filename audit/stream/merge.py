@@ -87,8 +87,8 @@ def _merge_pool() -> pa.MemoryPool:
     """The pool of the merge's own buffers: mimalloc's when Arrow has it. The sweep's parent
     runs with glibc's thresholds at their defaults (`audit.cli._lean_allocators`), so every
     buffer past 128 KB was mapped afresh and faulted in page by page, a block's few 10 MB
-    buffers every block: 0.4 s of the 3 M merge's 0.55. mimalloc keeps them for the next block,
-    and the process's pool stays the CLI's choice."""
+    buffers every block: 0.4 s of the 3 M merge's 0.66 s. mimalloc keeps them for the next
+    block, and the process's pool stays the CLI's choice."""
     try:
         return pa.mimalloc_memory_pool()
     except NotImplementedError:  # a build without it
@@ -96,11 +96,11 @@ def _merge_pool() -> pa.MemoryPool:
 
 
 class _Rows:
-    """One shard's duplicates file, mapped and read forward a batch at a time (its buffers
-    are the file's pages: nothing is copied), handed out ``count`` rows at a time."""
+    """One shard's duplicates file, read forward a batch at a time and handed out ``count``
+    rows at a time (a table whose chunks are the batches' slices: nothing is copied)."""
 
-    def __init__(self, path: Path) -> None:
-        self.stream = pa.ipc.open_stream(pa.memory_map(str(path)))
+    def __init__(self, path: Path, pool: pa.MemoryPool) -> None:
+        self.stream = pa.ipc.open_stream(path, memory_pool=pool)
         self.rest = self.stream.schema.empty_table().select(["csv", "json"])
 
     def take(self, count: int) -> pa.Table:
@@ -159,7 +159,7 @@ def _interleaved(spill: Spill, shards: list[int]) -> Iterator[tuple[pa.Buffer, p
                 table = reader.read_all().select(["created_us", "video_id"])
             keys.append(table)
             labels.append(np.full(table.num_rows, shard, dtype=np.int32))
-            files[shard] = _Rows(path)  # one open file per shard: 208 for 100 M rows
+            files[shard] = _Rows(path, pool)  # one open file per shard: 208 for 100 M rows
         yield from _blocks(keys, labels, files, pool)
     finally:
         for rows in files.values():
