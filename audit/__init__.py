@@ -14,26 +14,37 @@ instant saw), `classify` (sequential / race, in-flight windows), `policies`, `st
 `synthetic`, `replay` (the request log against the service).
 """
 
-from audit.classify import DEFAULT_GENERATION_RANGE, classify_duplicates, race_windows, request_times
-from audit.detect import DEFAULT_WINDOW, duplicate_pairs, mark_duplicates
-from audit.frames import AuditError, SchemaError, normalise_requests, normalise_videos
-from audit.near import DEFAULT_SIMILARITY, near_duplicates
-from audit.pipeline import DEFAULT_COST_PER_VIDEO, AuditResult, run_audit
-from audit.policies import DEFAULT_PENDING_GAP, POLICIES, POLICY_ROWS, compare_policies, prevented_by
-from audit.sources import Loaded, SourceError, load_files
-from audit.sources.base import Period
-from audit.stuck import DEFAULT_LEASE, stuck_claims
+import importlib
 
-# The database and Supabase loaders load on first use (see `audit.sources`).
-_LAZY_SOURCES = ("detect_duplicates_sql", "load_database", "load_supabase")
+# Every public name is loaded on first use (PEP 562): `import audit.stream.shard` in a sweep's
+# worker process runs this file first, and importing all of these here gave each worker the
+# whole audit (plotly, rapidfuzz, the replay's httpx) for the few modules a shard runs.
+_LAZY = {
+    "audit.classify": ("DEFAULT_GENERATION_RANGE", "classify_duplicates", "race_windows", "request_times"),
+    "audit.detect": ("DEFAULT_WINDOW", "duplicate_pairs", "mark_duplicates"),
+    "audit.frames": ("AuditError", "SchemaError", "normalise_requests", "normalise_videos"),
+    "audit.near": ("DEFAULT_SIMILARITY", "near_duplicates"),
+    "audit.pipeline": ("DEFAULT_COST_PER_VIDEO", "AuditResult", "run_audit"),
+    "audit.policies": ("DEFAULT_PENDING_GAP", "POLICIES", "POLICY_ROWS", "compare_policies", "prevented_by"),
+    # The database and Supabase loaders are themselves loaded on first use (see `audit.sources`).
+    "audit.sources": ("Loaded", "SourceError", "load_files", "detect_duplicates_sql", "load_database", "load_supabase"),
+    "audit.sources.base": ("Period",),
+    "audit.stuck": ("DEFAULT_LEASE", "stuck_claims"),
+}
+_MODULE_OF = {name: module for module, names in _LAZY.items() for name in names}
 
 
 def __getattr__(name: str):
-    if name in _LAZY_SOURCES:
-        import audit.sources
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # found once: later lookups do not come back here
+    return value
 
-        return getattr(audit.sources, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

@@ -14,7 +14,6 @@ from audit.frames import AuditError
 from audit.oneline import positive as _positive
 from audit.sources.base import Period
 from service.redact import redact_text
-from service.settings import parse_key_params
 
 __all__ = ["DEFAULT_DATABASE_PERIOD", "InternalError", "_add_key_params", "_add_period", "_moment", "_one_line", "_out", "_period",
            "_positive", "_until"]
@@ -52,6 +51,11 @@ def _until(text: str) -> datetime:
 
 
 def _key_params(text: str) -> tuple[str, ...]:
+    if not text.strip():  # the default, parsed on every run: no names, as parse_key_params says
+        return ()
+    # Here, not at the top: service.settings loads pydantic and SQLAlchemy (0.25 s).
+    from service.settings import parse_key_params
+
     try:
         return parse_key_params(text)
     except ValueError as exc:

@@ -28,7 +28,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from service.settings import DEFAULT_DUPLICATE_WINDOW_HOURS
+from audit.defaults import DEFAULT_DUPLICATE_WINDOW_HOURS
 
 __all__ = ["DEFAULT_WINDOW", "mark_duplicates", "duplicate_pairs", "in_duplicate_groups"]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pandas as pd
-from rapidfuzz import fuzz
 
 from audit.detect import DEFAULT_WINDOW
 
@@ -32,6 +31,8 @@ def near_duplicates(
 
     Quadratic in the number of videos one user makes within one window, which is small.
     """
+    from rapidfuzz.fuzz import ratio  # here: run_audit's every caller imports this module, few ask for this
+
     rows = []
     limit = pd.Timedelta(window)
     for _, user in videos.sort_values(["created_at", "id"]).groupby("tg_user_id", sort=True):
@@ -46,7 +47,7 @@ def near_duplicates(
                     break
                 if keys[i] == keys[j]:
                     continue
-                score = fuzz.ratio(keys[i], keys[j])
+                score = ratio(keys[i], keys[j])
                 if score >= threshold:
                     rows.append(
                         {

@@ -31,7 +31,7 @@ from audit.sources.base import in_period
 from audit.stuck import DEFAULT_LEASE, stuck_claims
 from audit.visible import group_codes
 from audit.words import iso_utc
-from service.settings import DEFAULT_COST_PER_VIDEO_USD
+from audit.defaults import DEFAULT_COST_PER_VIDEO_USD
 
 __all__ = ["DEFAULT_COST_PER_VIDEO", "AuditResult", "duplicate_records", "run_audit", "summary_of"]
 

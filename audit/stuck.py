@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from service.settings import DEFAULT_LEASE_SECONDS
+from audit.defaults import DEFAULT_LEASE_SECONDS
 
 __all__ = ["DEFAULT_LEASE", "stuck_claims"]
 

@@ -12,10 +12,21 @@ Modules, each one concern:
 
 from __future__ import annotations
 
+import importlib
+
 from audit.replay.cli import main, read_csv, register
-from audit.replay.run import POLICIES, ReplayResult, replay
-from audit.replay.schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule, burst_requests
-from audit.replay.service import ServiceUnavailable, free_port
+from audit.replay.schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, POLICIES, build_schedule, burst_requests
+
+# Loaded on first use (PEP 562): `python -m audit` imports this package to register the
+# command, and these load the HTTP client (httpx) that only a replay uses.
+_LAZY = {"ReplayResult": "run", "replay": "run", "ServiceUnavailable": "service", "free_port": "service"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"audit.replay.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_DURATION_RANGE",

@@ -12,17 +12,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from audit.oneline import OneLineParser, non_negative as _non_negative, one_line, positive as _positive
 from audit.frames import AuditError, normalise_requests, normalise_videos
-from audit.replay.run import POLICIES, ReplayResult, replay
-from audit.replay.progress import progress_for
-from audit.replay.schedule import DEFAULT_MAX_GAP, DEFAULT_SPEEDUP
+from audit.replay.schedule import DEFAULT_MAX_GAP, DEFAULT_SPEEDUP, POLICIES
 from audit.sources import files
 from audit.words import spreadsheet_safe
+
+if TYPE_CHECKING:
+    from audit.replay.run import ReplayResult
 
 __all__ = ["API_KEY_ENV", "read_csv", "write_outputs", "add_arguments", "run", "register", "main"]
 
@@ -82,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The ``replay`` command. Nothing is written unless the replay succeeds."""
+    # Here, not at the top: `python -m audit` registers this command for every run, and the
+    # replay's HTTP client and progress bar (httpx, rich: 0.08 s) serve this one only.
+    from audit.replay.progress import progress_for
+    from audit.replay.run import replay
+
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None
     if args.api_key is not None and args.url is None:
         print("audit: error: --api-key goes with --url (the service replay starts needs no key)", file=sys.stderr)

@@ -35,12 +35,10 @@ from audit.detect import DEFAULT_WINDOW, mark_duplicates
 from audit.frames import AuditError, normalise_videos
 from audit.replay.client import run_sync, send_schedule
 from audit.replay.progress import ReplayProgress
-from audit.replay.schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, build_schedule
+from audit.replay.schedule import DEFAULT_DURATION_RANGE, DEFAULT_SPEEDUP, POLICIES, build_schedule
 from audit.replay.service import ServiceConfig, ServiceUnavailable, check_service, started_service
 
 __all__ = ["POLICIES", "REQUEST_COLUMNS_OUT", "ReplayResult", "replay"]
-
-POLICIES = ("none", "check", "pending", "claim")
 
 REQUEST_COLUMNS_OUT = [
     "request_id", "received_at", "tg_user_id", "prompt", "prompt_key", "video_id", "offset_seconds", "duration_source",

@@ -28,8 +28,11 @@ from audit.frames import normalise_requests, normalise_videos
 from audit.replay.compress import replay_clock
 from service.prompt_key import prompt_key
 
-__all__ = ["DEFAULT_DURATION_RANGE", "DEFAULT_MAX_GAP", "DEFAULT_SPEEDUP", "build_schedule", "burst_requests"]
+__all__ = ["DEFAULT_DURATION_RANGE", "DEFAULT_MAX_GAP", "DEFAULT_SPEEDUP", "POLICIES", "build_schedule", "burst_requests"]
 
+# The admission policies a replay can run (the service's own names). Here, with the other
+# settings of a replay, so the command line can offer them without loading the HTTP client.
+POLICIES = ("none", "check", "pending", "claim")
 # The write-up: "2-5 minutes of video generation".
 DEFAULT_DURATION_RANGE = (120.0, 300.0)
 # A 5-minute incident replays in 5 seconds, still slow enough that the incident's shortest

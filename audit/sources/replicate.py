@@ -30,16 +30,18 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import numpy as np
 import pandas as pd
 
 from audit.frames import SchemaError, _utc
 from audit.sources.base import SourceError
 from audit.sources.files import read_csv
+
+if TYPE_CHECKING:
+    import httpx  # imported where a request is made: the CLI imports this module for its default URL
 
 __all__ = ["PREDICTION_COLUMNS", "DEFAULT_BASE_URL", "fetch_predictions", "read_predictions_file", "predictions_frame"]
 
@@ -79,6 +81,8 @@ def _wait(response: httpx.Response | None, attempt: int) -> float:
 def _get_page(
     client: httpx.Client, url: str, params: dict, *, deadline: float, sleep: Callable[[float], None]
 ) -> dict:
+    import httpx
+
     response: httpx.Response | None = None
     for attempt in range(MAX_TRIES):
         error = ""
@@ -125,6 +129,8 @@ def fetch_predictions(
 ) -> list[dict[str, Any]]:
     """Every prediction from the newest back to the first page older than ``since`` (all of
     them when None), as Replicate's dicts. Raises `SourceError` with one line."""
+    import httpx
+
     own = client is None
     client = client or httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0))
     url = base_url.rstrip("/") + "/predictions"
