@@ -183,14 +183,17 @@ def _cut(handle, position: int, path: Path, what: str) -> int:
 def read_csv_slice(part: CsvSlice) -> pa.Table:
     """A slice's rows as `read_csv` reads them (every column text), or `SourceError` in its words.
     One thread: the sweep reads slices in several processes at once already."""
+    # One buffer, header and lines read into place: joining them would copy the slice again.
+    text = bytearray(part.header + part.end - part.start)
+    view = memoryview(text)
     with part.path.open("rb") as handle:
-        header = handle.read(part.header)
+        got = handle.readinto(view[: part.header])
         handle.seek(part.start)
-        body = handle.read(part.end - part.start)
+        got += handle.readinto(view[part.header:])
     options = pacsv.ConvertOptions(column_types={name: pa.string() for name in part.columns},
                                    strings_can_be_null=True, null_values=[""])
     try:
-        return pacsv.read_csv(pa.py_buffer(header + body), convert_options=options,
+        return pacsv.read_csv(pa.py_buffer(view[:got]), convert_options=options,
                               read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES, use_threads=False))
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         # Arrow's one-thread reader numbers the row, here from the slice's start: misleading, and

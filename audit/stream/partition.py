@@ -121,7 +121,9 @@ def spill_videos(task: FrameTask) -> tuple[int, int]:
     with Spill(task.folder, task.part) as spill:
         spill.split("i", pa.table({"id": ids, "shard": np.where(keep, shard, -1).astype(np.int32), "row": row},
                                   schema=IDS), shard_of(ids, task.shards))
-        if keep.any():
+        if keep.all():  # a sweep of everything: no copy of the frame to select all of it
+            spill.split("v", videos_to_arrow(videos), shard)
+        elif keep.any():
             spill.split("v", videos_to_arrow(videos.loc[keep]), shard[keep])
     return len(videos), int(keep.sum())
 
