@@ -23,7 +23,8 @@ the tests hold this sweep's files to theirs. A database's chunked load streams t
 
 Differences, all in error cases: a file is checked a frame at a time, so of two bad values
 in different frames the first one met is reported (the in-memory load reports the first
-column it checks); of several repeated ids, the one named may differ. Columns beyond the
+column it checks); of several repeated ids, the one named may differ; a CSV's line break inside
+quotes is refused where a slice is cut (`audit.sources.files.csv_slices`). Columns beyond the
 canonical ones are not carried (no output reads them).
 """
 
