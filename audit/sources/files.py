@@ -9,6 +9,13 @@ The format follows the file name: ``.parquet`` / ``.pq`` is Parquet, anything el
   `MAX_ROW_BYTES`, is refused at once (exit 2): a 2 GB file whose first line never ends was
   read into 4.3 GB of memory for 52 s, then failed as a bug (issue 18). The largest real row
   is a 2,000-character prompt and a few ids and times.
+- **Slices** (`csv_slices`, the streaming sweep's reader): the file cut at line ends into
+  byte ranges of about a frame each, which worker processes read with the header in front
+  (`read_csv_slice`), so the process that plans them never parses a row. Arrow reads them as
+  it reads the whole file: it cuts its own blocks the same way, at a line end without
+  looking at quotes (``newlines_in_values`` off). So a line break inside quotes is read
+  within a block, and refused where a cut falls on it (the columns no longer fit, or a
+  value fails its type), as Arrow refuses one at the edge of its blocks.
 - **Parquet** keeps its column types. Timestamps must carry a time zone (``timestamp[us,
   tz=UTC]``, as pandas writes a UTC-aware column): a naive one is refused like naive text.
 """
@@ -16,7 +23,9 @@ The format follows the file name: ``.parquet`` / ``.pq`` is Parquet, anything el
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -27,7 +36,7 @@ import pyarrow.parquet as pq
 from audit.frames import normalise_requests, normalise_videos
 from audit.sources.base import Loaded, Period, SourceError, in_period
 
-__all__ = ["load_files", "read_csv", "read_table", "iter_table"]
+__all__ = ["load_files", "read_csv", "read_table", "iter_table", "CsvSlice", "csv_slices", "read_csv_slice"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # A header names a few dozen columns; 64 KiB holds thousands.
@@ -36,16 +45,21 @@ MAX_HEADER_BYTES = 64 * 1024
 # bound on one row (a prompt of 2,000 characters, even as 4-byte UTF-8, is 8 KB), and on
 # what a malformed file costs before it is refused.
 MAX_ROW_BYTES = 4 * 1024 * 1024
+# A slice's bytes are held twice in its worker (the text, then Arrow's columns): the bound when
+# rows are wide, where `csv_slices`' ``rows`` would make a slice of a gigabyte.
+MAX_SLICE_BYTES = 128 * 1024 * 1024
+_LINE_END = re.compile(rb"\r\n|[\r\n]")  # Arrow's: CR LF, or either alone
+_ROW_NUMBER = re.compile(r"(?<=CSV parse error: )Row #\d+: ")
 
 
 def _header(path: Path, what: str) -> list[str]:
     with path.open("rb") as handle:
         head = handle.read(MAX_HEADER_BYTES + 1)
-    end = head.find(b"\n")
-    if end < 0 and len(head) > MAX_HEADER_BYTES:
+    end = _line_end(head, 0)
+    if end is None and len(head) > MAX_HEADER_BYTES:
         raise SourceError(f"{what} file {path} is not a readable CSV: its first line is longer than "
                           f"{MAX_HEADER_BYTES} bytes")
-    line = head if end < 0 else head[: end + 1]
+    line = head[:end]  # a file of old Mac line ends (CR) has one: the csv module refused the whole head
     return next(csv.reader([line.decode("utf-8", errors="replace")]), [])
 
 
@@ -104,6 +118,88 @@ def iter_table(path: str | Path, *, what: str, rows: int, arrow: bool = False) -
         yield from _gathered(reader, reader.schema, rows, arrow)
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
         raise _csv_error(exc, path, what) from exc
+
+
+@dataclass(frozen=True)
+class CsvSlice:
+    """Bytes ``start``..``end`` of a CSV file, whole lines, and the ``header`` bytes before them."""
+
+    path: Path
+    what: str
+    columns: tuple[str, ...]
+    header: int
+    start: int
+    end: int
+
+
+def csv_slices(path: str | Path, *, what: str, rows: int) -> Iterator[CsvSlice]:
+    """The rows of a CSV as byte ranges of about ``rows`` lines each (at least one, empty for
+    a file without rows), cut at line ends: what `read_csv_slice` reads, anywhere, in any
+    order. The header is parsed here, so a bad one fails now, with `read_csv`'s words; the
+    rows only where they are read, but for a line longer than `MAX_ROW_BYTES` across a cut,
+    found here."""
+    path = Path(path)
+    options = _csv_options(path, what)
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(1 << 20)
+        header = _line_end(head, 0) or len(head)
+        try:
+            # Arrow's words for a header it cannot read (not UTF-8, say), as `iter_table` gives them.
+            columns = pacsv.read_csv(pa.py_buffer(head[:header]), convert_options=options,
+                                     read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES)).column_names
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            raise _csv_error(exc, path, what) from exc
+        lines = max(1, head.count(b"\n", header) + head.count(b"\r", header) - head.count(b"\r\n", header))
+        step = max(1, min(MAX_SLICE_BYTES, rows * (len(head) - header) // lines))
+        start = header
+        while True:
+            end = size if size - start <= step else _cut(handle, start + step, path, what)
+            yield CsvSlice(path=path, what=what, columns=tuple(columns), header=header, start=start, end=end)
+            if end >= size:
+                return
+            start = end
+
+
+def _line_end(data: bytes, position: int) -> int | None:
+    """Where the first line end at or after ``position`` ends, or None."""
+    found = _LINE_END.search(data, position)
+    return None if found is None else found.end()
+
+
+def _cut(handle, position: int, path: Path, what: str) -> int:
+    """The end of the line ``position`` is in (the file's end when that line has no end)."""
+    handle.seek(position)
+    # One byte more than a row may have, and one for the LF of a CR LF cut between the two.
+    data = handle.read(MAX_ROW_BYTES + 2)
+    end = _line_end(data, 0)
+    if end is not None and (end < len(data) or data[-1:] == b"\n"):
+        return position + end
+    if len(data) < MAX_ROW_BYTES + 2:
+        return position + len(data)
+    raise SourceError(f"{what} file {path} is not a readable CSV: a row is longer than {MAX_ROW_BYTES} bytes")
+
+
+def read_csv_slice(part: CsvSlice) -> pa.Table:
+    """A slice's rows as `read_csv` reads them (every column text), or `SourceError` in its words.
+    One thread: the sweep reads slices in several processes at once already."""
+    # One buffer, header and lines read into place: joining them would copy the slice again.
+    text = bytearray(part.header + part.end - part.start)
+    view = memoryview(text)
+    with part.path.open("rb") as handle:
+        got = handle.readinto(view[: part.header])
+        handle.seek(part.start)
+        got += handle.readinto(view[part.header:])
+    options = pacsv.ConvertOptions(column_types={name: pa.string() for name in part.columns},
+                                   strings_can_be_null=True, null_values=[""])
+    try:
+        return pacsv.read_csv(pa.py_buffer(view[:got]), convert_options=options,
+                              read_options=pacsv.ReadOptions(block_size=MAX_ROW_BYTES, use_threads=False))
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        # Arrow's one-thread reader numbers the row, here from the slice's start: misleading, and
+        # not in `iter_table`'s words.
+        error = _csv_error(exc, part.path, part.what)
+        raise SourceError(_ROW_NUMBER.sub("", str(error), count=1)) from exc
 
 
 def _gathered(batches: Iterable[pa.RecordBatch], schema: pa.Schema, rows: int, arrow: bool) -> Iterator:

@@ -5,7 +5,8 @@ verdicts, stuck claims), is per user: nothing links two users' videos. So the sw
 user shard by user shard (``hash(tg_user_id) % shards``), each shard an ordinary in-memory
 `audit.run_audit`, and merges what they found (`audit.stream.merge`). Three passes:
 
-1. **partition** (`audit.stream.partition`): the files are read once, a frame at a time,
+1. **partition** (`audit.stream.partition`): the files are read once, a frame at a time (a
+   CSV's frames read by the workers themselves, the request log's right after the videos'),
    normalised like the in-memory load, and spilled to Arrow files by shard in a temporary
    directory (``TMPDIR``); the request log is joined to its videos by id in buckets;
 2. **shards** (`audit.stream.shard`): each shard swept by `run_audit`, ``jobs`` at a time in
@@ -22,7 +23,8 @@ the tests hold this sweep's files to theirs. A database's chunked load streams t
 
 Differences, all in error cases: a file is checked a frame at a time, so of two bad values
 in different frames the first one met is reported (the in-memory load reports the first
-column it checks); of several repeated ids, the one named may differ. Columns beyond the
+column it checks); of several repeated ids, the one named may differ; a CSV's line break inside
+quotes is refused where a slice is cut (`audit.sources.files.csv_slices`). Columns beyond the
 canonical ones are not carried (no output reads them).
 """
 
@@ -34,6 +36,7 @@ import os
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -44,7 +47,7 @@ from audit.pipeline import AuditResult
 from audit.sources.base import Period, SourceError, progress_bar
 from audit.stream.merge import merged_result, write_merged
 from audit.stream.partition import (
-    BucketTask, estimate_rows, file_frames, first_repeat, frames, join_bucket, spill_requests, spill_videos,
+    BucketTask, estimate_rows, file_frames, first_repeat, frames, join_bucket, spill_frame, transient_folder,
 )
 from audit.stream.shard import ShardJob, ShardOutcome, sweep_shard
 from audit.stream.tables import Spill
@@ -83,10 +86,17 @@ class _Runner:
             yield from map(function, tasks)
             return
         pending: deque[Future] = deque()
-        for task in tasks:
-            pending.append(self.pool.submit(function, task))
-            if len(pending) >= self.ahead:
-                yield pending.popleft().result()
+        try:
+            for task in tasks:
+                pending.append(self.pool.submit(function, task))
+                if len(pending) >= self.ahead:
+                    yield pending.popleft().result()
+        except Exception:
+            # Making a task failed (the reader met a bad part of a file): the tasks before it
+            # come first, and their error is the one to report, as if they had run one by one.
+            while pending:
+                pending.popleft().result()
+            raise
         while pending:
             yield pending.popleft().result()
 
@@ -153,15 +163,13 @@ def sweep_frames(
     try:
         with tempfile.TemporaryDirectory(prefix="audit-sweep-") as tmp:
             folder = Path(tmp)
-            with progress_bar("reading videos", estimate or None, enabled=progress, console=console) as advance:
-                tasks = frames(videos, folder, shards=shards, period=period, source=videos_source)
-                for rows, _ in runner.map(spill_videos, tasks):
-                    advance(rows)
-            if requests is not None:
-                with progress_bar("reading requests", None, enabled=progress, console=console) as advance:
-                    tasks = frames(requests, folder, shards=shards, period=None, source=str(requests_source))
-                    for rows, _ in runner.map(spill_requests, tasks):
-                        advance(rows)
+            with transient_folder(folder / "read") as saved:
+                tasks = frames(videos, folder, what="videos", shards=shards, period=period, source=videos_source,
+                               saved=saved)
+                if requests is not None:
+                    tasks = chain(tasks, frames(requests, folder, what="requests", shards=shards, period=None,
+                                                source=str(requests_source), saved=saved))
+                _spill(runner.map(spill_frame, tasks), estimate, with_requests, progress, console)
             buckets = [BucketTask(folder=folder, bucket=b, with_requests=with_requests) for b in range(shards)]
             first_repeat(list(runner.map(join_bucket, buckets)), videos_source)
             template = ShardJob(folder=folder, shard=0, with_requests=with_requests, **job_args)
@@ -179,3 +187,20 @@ def sweep_frames(
     finally:
         runner.close()
     return result, paths
+
+
+def _spill(results: Iterator[tuple[str, int, int]], estimate: int, with_requests: bool, progress: bool,
+           console) -> None:
+    """Wait for the frames' results (videos', then requests'), a progress bar for each file."""
+    first_request = 0
+    with progress_bar("reading videos", estimate or None, enabled=progress, console=console) as advance:
+        for what, rows, _ in results:
+            if what != "videos":
+                first_request = rows
+                break
+            advance(rows)
+    if with_requests:
+        with progress_bar("reading requests", None, enabled=progress, console=console) as advance:
+            advance(first_request)
+            for _, rows, _ in results:
+                advance(rows)
