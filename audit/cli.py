@@ -187,12 +187,13 @@ def _sweep_streaming(args: argparse.Namespace, progress: bool) -> int:
 
     period = _period(args, is_database=False)
     source = f"{args.videos}" + (f" + {args.requests}" if args.requests else " (no request log)")
+    page = _Page(args.out, source)
     try:
         result, paths = sweep_files(args.videos, args.requests, args.out, period=period, source=source,
-                                    **_stream_options(args, progress))
+                                    meanwhile=page.draw, **_stream_options(args, progress))
     except OSError as exc:
         raise AuditError(f"cannot write reports to {args.out}: {exc.strerror or exc}") from exc
-    return _report(args, result, paths, source=source, notes=[])
+    return _report(args, result, paths, source=source, notes=[], page=page)
 
 
 def _stream_options(args: argparse.Namespace, progress: bool) -> dict:
@@ -200,14 +201,39 @@ def _stream_options(args: argparse.Namespace, progress: bool) -> dict:
                 jobs=args.jobs, progress=progress, initializer=_tune_allocators, parent=_lean_allocators)
 
 
-def _report(args: argparse.Namespace, result, paths: dict, *, source: str, notes: list[str]) -> int:
+class _Page:
+    """report.html, drawn by the streaming sweep while its data files are written (see
+    `audit.stream`); what drawing it raised is kept, to be reported once the files are on
+    disk."""
+
+    def __init__(self, out: Path, source: str) -> None:
+        self.out, self.source = out, source
+        self.path: Path | None = None
+        self.error: Exception | None = None
+
+    def draw(self, result) -> None:
+        from audit.report import write_page
+
+        try:
+            self.path = write_page(result, self.out, source=self.source)
+        except Exception as exc:  # noqa: BLE001 -- reported by `_report`, after the files
+            self.error = exc
+
+
+def _report(args: argparse.Namespace, result, paths: dict, *, source: str, notes: list[str],
+            page: _Page | None = None) -> int:
     from audit.report import summary_text, write_page
 
     _out(summary_text(result))
     for note in notes:
         _out(f"Note: {note}")
     try:
-        paths["report"] = write_page(result, args.out, source=source)
+        if page is None or (page.path is None and page.error is None):  # not drawn during the sweep
+            paths["report"] = write_page(result, args.out, source=source)
+        elif page.error is not None:
+            raise page.error
+        else:
+            paths["report"] = page.path
     except Exception as exc:
         raise InternalError(
             f"report.html not written ({_one_line(exc)}); {paths['summary']} and {paths['duplicates']} were written"

@@ -185,15 +185,15 @@ def _blocks(keys: list, labels: list, files: dict[int, _Rows], pool: pa.MemoryPo
         yield _joined(ordered["csv"], "\n", pool), _joined(ordered["json"], ",\n", pool)
 
 
-def write_merged(result: AuditResult, spill: Spill, shards: list[int], out: Path, *, source: str) -> dict[str, Path]:
+def write_merged(summary: dict[str, Any], spill: Spill, shards: list[int], out: Path, *, source: str) -> dict[str, Path]:
     """``summary.json`` and ``duplicates.csv`` into ``out``, byte for byte what
     `audit.report.write_data` writes for the same sweep in memory (both files in one pass over
-    the shards' duplicates)."""
+    the shards' duplicates). ``summary``: `merged_result`'s, without its duplicate list."""
     paths = {"summary": out / "summary.json", "duplicates": out / "duplicates.csv"}
     out.mkdir(parents=True, exist_ok=True)
     header, _ = duplicates_csv_lines(pd.DataFrame(columns=DUPLICATE_CSV_COLUMNS))
-    count = int(result.summary["duplicate_count"])
-    with paths["duplicates"].open("w") as table, paths["summary"].open("w") as summary:
+    count = int(summary["duplicate_count"])
+    with paths["duplicates"].open("w") as table, paths["summary"].open("w") as summary_file:
         table.write(header + "\n")
 
         def items() -> Iterator[pa.Buffer]:
@@ -204,9 +204,9 @@ def write_merged(result: AuditResult, spill: Spill, shards: list[int], out: Path
 
         # Masked piece by piece: every piece is whole lines, and no secret's pattern crosses a
         # line (`service.redact`), so this masks what masking the whole text would.
-        for piece in summary_json_chunks({"source": source, **result.summary}, streamed={"duplicates": (count, items())}):
+        for piece in summary_json_chunks({"source": source, **summary}, streamed={"duplicates": (count, items())}):
             if isinstance(piece, str):
-                summary.write(redact_text(piece))
+                summary_file.write(redact_text(piece))
             else:
-                _write_masked(summary, piece)
+                _write_masked(summary_file, piece)
     return paths
