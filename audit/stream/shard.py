@@ -36,7 +36,10 @@ __all__ = ["ShardJob", "ShardOutcome", "PARTS", "sweep_shard"]
 
 assert "params" not in VIDEO_SCHEMA.names  # see `sweep_shard`: keys are functions of prompts
 PARTS = pa.schema([("created_us", pa.int64()), ("video_id", pa.int64()), ("csv", pa.string()), ("json", pa.string())])
-_PART_ROWS = 50_000
+# The merge reads each shard's file a part at a time, and holds every shard's current part at
+# once: 100 M rows make 208 shards of ~43 k duplicates, which parts of 50 k rows put all in
+# memory together (~4 GB of text); parts of 5 k keep it near 0.5 GB.
+_PART_ROWS = 5_000
 # The page's figures read these of every duplicate; its table these too of the newest. No
 # more: the page's frame has a row per duplicate (9 M at 100 M videos), and with every column
 # of the newest it held 30 mostly empty columns, 14 GB at its peak.
