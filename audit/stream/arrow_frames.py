@@ -1,0 +1,123 @@
+"""The streaming sweep's fast normalisation: a CSV frame (every column text, as Arrow reads
+it) to the canonical videos table (`audit.stream.tables.VIDEO_SCHEMA`) without a pandas frame
+in between.
+
+`audit.frames.normalise_videos` took 0.29 s of CPU per 500 k-row frame, most of it moving
+columns between Arrow and pandas and back for `videos_to_arrow`: its checks and casts are
+Arrow's already (`_integer_text`, `_arrow_utc`, the offset pattern, `prompt_keys`). Here the
+same kernels run on the Arrow columns as read, and the table goes to the spill as it is.
+
+This path only accepts; it never words an error. Whenever a check does not pass as the
+common case passes it (a value Arrow's cast refuses, an empty id, prompt, status or
+creation time, an unknown status, a time without an offset or with whitespace around it, an
+id repeated in the frame, a missing column, a column that is not text), `canonical_videos`
+returns None and the caller runs `normalise_videos`, which raises the error in its own words
+or, where this path was only stricter (padded times, texts pandas parses and Arrow does not),
+returns the canonical frame. Where both accept a frame they give the same table: same values,
+types, order and schema metadata (a hypothesis test in ``tests/audit/test_stream_norm.py``
+holds them equal).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from audit.frames import _WITH_OFFSET, REQUIRED_VIDEO_COLUMNS, STATUSES, VIDEO_COLUMNS, empty_videos
+from audit.keys import prompt_keys_arrow
+from audit.stream.tables import VIDEO_SCHEMA, videos_to_arrow
+
+__all__ = ["canonical_videos"]
+
+_TIME = pa.timestamp("us", tz="UTC")
+_STATUSES = pa.array(sorted(STATUSES), type=pa.string())
+
+
+@cache
+def _schema() -> pa.Schema:
+    """`VIDEO_SCHEMA` with the metadata `videos_to_arrow` gives every canonical frame (pandas'
+    description of its dtypes, which `videos_from_arrow` reads back): the same for any frame."""
+    schema = videos_to_arrow(empty_videos()).schema
+    assert schema.equals(VIDEO_SCHEMA)
+    return schema
+
+
+def _integers(text: pa.Array, *, nullable: bool) -> pa.Array | None:
+    # `audit.frames._integer_text`'s cast: it accepts only what pandas reads as the same integer.
+    try:
+        cast = pc.cast(text, pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    return None if cast.null_count and not nullable else cast
+
+
+def _times(text: pa.Array, *, nullable: bool) -> pa.Array | None:
+    """`audit.frames._utc`'s common case: every present value matches the offset pattern as it
+    is, then Arrow's cast (whitespace around an offset, or a cast refused: None, pandas' turn)."""
+    if text.null_count and not nullable:
+        return None
+    if text.null_count < len(text) and not pc.all(pc.match_substring_regex(text, _WITH_OFFSET)).as_py():
+        return None
+    try:
+        return pc.cast(text, _TIME)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def canonical_videos(table: pa.Table) -> pa.Table | None:
+    """``table`` (a frame as the CSV reader gives it: text columns) as the canonical videos
+    table, sorted by ``(created_at, id)``; None when `normalise_videos` must decide (see the
+    module docstring)."""
+    names = table.column_names
+    if len(set(names)) != len(names) or any(c not in names for c in REQUIRED_VIDEO_COLUMNS):
+        return None
+    text = {}
+    for name in VIDEO_COLUMNS:
+        if name in names:
+            if table.schema.field(name).type != pa.string():
+                return None  # Parquet's and databases' types: pandas' checks know them all
+            text[name] = table.column(name).combine_chunks()
+    rows = table.num_rows
+    ids = _integers(text["id"], nullable=False)
+    if ids is None or pc.count_distinct(ids).as_py() != rows:
+        return None
+    users = _integers(text["tg_user_id"], nullable=False)
+    if users is None:
+        return None
+    duration = text.get("duration_seconds")
+    if duration is None or duration.null_count == rows:
+        duration = pa.nulls(rows, pa.int64())
+    else:
+        duration = _integers(duration, nullable=True)
+        if duration is None:
+            return None
+    prompt, status = text["prompt"], text["status"]
+    if prompt.null_count or status.null_count or not pc.all(pc.is_in(status, value_set=_STATUSES), min_count=0).as_py():
+        return None
+    created = _times(text["created_at"], nullable=False)
+    updated = _times(text["updated_at"], nullable=True) if "updated_at" in text else pa.nulls(rows, _TIME)
+    if created is None or updated is None:
+        return None
+    columns = {
+        "id": ids, "tg_user_id": users, "prompt": prompt, "duration_seconds": duration, "status": status,
+        "created_at": created, "updated_at": updated, "prompt_key": prompt_keys_arrow(prompt),
+    }
+    for name in ("enhanced_prompt", "category", "video_url", "thumbnail_url"):
+        columns[name] = text.get(name, pa.nulls(rows, pa.string()))
+    out = pa.Table.from_arrays([columns[c] for c in VIDEO_COLUMNS], schema=_schema())
+    return out if _in_order(created, ids) else out.take(pc.sort_indices(out, [("created_at", "ascending"),
+                                                                               ("id", "ascending")]))
+
+
+def _in_order(created: pa.Array, ids: pa.Array) -> bool:
+    """Whether the rows are already in ``(created_at, id)`` order (files usually are): a check
+    is a few milliseconds, a sort of 500 k rows ten times that."""
+    if len(ids) < 2:
+        return True
+    time = created.view(pa.int64()).to_numpy()
+    key = ids.to_numpy()
+    step = np.diff(time)
+    return bool(((step > 0) | ((step == 0) & (np.diff(key) > 0))).all())
