@@ -26,11 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from audit.frames import _WITH_OFFSET, REQUIRED_VIDEO_COLUMNS, STATUSES, VIDEO_COLUMNS, empty_videos
+from audit.frames import _WITH_OFFSET, REQUEST_COLUMNS, REQUIRED_VIDEO_COLUMNS, STATUSES, VIDEO_COLUMNS, empty_videos
 from audit.keys import prompt_keys_arrow
 from audit.stream.tables import VIDEO_SCHEMA, videos_to_arrow
 
-__all__ = ["canonical_videos"]
+__all__ = ["canonical_videos", "earliest_requests"]
 
 _TIME = pa.timestamp("us", tz="UTC")
 _STATUSES = pa.array(sorted(STATUSES), type=pa.string())
@@ -130,10 +130,42 @@ def canonical_videos(table: pa.Table) -> pa.Table | None:
                                                                                ("id", "ascending")]))
 
 
+def earliest_requests(table: pa.Table) -> pa.Table | None:
+    """Each video's earliest request time in ``table`` (a frame of the request log as the CSV
+    reader gives it), as ``(video_id, received_at)`` in the order the videos first appear (as
+    pandas' ``groupby(sort=False)``); None when `normalise_requests` must decide. Its checks
+    are `normalise_requests`'s: the ids and the prompts are text whatever they hold."""
+    names = table.column_names
+    if len(set(names)) != len(names) or any(c not in names for c in REQUEST_COLUMNS) or \
+            any(table.schema.field(c).type != pa.string() for c in REQUEST_COLUMNS):
+        return None
+    received = _times(table.column("received_at").combine_chunks(), nullable=False)
+    users = _integers(table.column("tg_user_id").combine_chunks(), nullable=False)
+    video = table.column("video_id").combine_chunks()
+    video = pa.nulls(len(video), pa.int64()) if video.null_count == len(video) else _integers(video, nullable=True)
+    if received is None or users is None or video is None:
+        return None
+    logged = pa.table({"video_id": video, "received_at": received})
+    if video.null_count:
+        logged = logged.filter(pc.is_valid(video))
+    if _ascending(logged.column("video_id").combine_chunks()):
+        return logged  # each video once (a log written in video order): its time is its earliest
+    # Arrow's groups come in an order of its own: put them in the order of each video's first
+    # row, as pandas does, so the spill holds the same rows in the same order.
+    logged = logged.append_column("row", pa.array(np.arange(len(logged), dtype=np.int64)))
+    earliest = logged.group_by("video_id", use_threads=False).aggregate([("received_at", "min"), ("row", "min")])
+    earliest = earliest.take(pc.sort_indices(earliest["row_min"]))
+    return pa.table({"video_id": earliest["video_id"], "received_at": earliest["received_at_min"]})
+
+
+def _ascending(ids: pa.Array) -> bool:
+    """Whether the ids (int64, none missing) strictly ascend, so that none repeats."""
+    return bool((np.diff(ids.to_numpy()) > 0).all())
+
+
 def _unique(ids: pa.Array) -> bool:
     """Whether no id repeats: at once where they ascend (files written in id order), else hashed."""
-    values = ids.to_numpy()
-    return bool((np.diff(values) > 0).all()) or pc.count_distinct(ids).as_py() == len(ids)
+    return _ascending(ids) or pc.count_distinct(ids).as_py() == len(ids)
 
 
 def _in_order(created: pa.Array, ids: pa.Array) -> bool:

@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 from audit.frames import SchemaError, normalise_requests, normalise_videos
 from audit.sources.base import Period
 from audit.sources.files import PARQUET_SUFFIXES, CsvSlice, csv_slices, iter_table, read_csv_slice
-from audit.stream.arrow_frames import canonical_videos
+from audit.stream.arrow_frames import canonical_videos, earliest_requests
 from audit.stream.tables import Spill, shard_of, videos_to_arrow
 
 __all__ = ["FRAME_ROWS", "IDS", "LOGGED", "FrameTask", "BucketTask", "estimate_rows", "file_frames", "frames",
@@ -155,17 +155,29 @@ def _us(moment: datetime) -> int:
 def spill_requests(task: FrameTask) -> tuple[int, int]:
     """Spill each video's earliest request time of one frame of the request log into
     ``r-<bucket of video_id>``; returns ``(rows read, rows with a video)``."""
-    # Every column checked as the in-memory load checks it (the same errors), but not sorted.
     frame = _frame(task)
+    earliest = earliest_requests(frame) if isinstance(frame, pa.Table) else None
+    if earliest is not None:
+        rows, with_video = frame.num_rows, frame.num_rows - frame.column("video_id").null_count
+    else:
+        rows, with_video, earliest = _earliest_by_pandas(frame, task.source)
+    video_id = earliest["video_id"].to_numpy()
+    with Spill(task.folder, task.part) as spill:
+        spill.split("r", earliest, shard_of(video_id, task.shards))
+    return rows, with_video
+
+
+def _earliest_by_pandas(frame: pa.Table | pd.DataFrame, source: str) -> tuple[int, int, pa.Table]:
+    """`spill_requests`' rows, rows with a video and earliest times, by `normalise_requests`,
+    which words any error."""
     frame = frame.to_pandas() if isinstance(frame, pa.Table) else frame
-    requests = normalise_requests(frame, source=task.source, sort=False)
+    # Every column checked as the in-memory load checks it (the same errors), but not sorted.
+    requests = normalise_requests(frame, source=source, sort=False)
     logged = requests.loc[requests["video_id"].notna(), ["video_id", "received_at"]]
     earliest = logged.groupby("video_id", sort=False)["received_at"].min()
     video_id = earliest.index.to_numpy(dtype=np.int64)
-    with Spill(task.folder, task.part) as spill:
-        spill.split("r", pa.table({"video_id": video_id, "received_at": earliest.array}, schema=REQUEST_TIMES),
-                    shard_of(video_id, task.shards))
-    return len(requests), len(logged)
+    return len(requests), len(logged), pa.table({"video_id": video_id, "received_at": earliest.array},
+                                                schema=REQUEST_TIMES)
 
 
 def _frame(task: FrameTask) -> pa.Table | pd.DataFrame:

@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.frames import _WITH_OFFSET, STATUSES, SchemaError, normalise_videos
+from audit.frames import _WITH_OFFSET, STATUSES, SchemaError, normalise_requests, normalise_videos
 from audit.sources.base import Period
-from audit.stream.arrow_frames import _iso_seconds_with_offset, canonical_videos
-from audit.stream.partition import _canonical_videos
+from audit.stream.arrow_frames import _iso_seconds_with_offset, canonical_videos, earliest_requests
+from audit.stream.partition import _canonical_videos, _earliest_by_pandas
 from audit.stream.tables import videos_to_arrow
-from tests.audit.conftest import VIDEOS_CSV
+from tests.audit.conftest import REQUESTS_CSV, VIDEOS_CSV
 from tests.audit.test_stream import reference, streamed
 
 SOURCE = "videos.csv"
@@ -175,3 +175,51 @@ def test_the_shape_check_of_times_implies_the_offset_pattern(position, char):
     value = value[:position] + char + value[position + 1:]
     if _iso_seconds_with_offset(pa.array([value])):
         assert re.search(_WITH_OFFSET, value)
+
+
+@st.composite
+def valid_logs(draw) -> pa.Table:
+    rows = draw(st.integers(min_value=0, max_value=30))
+    form = draw(st.sampled_from(FORMS))
+    video = st.none() | st.integers(min_value=-(2**63), max_value=2**63 - 1).map(str) | st.sampled_from(["1", "2"])
+    videos = [draw(video) for _ in range(rows)]
+    if draw(st.booleans()):  # a log in video order, each once: the group-by's shortcut
+        videos = [str(v) for v in sorted({int(v) for v in videos if v is not None})]
+        rows = len(videos)
+    columns = {
+        "request_id": [draw(st.none() | st.text(max_size=4)) for _ in range(rows)],
+        "received_at": [form(draw(moments)) for _ in range(rows)],
+        "tg_user_id": [str(draw(st.integers(min_value=0, max_value=2**40))) for _ in range(rows)],
+        "prompt": [draw(st.none() | texts) for _ in range(rows)],
+        "video_id": videos,
+    }
+    return text_table({name: columns[name] for name in draw(st.permutations(list(columns)))})
+
+
+@settings(max_examples=300, deadline=None)
+@given(valid_logs())
+def test_the_earliest_request_times_are_pandas(table):
+    got = earliest_requests(table)
+    assert got is not None
+    assert got.combine_chunks().equals(_earliest_by_pandas(table, SOURCE)[2].combine_chunks())
+
+
+LOG = {c: [None if pd.isna(v) else v for v in pd.read_csv(REQUESTS_CSV, dtype=str)[c]]
+       for c in pd.read_csv(REQUESTS_CSV, dtype=str).columns}
+REFUSED_LOGS = {
+    "naive time": text_table(LOG | {"received_at": ["2025-10-15 10:30:00", *LOG["received_at"][1:]]}),
+    "empty time": text_table(LOG | {"received_at": [None, *LOG["received_at"][1:]]}),
+    "user not a number": text_table(LOG | {"tg_user_id": ["seven", *LOG["tg_user_id"][1:]]}),
+    "video past 64 bits": text_table(LOG | {"video_id": [str(2**64), *LOG["video_id"][1:]]}),
+    "missing column": text_table({k: v for k, v in LOG.items() if k != "received_at"}),
+}
+
+
+@pytest.mark.parametrize("table", REFUSED_LOGS.values(), ids=REFUSED_LOGS.keys())
+def test_a_request_log_refusal_is_worded_as_the_in_memory_load_words_it(table):
+    assert earliest_requests(table) is None
+    with pytest.raises(SchemaError) as streamed_error:
+        _earliest_by_pandas(table, SOURCE)
+    with pytest.raises(SchemaError) as loaded_error:
+        normalise_requests(table.to_pandas(), source=SOURCE)
+    assert str(streamed_error.value) == str(loaded_error.value)
