@@ -10,9 +10,11 @@ elsewhere (a Parquet file's batches, a database's chunks) are saved for the work
 ``jobs + 1`` of them. Requests' frames follow the videos' in the same stream of tasks, so the
 workers never drain between the two files.
 
-Each frame of the videos file is normalised on its own (`audit.frames.normalise_videos`: the
-same checks, types and keys as the in-memory sweep), cut to the period, and split by
-`shard_of(tg_user_id)` into ``v-<shard>``. Two things cannot be decided one frame at a time,
+Each frame of the videos file is normalised on its own (the same checks, types and keys as
+the in-memory sweep: a CSV frame by Arrow from end to end, `audit.stream.arrow_frames`, any
+other frame or any check that does not pass by `audit.frames.normalise_videos`, which words
+the error), cut to the period, and split by `shard_of(tg_user_id)` into ``v-<shard>``; a
+frame of the request log likewise (`earliest_requests`, else `normalise_requests`). Two things cannot be decided one frame at a time,
 and get a second, small pass over buckets of ids (``hash(id) % buckets``), which is a
 partitioned hash join:
 
