@@ -10,9 +10,11 @@ elsewhere (a Parquet file's batches, a database's chunks) are saved for the work
 ``jobs + 1`` of them. Requests' frames follow the videos' in the same stream of tasks, so the
 workers never drain between the two files.
 
-Each frame of the videos file is normalised on its own (`audit.frames.normalise_videos`: the
-same checks, types and keys as the in-memory sweep), cut to the period, and split by
-`shard_of(tg_user_id)` into ``v-<shard>``. Two things cannot be decided one frame at a time,
+Each frame of the videos file is normalised on its own (the same checks, types and keys as
+the in-memory sweep: a CSV frame by Arrow from end to end, `audit.stream.arrow_frames`, any
+other frame or any check that does not pass by `audit.frames.normalise_videos`, which words
+the error), cut to the period, and split by `shard_of(tg_user_id)` into ``v-<shard>``; a
+frame of the request log likewise (`earliest_requests`, else `normalise_requests`). Two things cannot be decided one frame at a time,
 and get a second, small pass over buckets of ids (``hash(id) % buckets``), which is a
 partitioned hash join:
 
@@ -36,16 +38,19 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from audit.frames import SchemaError, normalise_requests, normalise_videos
-from audit.sources.base import Period, in_period
+from audit.sources.base import Period
 from audit.sources.files import PARQUET_SUFFIXES, CsvSlice, csv_slices, iter_table, read_csv_slice
+from audit.stream.arrow_frames import canonical_videos, earliest_requests
 from audit.stream.tables import Spill, shard_of, videos_to_arrow
 
 __all__ = ["FRAME_ROWS", "IDS", "LOGGED", "FrameTask", "BucketTask", "estimate_rows", "file_frames", "frames",
@@ -107,14 +112,19 @@ def spill_frame(task: FrameTask) -> tuple[str, int, int]:
 def spill_videos(task: FrameTask) -> tuple[int, int]:
     """Normalise one frame of the videos file and spill it into ``v-<shard>`` and
     ``i-<bucket>`` (see the module docstring); returns ``(rows read, rows kept)``."""
-    videos = normalise_videos(_frame(task), source=task.source)
-    ids = videos["id"].to_numpy(dtype=np.int64)
+    videos = _canonical_videos(_frame(task), task.source)
+    ids = videos["id"].to_numpy()
     keep = np.ones(len(videos), dtype=bool)
     if task.period is not None:
         # As `load_files`: stuck claims are current state, generating rows stay whatever the period.
         period = task.period
-        keep = (in_period(videos["created_at"], period.load_from, period.until) | (videos["status"] == "generating")).to_numpy()
-    shard = shard_of(videos["tg_user_id"].to_numpy(dtype=np.int64), task.shards)
+        created = videos["created_at"].combine_chunks().view(pa.int64()).to_numpy()
+        if period.load_from is not None:
+            keep &= created >= _us(period.load_from)
+        if period.until is not None:
+            keep &= created <= _us(period.until)
+        keep |= pc.equal(videos["status"], "generating").to_numpy(zero_copy_only=False).astype(bool)
+    shard = shard_of(videos["tg_user_id"].to_numpy(), task.shards)
     # Row numbers by frame, then by time within it (normalisation sorted the frame): the
     # file's order but for which of two repeats inside one later frame comes first.
     row = task.first_row + np.arange(len(videos), dtype=np.int64)
@@ -122,32 +132,64 @@ def spill_videos(task: FrameTask) -> tuple[int, int]:
         spill.split("i", pa.table({"id": ids, "shard": np.where(keep, shard, -1).astype(np.int32), "row": row},
                                   schema=IDS), shard_of(ids, task.shards))
         if keep.all():  # a sweep of everything: no copy of the frame to select all of it
-            spill.split("v", videos_to_arrow(videos), shard)
+            spill.split("v", videos, shard)
         elif keep.any():
-            spill.split("v", videos_to_arrow(videos.loc[keep]), shard[keep])
+            spill.split("v", videos.filter(keep), shard[keep])
     return len(videos), int(keep.sum())
+
+
+def _canonical_videos(frame: pa.Table | pd.DataFrame, source: str) -> pa.Table:
+    """The frame as the canonical videos table: Arrow's own checks and casts when it is a CSV
+    frame they accept (`canonical_videos`), else `normalise_videos`, which words any error."""
+    if isinstance(frame, pa.Table):
+        table = canonical_videos(frame)
+        if table is not None:
+            return table
+        frame = frame.to_pandas()
+    return videos_to_arrow(normalise_videos(frame, source=source))
+
+
+def _us(moment: datetime) -> int:
+    """A bound of the period in microseconds of UTC (naive: TypeError, as pandas' comparison raised)."""
+    return pd.Timestamp(moment).tz_convert("UTC").value // 1000
 
 
 def spill_requests(task: FrameTask) -> tuple[int, int]:
     """Spill each video's earliest request time of one frame of the request log into
     ``r-<bucket of video_id>``; returns ``(rows read, rows with a video)``."""
+    frame = _frame(task)
+    earliest = earliest_requests(frame) if isinstance(frame, pa.Table) else None
+    if earliest is not None:
+        rows, with_video = frame.num_rows, frame.num_rows - frame.column("video_id").null_count
+    else:
+        rows, with_video, earliest = _earliest_by_pandas(frame, task.source)
+    video_id = earliest["video_id"].to_numpy()
+    with Spill(task.folder, task.part) as spill:
+        spill.split("r", earliest, shard_of(video_id, task.shards))
+    return rows, with_video
+
+
+def _earliest_by_pandas(frame: pa.Table | pd.DataFrame, source: str) -> tuple[int, int, pa.Table]:
+    """`spill_requests`' rows, rows with a video and earliest times, by `normalise_requests`,
+    which words any error."""
+    frame = frame.to_pandas() if isinstance(frame, pa.Table) else frame
     # Every column checked as the in-memory load checks it (the same errors), but not sorted.
-    requests = normalise_requests(_frame(task), source=task.source, sort=False)
+    requests = normalise_requests(frame, source=source, sort=False)
     logged = requests.loc[requests["video_id"].notna(), ["video_id", "received_at"]]
     earliest = logged.groupby("video_id", sort=False)["received_at"].min()
     video_id = earliest.index.to_numpy(dtype=np.int64)
-    with Spill(task.folder, task.part) as spill:
-        spill.split("r", pa.table({"video_id": video_id, "received_at": earliest.array}, schema=REQUEST_TIMES),
-                    shard_of(video_id, task.shards))
-    return len(requests), len(logged)
+    return len(requests), len(logged), pa.table({"video_id": video_id, "received_at": earliest.array},
+                                                schema=REQUEST_TIMES)
 
 
-def _frame(task: FrameTask) -> pd.DataFrame:
+def _frame(task: FrameTask) -> pa.Table | pd.DataFrame:
+    """The task's frame as read: a CSV slice's or a saved table as Arrow, a database's pickled
+    frame as pandas."""
     if isinstance(task.frame, CsvSlice):
-        return read_csv_slice(task.frame).to_pandas()
+        return read_csv_slice(task.frame)
     if task.frame.suffix == ".arrow":
         with pa.ipc.open_stream(task.frame) as reader:
-            frame = reader.read_all().to_pandas()
+            frame = reader.read_all()
     else:
         frame = pd.read_pickle(task.frame)
     task.frame.unlink()
