@@ -22,6 +22,7 @@ frame's prompts in place would leave its keys stale: re-key by clearing ``frame.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Collection
 
 import numpy as np
@@ -73,6 +74,10 @@ VIDEO_COLUMNS = [
 REQUIRED_VIDEO_COLUMNS = ["id", "tg_user_id", "prompt", "status", "created_at"]
 REQUEST_COLUMNS = ["request_id", "received_at", "tg_user_id", "prompt", "video_id"]
 _NORMALISED = "audit.normalised"  # the attrs key of the mark (see the module docstring)
+# The mark's value carries this process's token: pandas writes ``attrs`` into a Parquet file's
+# metadata and reads them back, so a file written from a normalised frame (and edited since,
+# or by anyone) would otherwise come back marked, and its values go unchecked.
+_TOKEN = secrets.token_hex(8)
 
 
 def _arrow_text(values: pd.Series) -> bool:
@@ -237,7 +242,7 @@ def normalise_videos(frame: pd.DataFrame, *, source: str = "videos", key_params:
     ``params`` column (when the source has one) then enters its key as it entered the claim's.
     Raises `SchemaError` with a one-line message naming the source and the column.
     """
-    if frame.attrs.get(_NORMALISED) == "videos":
+    if frame.attrs.get(_NORMALISED) == f"videos {_TOKEN}":
         return frame
     _check_columns(frame, REQUIRED_VIDEO_COLUMNS, source)
     out = frame.copy()
@@ -275,7 +280,7 @@ def normalise_videos(frame: pd.DataFrame, *, source: str = "videos", key_params:
     extra = [c for c in out.columns if c not in VIDEO_COLUMNS]
     out = out[VIDEO_COLUMNS + extra]
     out = _sorted(out, [out["created_at"].array.asi8, out["id"].to_numpy()])
-    out.attrs[_NORMALISED] = "videos"
+    out.attrs[_NORMALISED] = f"videos {_TOKEN}"
     return out
 
 
@@ -283,7 +288,7 @@ def normalise_requests(frame: pd.DataFrame, *, source: str = "requests", sort: b
     """Return the canonical request log: checked, typed, sorted by ``received_at``. Without
     ``sort``, checked and typed alike but in the frame's order, unmarked: for `audit.stream`,
     which keeps each video's earliest time and nothing of the order (the sort was half the cost)."""
-    if frame.attrs.get(_NORMALISED) == "requests":
+    if frame.attrs.get(_NORMALISED) == f"requests {_TOKEN}":
         return frame
     _check_columns(frame, REQUEST_COLUMNS, source)
     out = frame[REQUEST_COLUMNS].copy()
@@ -297,7 +302,7 @@ def normalise_requests(frame: pd.DataFrame, *, source: str = "requests", sort: b
     if not sort:
         return out
     out = _sorted(out, [out["received_at"].array.asi8, pa.array(out["request_id"])])
-    out.attrs[_NORMALISED] = "requests"
+    out.attrs[_NORMALISED] = f"requests {_TOKEN}"
     return out
 
 
@@ -310,5 +315,5 @@ def adopt_canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
         frame = _sorted(frame, [frame["created_at"].array.asi8, frame["id"].to_numpy()])
     elif kind != "requests":
         raise ValueError(f"unknown canonical frame {kind!r}")
-    frame.attrs[_NORMALISED] = kind
+    frame.attrs[_NORMALISED] = f"{kind} {_TOKEN}"
     return frame

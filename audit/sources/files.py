@@ -36,7 +36,8 @@ import pyarrow.parquet as pq
 from audit.frames import normalise_requests, normalise_videos
 from audit.sources.base import Loaded, Period, SourceError, in_period
 
-__all__ = ["load_files", "read_csv", "read_table", "iter_table", "CsvSlice", "csv_slices", "read_csv_slice"]
+__all__ = ["load_files", "read_csv", "read_table", "iter_table", "pandas_frame", "CsvSlice", "csv_slices",
+           "read_csv_slice"]
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # A header names a few dozen columns; 64 KiB holds thousands.
@@ -213,11 +214,11 @@ def _gathered(batches: Iterable[pa.RecordBatch], schema: pa.Schema, rows: int, a
         count += batch.num_rows
         if count >= rows:
             table = pa.Table.from_batches(pending, schema=schema)
-            yield table if arrow else table.to_pandas()
+            yield table if arrow else pandas_frame(table)
             pending, count, any_yielded = [], 0, True
     if pending or not any_yielded:
         table = pa.Table.from_batches(pending, schema=schema)
-        yield table if arrow else table.to_pandas()
+        yield table if arrow else pandas_frame(table)
 
 
 def read_parquet(path: str | Path, *, what: str) -> pd.DataFrame:
@@ -226,10 +227,20 @@ def read_parquet(path: str | Path, *, what: str) -> pd.DataFrame:
     if not path.is_file():
         raise SourceError(f"{what} file not found: {path}")
     try:
-        return pq.read_table(path).to_pandas()
+        frame = pandas_frame(pq.read_table(path))
     except (pa.ArrowException, OSError) as exc:
         first = " ".join(str(exc).split())
         raise SourceError(f"{what} file {path} is not a readable Parquet file: {first}") from exc
+    return frame
+
+
+def pandas_frame(table: pa.Table) -> pd.DataFrame:
+    """A table read from a file as a pandas frame, without the ``attrs`` pandas stored in the
+    file's metadata: a frame written after normalisation carries its mark (`audit.frames`),
+    which must not vouch for values written, or edited, since."""
+    frame = table.to_pandas()
+    frame.attrs.clear()
+    return frame
 
 
 def read_table(path: str | Path, *, what: str) -> pd.DataFrame:

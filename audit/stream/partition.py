@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 from audit.frames import SchemaError, normalise_requests, normalise_videos
 from audit.sources.base import Period
-from audit.sources.files import PARQUET_SUFFIXES, CsvSlice, csv_slices, iter_table, read_csv_slice
+from audit.sources.files import PARQUET_SUFFIXES, CsvSlice, csv_slices, iter_table, pandas_frame, read_csv_slice
 from audit.stream.arrow_frames import canonical_videos, earliest_requests
 from audit.stream.tables import Spill, shard_of, videos_to_arrow
 
@@ -145,7 +145,7 @@ def _canonical_videos(frame: pa.Table | pd.DataFrame, source: str) -> pa.Table:
         table = canonical_videos(frame)
         if table is not None:
             return table
-        frame = frame.to_pandas()
+        frame = pandas_frame(frame)
     return videos_to_arrow(normalise_videos(frame, source=source))
 
 
@@ -172,7 +172,7 @@ def spill_requests(task: FrameTask) -> tuple[int, int]:
 def _earliest_by_pandas(frame: pa.Table | pd.DataFrame, source: str) -> tuple[int, int, pa.Table]:
     """`spill_requests`' rows, rows with a video and earliest times, by `normalise_requests`,
     which words any error."""
-    frame = frame.to_pandas() if isinstance(frame, pa.Table) else frame
+    frame = pandas_frame(frame) if isinstance(frame, pa.Table) else frame
     # Every column checked as the in-memory load checks it (the same errors), but not sorted.
     requests = normalise_requests(frame, source=source, sort=False)
     logged = requests.loc[requests["video_id"].notna(), ["video_id", "received_at"]]

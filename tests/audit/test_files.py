@@ -88,3 +88,17 @@ def test_unreadable_csv_is_exit_2_with_one_line(tmp_path, capsys, content):
     err = capsys.readouterr().err
     assert err.startswith("audit: error: videos file") and "not a readable CSV" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flags", [[], ["--in-memory"]], ids=["streamed", "in-memory"])
+def test_a_parquet_written_from_a_normalised_frame_is_checked_again(tmp_path, capsys, flags):
+    # pandas writes `attrs`, normalisation's mark among them, into the file and reads them back:
+    # the mark must not vouch for values written, or edited, since.
+    videos = normalise_videos(synthetic_videos(200, seed=7, users=5, days=2))
+    videos.loc[3, "status"] = "archived"  # what no status may be; the frame keeps its mark
+    videos.to_parquet(tmp_path / "v.parquet", index=False)
+    code = main(["sweep", "--videos", str(tmp_path / "v.parquet"), "--out", str(tmp_path / "out"),
+                 "--as-of", "2025-01-10T00:00:00+00:00", "--no-progress", *flags])
+    assert code == 2
+    assert "column 'status' has unknown value(s) ['archived']" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
