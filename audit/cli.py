@@ -305,9 +305,10 @@ _DEFAULT_THRESHOLD = 128 * 1024
 
 
 def _lean_allocators() -> None:
-    """The streaming sweep's parent process: it reads frames with Arrow's threads and hands
-    them on, and glibc kept what each thread's arena had freed (0.97 GB resident while reading
-    100 M rows, for 0.1 GB of live frames). Its workers keep `_tune_allocators`: the speed is
+    """The streaming sweep's parent process: it reads a Parquet file's or a database's frames
+    (a CSV's are read by the workers) with Arrow's threads and hands them on, and glibc kept
+    what each thread's arena had freed (0.97 GB resident while reading 100 M rows, for 0.1 GB
+    of live frames). Its workers keep `_tune_allocators`: the speed is
     theirs to gain, and their memory is one shard's."""
     if _glibc():
         libc = ctypes.CDLL(None)

@@ -7,8 +7,10 @@ user shard by user shard (``hash(tg_user_id) % shards``), each shard an ordinary
 
 1. **partition** (`audit.stream.partition`): the files are read once, a frame at a time (a
    CSV's frames read by the workers themselves, the request log's right after the videos'),
-   normalised like the in-memory load, and spilled to Arrow files by shard in a temporary
-   directory (``TMPDIR``); the request log is joined to its videos by id in buckets;
+   normalised to the in-memory load's values (in Arrow, `audit.stream.arrow_frames`, with
+   `normalise_videos` wording anything Arrow's checks refuse), and spilled to Arrow files by
+   shard in a temporary directory (``TMPDIR``); the request log is joined to its videos by id
+   in buckets;
 2. **shards** (`audit.stream.shard`): each shard swept by `run_audit`, ``jobs`` at a time in
    worker processes, its duplicates written out as the report's text;
 3. **merge**: ``summary.json`` and ``duplicates.csv``, byte for byte the in-memory sweep's
