@@ -126,10 +126,16 @@ REFUSED = {
 @pytest.mark.parametrize("table", REFUSED.values(), ids=REFUSED.keys())
 def test_a_refusal_is_worded_as_the_in_memory_load_words_it(table):
     assert canonical_videos(table) is None
+    assert_same_refusal(lambda: _canonical_videos(table, SOURCE),
+                        lambda: normalise_videos(table.to_pandas(), source=SOURCE))
+
+
+def assert_same_refusal(streamed, loaded) -> None:
+    """Both calls refuse, in the same words."""
     with pytest.raises(SchemaError) as streamed_error:
-        _canonical_videos(table, SOURCE)
+        streamed()
     with pytest.raises(SchemaError) as loaded_error:
-        normalise_videos(table.to_pandas(), source=SOURCE)
+        loaded()
     assert str(streamed_error.value) == str(loaded_error.value)
 
 
@@ -160,11 +166,8 @@ def test_a_bad_cell_in_a_streamed_file_is_the_in_memory_sweeps_error(tmp_path, c
     frame.loc[40, column] = value
     path = tmp_path / "videos.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(SchemaError) as streamed_error:
-        streamed(path, None, tmp_path / "out", Period(), shards=2)
-    with pytest.raises(SchemaError) as loaded_error:
-        reference(path, None, tmp_path / "memory", Period())
-    assert str(streamed_error.value) == str(loaded_error.value)
+    assert_same_refusal(lambda: streamed(path, None, tmp_path / "out", Period(), shards=2),
+                        lambda: reference(path, None, tmp_path / "memory", Period()))
 
 
 @settings(max_examples=300, deadline=None)
@@ -218,8 +221,5 @@ REFUSED_LOGS = {
 @pytest.mark.parametrize("table", REFUSED_LOGS.values(), ids=REFUSED_LOGS.keys())
 def test_a_request_log_refusal_is_worded_as_the_in_memory_load_words_it(table):
     assert earliest_requests(table) is None
-    with pytest.raises(SchemaError) as streamed_error:
-        _earliest_by_pandas(table, SOURCE)
-    with pytest.raises(SchemaError) as loaded_error:
-        normalise_requests(table.to_pandas(), source=SOURCE)
-    assert str(streamed_error.value) == str(loaded_error.value)
+    assert_same_refusal(lambda: _earliest_by_pandas(table, SOURCE),
+                        lambda: normalise_requests(table.to_pandas(), source=SOURCE))
